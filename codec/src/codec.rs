@@ -1,0 +1,162 @@
+//! Encoding images into `.ocu` files and decoding them back.
+
+use image::{DynamicImage, GenericImageView};
+use ocular_models::hyperprior::Y_DOWNSAMPLING;
+use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor, tensor_to_rgb};
+use ocular_models::CompressedLatents;
+
+use crate::container::{Bitstream, Header, LatentShape};
+use crate::limits::{Limit, Limits};
+use crate::{Error, Model};
+
+/// Encodes images with one model.
+///
+/// ```no_run
+/// # fn main() -> Result<(), ocular::Error> {
+/// let model = ocular::Model::builtin_quality(3)?;
+/// let image = image::open("photo.png").map_err(|e| ocular::Error::Image(e.to_string()))?;
+/// let file: Vec<u8> = ocular::Encoder::new(&model).encode(&image)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Encoder<'m> {
+    model: &'m Model,
+    limits: Limits,
+}
+
+impl<'m> Encoder<'m> {
+    /// An encoder with the default [`Limits`] on image size.
+    pub fn new(model: &'m Model) -> Self {
+        Self { model, limits: Limits::default() }
+    }
+
+    /// Uses `limits` (only `max_pixels` concerns encoding).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Encodes `image` into the bytes of an `.ocu` file.
+    ///
+    /// Gray images are coded as RGB and decoded as gray; alpha is not coded (decoded images are
+    /// opaque). The image is padded to a multiple of 16 pixels by repeating its edges, and
+    /// cropped back when decoded.
+    ///
+    /// # Errors
+    /// [`Error::Image`] for an empty image or one over `max_pixels`; [`Error::Internal`] if coding
+    /// fails.
+    pub fn encode(&self, image: &DynamicImage) -> Result<Vec<u8>, Error> {
+        let (width, height) = image.dimensions();
+        if width == 0 || height == 0 {
+            return Err(Error::Image(format!("the image is empty ({width}x{height})")));
+        }
+        self.limits
+            .check(Limit::Pixels, u64::from(width) * u64::from(height))
+            .map_err(|e| Error::Image(e.to_string()))?;
+        let channels = image.color().channel_count();
+        let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
+        let inner = self.model.inner();
+        let latents = inner.network().compress(&x, inner.tables())?;
+        let shape = |[c, h, w]: [i64; 3]| LatentShape::new(c as u32, h as u32, w as u32);
+        let bitstream = Bitstream {
+            header: Header {
+                model_fingerprint: self.model.fingerprint(),
+                model_name: self.model.name().to_string(),
+                quality: self.model.quality(),
+                width,
+                height,
+                channels,
+                y_shape: shape(latents.y_shape),
+                z_shape: shape(latents.z_shape),
+            },
+            z_stream: latents.z_stream,
+            y_stream: latents.y_stream,
+        };
+        Ok(bitstream.to_bytes()?)
+    }
+}
+
+/// Decodes `.ocu` files made by one model.
+#[derive(Debug)]
+pub struct Decoder<'m> {
+    model: &'m Model,
+    limits: Limits,
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoder with the default [`Limits`].
+    pub fn new(model: &'m Model) -> Self {
+        Self { model, limits: Limits::default() }
+    }
+
+    /// Uses `limits` for the files it reads.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Decodes the bytes of an `.ocu` file into an image: 8-bit gray if the source was gray,
+    /// else 8-bit RGB, of the source's size.
+    ///
+    /// # Errors
+    /// [`Error::Container`] for a malformed file or one over the limits,
+    /// [`Error::ModelMismatch`] if another model made it, [`Error::CorruptStream`] if its streams
+    /// are corrupt.
+    pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, Error> {
+        let bitstream = Bitstream::parse(bytes, &self.limits)?;
+        self.decode_bitstream(bitstream)
+    }
+
+    /// Decodes an already parsed file (see [`Bitstream::parse`]).
+    ///
+    /// # Errors
+    /// As [`Self::decode`].
+    pub fn decode_bitstream(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
+        let header = &bitstream.header;
+        if header.model_fingerprint != self.model.fingerprint() {
+            return Err(Error::ModelMismatch {
+                file_model: header.model_name.clone(),
+                file_fingerprint: header.model_fingerprint,
+                model: self.model.name().to_string(),
+                fingerprint: self.model.fingerprint(),
+            });
+        }
+        let shape = |s: LatentShape| [i64::from(s.channels), i64::from(s.height), i64::from(s.width)];
+        let (width, height, gray) = (header.width, header.height, header.decoded_channels() == 1);
+        let latents = CompressedLatents {
+            y_shape: shape(header.y_shape),
+            z_shape: shape(header.z_shape),
+            z_stream: bitstream.z_stream,
+            y_stream: bitstream.y_stream,
+        };
+        let inner = self.model.inner();
+        let x_hat = inner.network().decompress(&latents, inner.tables()).map_err(|e| match e {
+            // The header passed the container's checks and names this model, so latent shapes
+            // that still do not fit the network mean a forged or corrupt file.
+            ocular_models::ModelError::Shape(message) => Error::CorruptStream(message),
+            other => other.into(),
+        })?;
+        let rgb = DynamicImage::ImageRgb8(tensor_to_rgb(&x_hat, width, height));
+        Ok(if gray { DynamicImage::ImageLuma8(rgb.to_luma8()) } else { rgb })
+    }
+}
+
+/// Reads an image file in any format the `image` crate knows, refusing images over
+/// `limits.max_pixels` before decoding them.
+///
+/// # Errors
+/// [`Error::Image`] if the file cannot be read or decoded, or is too large.
+pub fn open_image(path: &std::path::Path, limits: &Limits) -> Result<DynamicImage, Error> {
+    let fail = |e: &dyn std::fmt::Display| Error::Image(format!("{}: {e}", path.display()));
+    let reader = image::ImageReader::open(path).map_err(|e| fail(&e))?.with_guessed_format().map_err(|e| fail(&e))?;
+    let (width, height) = reader.into_dimensions().map_err(|e| fail(&e))?;
+    limits
+        .check(Limit::Pixels, u64::from(width) * u64::from(height))
+        .map_err(|e| fail(&e))?;
+    let mut reader = image::ImageReader::open(path).map_err(|e| fail(&e))?.with_guessed_format().map_err(|e| fail(&e))?;
+    let mut image_limits = image::Limits::default();
+    // 16-bit RGBA is the widest buffer the decoders make: 8 bytes a pixel.
+    image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+    reader.limits(image_limits);
+    reader.decode().map_err(|e| fail(&e))
+}

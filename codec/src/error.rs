@@ -1,0 +1,65 @@
+//! The error type of the codec, grouped by who is at fault.
+
+use crate::container::{ContainerError, ModelFingerprint};
+
+/// Everything that can go wrong encoding or decoding.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The `.ocu` input is malformed, unsupported or over the limits (the file's fault).
+    #[error("invalid .ocu file: {0}")]
+    Container(#[from] ContainerError),
+    /// A range-coded stream could not be decoded (the file is corrupt).
+    #[error("corrupt .ocu file: {0}")]
+    CorruptStream(String),
+    /// The file was made by another model than the one given to the decoder.
+    #[error(
+        "this file was made by model '{file_model}' ({file_fingerprint}), not by '{model}' ({fingerprint}); \
+         decode it with the model that encoded it"
+    )]
+    ModelMismatch {
+        /// Model name in the file.
+        file_model: String,
+        /// Model fingerprint in the file.
+        file_fingerprint: ModelFingerprint,
+        /// Name of the decoder's model.
+        model: String,
+        /// Fingerprint of the decoder's model.
+        fingerprint: ModelFingerprint,
+    },
+    /// No built-in model has the fingerprint of the file (pass its model file explicitly).
+    #[error(
+        "this file was made by model '{name}' ({fingerprint}), which is not built into this ocular; \
+         pass its model file with --model"
+    )]
+    UnknownModel {
+        /// Model name in the file.
+        name: String,
+        /// Model fingerprint in the file.
+        fingerprint: ModelFingerprint,
+    },
+    /// No built-in model fits the request (name, quality, ...).
+    #[error("no built-in model {0}")]
+    NoSuchModel(String),
+    /// A model file is invalid.
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    /// The input image cannot be read or is empty / too large.
+    #[error("unusable input image: {0}")]
+    Image(String),
+    /// The computation failed inside libtorch (a bug or resource exhaustion, not bad input).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ocular_models::ModelError> for Error {
+    fn from(error: ocular_models::ModelError) -> Self {
+        use ocular_models::ModelError;
+        match error {
+            ModelError::Entropy(message) => Error::CorruptStream(message),
+            ModelError::InvalidModel(message) => Error::InvalidModel(message),
+            ModelError::Io(path, e) => Error::InvalidModel(format!("{path}: {e}")),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! ocular: a learned lossy image codec.
+//!
+//! An analysis network turns an image into a latent `y`; a hyperprior `z` tells the decoder the
+//! mean and scale of every element of `y`; both are range-coded into an `.ocu` file
+//! ([`container`]). Models are trained with `ocular train` and the best ones are built in.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), ocular::Error> {
+//! let model = ocular::Model::builtin_quality(ocular::DEFAULT_QUALITY)?;
+//! let image = image::open("photo.png").map_err(|e| ocular::Error::Image(e.to_string()))?;
+//! let file = ocular::Encoder::new(&model).encode(&image)?;
+//! let decoded = ocular::Decoder::new(&model).decode(&file)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Without the default `neural` feature only the container ([`Bitstream`], [`Limits`]) is built:
+//! it needs no libtorch, so it can be tested and fuzzed on its own.
+#![forbid(unsafe_code)]
+
+pub mod container;
+pub mod limits;
+
+pub use container::{Bitstream, ContainerError, Header, LatentShape, ModelFingerprint};
+pub use limits::Limits;
+
+#[cfg(feature = "neural")]
+mod codec;
+#[cfg(feature = "neural")]
+mod error;
+#[cfg(feature = "neural")]
+pub mod metrics;
+#[cfg(feature = "neural")]
+mod model;
+
+#[cfg(feature = "neural")]
+pub use codec::{open_image, Decoder, Encoder};
+#[cfg(feature = "neural")]
+pub use error::Error;
+#[cfg(feature = "neural")]
+pub use model::{Model, DEFAULT_QUALITY};
+
+/// Training of new models (for the `ocular train` command and for embedding programs).
+#[cfg(feature = "neural")]
+pub mod train {
+    pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
+    pub use ocular_models::model_file::untrained_model_bytes;
+    pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};
+
+    /// Sets the number of threads libtorch computes with (results differ bit-for-bit between
+    /// thread counts; coding does not depend on it, training speed does).
+    pub fn set_threads(threads: i32) {
+        tch::set_num_threads(threads);
+    }
+}

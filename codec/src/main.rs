@@ -1,0 +1,370 @@
+//! The `ocular` command-line tool: parses arguments, calls the `ocular` library, prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use ocular::train::{
+    self, ComputePrecision, Distortion, HyperpriorConfig, TrainConfig, TrainOutcome,
+};
+use ocular::{Bitstream, Decoder, Encoder, Limits, Model};
+
+/// ocular: a learned lossy image codec (mean-scale hyperprior autoencoder + range coder).
+#[derive(Parser)]
+#[command(version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress an image (PNG, JPEG, WebP, ... any format the `image` crate reads) into an .ocu file.
+    Encode(EncodeArgs),
+    /// Decompress an .ocu file into an image (PNG, or any format the output extension names).
+    ///
+    /// The model that made the file is found among the built-in models by the fingerprint the
+    /// file carries; a file made by another model needs --model.
+    Decode(DecodeArgs),
+    /// Show what an .ocu file holds (model, size, streams, bpp) without decoding it.
+    Info(InfoArgs),
+    /// Encode and decode an image in one go and report bpp, PSNR, MS-SSIM and times.
+    Roundtrip(RoundtripArgs),
+    /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
+    ///
+    /// Checkpoints go to --run-dir every few minutes; running the same command again resumes
+    /// from there (Ctrl-C saves a checkpoint first). The finished model is written to --output.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct ModelChoice {
+    /// Built-in model quality: 1 (fewest bits) and up; see `ocular models`
+    #[arg(short, long, default_value_t = ocular::DEFAULT_QUALITY)]
+    quality: u8,
+    /// Use this model file (.safetensors from `ocular train`) instead of a built-in model
+    #[arg(long, conflicts_with = "quality")]
+    model: Option<PathBuf>,
+}
+
+impl ModelChoice {
+    fn load(&self) -> Result<Model> {
+        Ok(match &self.model {
+            Some(path) => Model::load(path)?,
+            None => Model::builtin_quality(self.quality)?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct EncodeArgs {
+    /// Image to compress
+    input: PathBuf,
+    /// Output .ocu file
+    #[arg(short, long)]
+    output: PathBuf,
+    #[command(flatten)]
+    model: ModelChoice,
+}
+
+#[derive(Args)]
+struct DecodeArgs {
+    /// .ocu file to decompress
+    input: PathBuf,
+    /// Output image (format from the extension; PNG recommended)
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Model file that made the input, if it is not a built-in model
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// .ocu file to describe
+    input: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RoundtripArgs {
+    /// Image to compress and decompress
+    input: PathBuf,
+    /// Also write the decoded image here
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelChoice,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistortionArg {
+    /// 255^2 * mean squared error (PSNR-oriented)
+    Mse,
+    /// 1 - MS-SSIM (needs --crop-size >= 192)
+    MsSsim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    /// f32 convolutions
+    F32,
+    /// bf16 convolutions (faster on CPUs with AVX-512 bf16 / AMX)
+    Bf16,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder of training images (searched recursively)
+    #[arg(long, default_value = "../shared/data/train")]
+    data: PathBuf,
+    /// Folder of validation images coded for real every --validate-every steps (e.g. Kodak)
+    #[arg(long)]
+    validation: Option<PathBuf>,
+    /// Where to write the finished model file (.safetensors)
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Folder for checkpoints and CSV logs; a run there is resumed
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Name stored in the model and in every file it codes
+    #[arg(long, default_value = "custom")]
+    name: String,
+    /// Rate point of the model within its family (1 = fewest bits)
+    #[arg(long, default_value_t = 1)]
+    quality: u8,
+    /// Distortion term of the loss
+    #[arg(long, value_enum, default_value_t = DistortionArg::Mse)]
+    distortion: DistortionArg,
+    /// Rate-distortion trade-off (MSE: 0.0018..0.18; MS-SSIM: 2.4..220)
+    #[arg(long, default_value_t = 0.0067)]
+    lambda: f64,
+    /// Channels of the hidden layers and of z
+    #[arg(long, default_value_t = HyperpriorConfig::default().n)]
+    n: i64,
+    /// Channels of y
+    #[arg(long, default_value_t = HyperpriorConfig::default().m)]
+    m: i64,
+    /// Total optimiser steps
+    #[arg(long, default_value_t = 10_000)]
+    steps: u64,
+    /// Wall-clock budget in minutes over all sessions of this run (stops early when spent)
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Images per step
+    #[arg(long, default_value_t = 8)]
+    batch_size: i64,
+    /// Side of the square random crops (multiple of 64)
+    #[arg(long, default_value_t = 128)]
+    crop_size: i64,
+    /// Peak learning rate (held for 60% of the run, then cosine decay to 2%)
+    #[arg(long, default_value_t = 5e-4)]
+    learning_rate: f64,
+    /// Convolution precision
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+    /// Seconds between checkpoints
+    #[arg(long, default_value_t = 300)]
+    checkpoint_seconds: u64,
+    /// Steps between validations (0: only at the end)
+    #[arg(long, default_value_t = 2000)]
+    validate_every: u64,
+    /// Start from this model file (same N and M), e.g. a neighbouring rate point
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Random seed
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// libtorch threads (default: all cores)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    if let Some(threads) = args.threads {
+        train::set_threads(threads);
+    }
+    let mut config = TrainConfig::new(args.data, args.output, args.run_dir);
+    config.validation = args.validation;
+    config.name = args.name;
+    config.quality = args.quality;
+    config.distortion = match args.distortion {
+        DistortionArg::Mse => Distortion::Mse,
+        DistortionArg::MsSsim => Distortion::MsSsim,
+    };
+    config.lambda = args.lambda;
+    config.network = HyperpriorConfig {
+        n: args.n,
+        m: args.m,
+    };
+    config.steps = args.steps;
+    config.time_budget_seconds = args.minutes.map(|m| m * 60.0);
+    config.batch_size = args.batch_size;
+    config.crop_size = args.crop_size;
+    config.learning_rate = args.learning_rate;
+    config.precision = match args.precision {
+        PrecisionArg::F32 => ComputePrecision::F32,
+        PrecisionArg::Bf16 => ComputePrecision::Bf16,
+    };
+    config.checkpoint_seconds = args.checkpoint_seconds;
+    config.validate_every = args.validate_every;
+    config.init_from = args.init;
+    config.seed = args.seed;
+    config.progress = !args.quiet;
+    match train::train(&config).context("training failed")? {
+        TrainOutcome::Finished { steps, validation } => {
+            println!(
+                "trained {steps} steps; model written to {}",
+                config.output.display()
+            );
+            if let Some(v) = validation {
+                println!(
+                    "validation: {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}",
+                    v.bpp, v.psnr, v.ms_ssim
+                );
+            }
+        }
+        TrainOutcome::Interrupted { steps } => {
+            println!("interrupted at step {steps}; run the same command again to resume");
+        }
+    }
+    Ok(())
+}
+
+fn bits_per_pixel(bytes: usize, width: u32, height: u32) -> f64 {
+    bytes as f64 * 8.0 / (f64::from(width) * f64::from(height))
+}
+
+fn run_encode(args: EncodeArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let image = ocular::open_image(&args.input, &Limits::default())?;
+    let start = Instant::now();
+    let bytes = Encoder::new(&model).encode(&image)?;
+    let seconds = start.elapsed().as_secs_f64();
+    std::fs::write(&args.output, &bytes).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let (width, height) = (image.width(), image.height());
+    println!(
+        "{} -> {}: {width}x{height}, {} bytes, {:.4} bpp, model {}, {seconds:.2} s",
+        args.input.display(),
+        args.output.display(),
+        bytes.len(),
+        bits_per_pixel(bytes.len(), width, height),
+        model.name()
+    );
+    if image.color().has_alpha() {
+        eprintln!("note: the alpha channel is not coded; the decoded image is opaque");
+    }
+    Ok(())
+}
+
+fn read_ocu(path: &std::path::Path) -> Result<(Vec<u8>, Bitstream)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bitstream = Bitstream::parse(&bytes, &Limits::default()).with_context(|| format!("{} is not a valid .ocu file", path.display()))?;
+    Ok((bytes, bitstream))
+}
+
+fn model_for(bitstream: &Bitstream, path: Option<&std::path::Path>) -> Result<Model> {
+    Ok(match path {
+        Some(path) => Model::load(path)?,
+        None => Model::builtin_for(&bitstream.header.model_name, bitstream.header.model_fingerprint)?,
+    })
+}
+
+fn run_decode(args: DecodeArgs) -> Result<()> {
+    let (bytes, bitstream) = read_ocu(&args.input)?;
+    let model = model_for(&bitstream, args.model.as_deref())?;
+    let start = Instant::now();
+    let image = Decoder::new(&model).decode_bitstream(bitstream)?;
+    let seconds = start.elapsed().as_secs_f64();
+    image.save(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!(
+        "{} -> {}: {}x{}, {:.4} bpp, model {}, {seconds:.2} s",
+        args.input.display(),
+        args.output.display(),
+        image.width(),
+        image.height(),
+        bits_per_pixel(bytes.len(), image.width(), image.height()),
+        model.name()
+    );
+    Ok(())
+}
+
+fn run_info(args: InfoArgs) -> Result<()> {
+    let (bytes, bitstream) = read_ocu(&args.input)?;
+    let header = &bitstream.header;
+    let bpp = bits_per_pixel(bytes.len(), header.width, header.height);
+    if args.json {
+        let value = serde_json::json!({
+            "file": args.input.display().to_string(),
+            "bytes": bytes.len(),
+            "bpp": bpp,
+            "header": header,
+            "z_stream_bytes": bitstream.z_stream.len(),
+            "y_stream_bytes": bitstream.y_stream.len(),
+            "overhead_bytes": bitstream.overhead_bytes(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("file:      {} ({} bytes, {bpp:.4} bpp)", args.input.display(), bytes.len());
+    println!("image:     {}x{}, {} source channel(s)", header.width, header.height, header.channels);
+    println!("model:     {} (quality {}, fingerprint {})", header.model_name, header.quality, header.model_fingerprint);
+    let (y, z) = (header.y_shape, header.z_shape);
+    println!("latent y:  {}x{}x{}, {} bytes", y.channels, y.height, y.width, bitstream.y_stream.len());
+    println!("latent z:  {}x{}x{}, {} bytes", z.channels, z.height, z.width, bitstream.z_stream.len());
+    println!("overhead:  {} bytes (header, lengths, CRC)", bitstream.overhead_bytes());
+    Ok(())
+}
+
+fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
+    let model = args.model.load()?;
+    let image = ocular::open_image(&args.input, &Limits::default())?;
+    let (width, height) = (image.width(), image.height());
+    let start = Instant::now();
+    let bytes = Encoder::new(&model).encode(&image)?;
+    let encode_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let decoded = Decoder::new(&model).decode(&bytes)?;
+    let decode_seconds = start.elapsed().as_secs_f64();
+    let quality = ocular::metrics::measure(&image.to_rgb8(), &decoded.to_rgb8());
+    println!("image:    {} ({width}x{height})", args.input.display());
+    println!("model:    {} ({}-trained, quality {})", model.name(), model.distortion(), model.quality());
+    println!("size:     {} bytes, {:.4} bpp", bytes.len(), bits_per_pixel(bytes.len(), width, height));
+    println!("PSNR:     {:.2} dB (RGB)", quality.psnr);
+    match (quality.ms_ssim, quality.ms_ssim_db()) {
+        (Some(ms_ssim), Some(db)) => println!("MS-SSIM:  {ms_ssim:.4} ({db:.2} dB)"),
+        _ => println!("MS-SSIM:  n/a (image side below 161 px)"),
+    }
+    println!("time:     encode {encode_seconds:.2} s, decode {decode_seconds:.2} s");
+    if let Some(output) = &args.output {
+        decoded.save(output).with_context(|| format!("cannot write {}", output.display()))?;
+        println!("decoded:  {}", output.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Encode(args) => run_encode(args),
+        Command::Decode(args) => run_decode(args),
+        Command::Info(args) => run_info(args),
+        Command::Roundtrip(args) => run_roundtrip(args),
+        Command::Train(args) => run_train(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

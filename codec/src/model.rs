@@ -1,0 +1,132 @@
+//! Models: the ones built into the binary, and model files.
+
+use std::path::Path;
+
+use ocular_models::{CodecModel, Distortion};
+
+use crate::container::ModelFingerprint;
+use crate::Error;
+
+/// A model built into ocular.
+#[derive(Clone, Copy, Debug)]
+pub struct BuiltinModel {
+    /// Its name, e.g. `mse-q3`.
+    pub name: &'static str,
+    /// Its model file.
+    bytes: &'static [u8],
+}
+
+/// The models compiled into this build, trained by `ocular train` (see docs/results.md).
+const BUILTIN: &[BuiltinModel] = &[];
+
+/// Quality used when none is asked for.
+pub const DEFAULT_QUALITY: u8 = 3;
+
+/// A trained model: networks plus the integer tables it codes with.
+#[derive(Debug)]
+pub struct Model {
+    inner: CodecModel,
+}
+
+impl Model {
+    /// Reads a model from the bytes of a model file (`.safetensors` written by `ocular train`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] if the bytes are not a valid model file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(Self { inner: CodecModel::from_bytes(bytes)? })
+    }
+
+    /// Reads a model file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] if it cannot be read or is not a valid model file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Ok(Self { inner: CodecModel::load(path)? })
+    }
+
+    /// The names of the built-in models.
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(|m| m.name)
+    }
+
+    /// The built-in model called `name`.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchModel`] if there is none.
+    pub fn builtin(name: &str) -> Result<Self, Error> {
+        let model = BUILTIN
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::NoSuchModel(format!("named '{name}' (built in: {})", builtin_list())))?;
+        Self::from_bytes(model.bytes)
+    }
+
+    /// The built-in MSE-trained (PSNR-oriented) model of the given quality.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchModel`] if no built-in model has that quality.
+    pub fn builtin_quality(quality: u8) -> Result<Self, Error> {
+        for candidate in BUILTIN {
+            let model = Self::from_bytes(candidate.bytes)?;
+            if model.quality() == quality && model.inner.info().distortion == Distortion::Mse {
+                return Ok(model);
+            }
+        }
+        Err(Error::NoSuchModel(format!("of quality {quality} (built in: {})", builtin_list())))
+    }
+
+    /// The built-in model whose fingerprint is `fingerprint` (to decode a file).
+    ///
+    /// # Errors
+    /// [`Error::UnknownModel`] if there is none.
+    pub fn builtin_for(name: &str, fingerprint: ModelFingerprint) -> Result<Self, Error> {
+        // Try the model of the same name first: loading is the costly part.
+        let mut candidates: Vec<&BuiltinModel> = BUILTIN.iter().collect();
+        candidates.sort_by_key(|m| m.name != name);
+        for candidate in candidates {
+            if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes)) == fingerprint {
+                return Self::from_bytes(candidate.bytes);
+            }
+        }
+        Err(Error::UnknownModel { name: name.to_string(), fingerprint })
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.inner.info().name
+    }
+
+    /// Its rate point (higher = more bits).
+    pub fn quality(&self) -> u8 {
+        self.inner.info().quality
+    }
+
+    /// What its training measured distortion with: `mse` or `ms-ssim`.
+    pub fn distortion(&self) -> String {
+        self.inner.info().distortion.to_string()
+    }
+
+    /// Identifies the exact weights and tables; written into every file the model makes.
+    pub fn fingerprint(&self) -> ModelFingerprint {
+        ModelFingerprint(self.inner.fingerprint())
+    }
+
+    /// The full description stored in the model file, as JSON.
+    pub fn description_json(&self) -> String {
+        serde_json::to_string_pretty(self.inner.info()).unwrap_or_default()
+    }
+
+    pub(crate) fn inner(&self) -> &CodecModel {
+        &self.inner
+    }
+}
+
+fn builtin_list() -> String {
+    let names: Vec<&str> = Model::builtin_names().collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}

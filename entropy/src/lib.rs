@@ -1,0 +1,45 @@
+//! Integer probability tables and range coding for the `ocular` learned image codec.
+//!
+//! The latent `y` of the codec is coded element by element with a zero-mean Gaussian whose
+//! scale the hyperprior predicts; the hyper-latent `z` with a learned factorized density.
+//! Both are turned into *integer* tables here, so that encoding and decoding never depend on
+//! floating point once the tables exist:
+//!
+//! - [`CdfTable`]: a fixed-point pmf at [`PRECISION`] = 24 bits over a contiguous range of
+//!   integers plus an escape bin for every other `i32`, quantised from float masses with a
+//!   rate-optimal scheme ([`CdfTable::from_probabilities`]);
+//! - [`scale_table`], [`scale_index`], [`gaussian_tables`]: the 64 log-spaced Gaussian scales,
+//!   the one mapping from a predicted scale to a table index, and the tables themselves;
+//! - [`CodingTables`], [`encode`], [`decode`]: constriction's range coder with one table per
+//!   symbol, lossless for every `i32`, and robust against corrupt input.
+//!
+//! # Example
+//!
+//! ```
+//! use ocular_entropy::{decode, encode, gaussian_tables, scale_index, scale_table, CodingTables};
+//!
+//! let tables = CodingTables::new(&gaussian_tables(&scale_table())?)?;
+//! let scales = [0.3f32, 2.0, 17.5, 0.05];
+//! let symbols = [0, -2, 31, i32::MIN]; // the last one is far outside its table: escaped
+//! let indices: Vec<u16> = scales.iter().map(|&s| u16::from(scale_index(s))).collect();
+//!
+//! let bytes = encode(&symbols, &indices, &tables)?;
+//! assert_eq!(decode(&bytes, &indices, &tables)?, symbols);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The crate has no unsafe code, no file I/O and no dependency on libtorch.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod coder;
+mod escape;
+mod gaussian;
+mod table;
+
+pub use coder::{decode, encode, CodingTables, DecodeError, EncodeError, MAX_TABLES};
+pub use gaussian::{
+    gaussian_tables, scale_index, scale_table, GAUSSIAN_TAIL_MASS, NUM_SCALES, SCALE_MAX, SCALE_MIN,
+};
+pub use table::{CdfTable, TableError, MAX_TABLE_LEN, PRECISION};

@@ -1,0 +1,362 @@
+//! The mean-scale hyperprior autoencoder (Ballé et al. 2018; Minnen et al. 2018).
+//!
+//! ```text
+//! x --g_a--> y --h_a--> z --Q--> z_hat --h_s--> (mean, scale) of every element of y
+//! y --Q around mean--> y_hat --g_s--> x_hat
+//! ```
+//! `z_hat` is coded with the learned factorized prior ([`EntropyBottleneck`]), `y_hat` with a
+//! Gaussian of the predicted scale, as the integer `round(y - mean)`.
+
+use ocular_entropy::{CdfTable, CodingTables};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::entropy_models::{gaussian_likelihood, EntropyBottleneck};
+use crate::layers::{ComputePrecision, Conv, Gdn};
+use crate::ModelError;
+
+/// Downsampling of the analysis transform: `y` is 16x smaller than the image in each direction.
+pub const Y_DOWNSAMPLING: i64 = 16;
+/// Downsampling of `z` relative to the image.
+pub const Z_DOWNSAMPLING: i64 = 64;
+
+/// Shape of the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HyperpriorConfig {
+    /// Channels of the hidden layers (and of `z`).
+    pub n: i64,
+    /// Channels of `y`.
+    pub m: i64,
+}
+
+impl Default for HyperpriorConfig {
+    /// The half-width network: at this CPU budget it reaches far better quality per training
+    /// second than N=128, M=192 (DESIGN.md).
+    fn default() -> Self {
+        Self { n: 64, m: 96 }
+    }
+}
+
+/// What the training-time forward pass returns.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// Reconstruction (N, 3, H, W), not clamped.
+    pub x_hat: Tensor,
+    /// Likelihoods of the elements of `y` (noisy during training).
+    pub y_likelihoods: Tensor,
+    /// Likelihoods of the elements of `z`.
+    pub z_likelihoods: Tensor,
+}
+
+impl ForwardOutput {
+    /// Estimated rate in bits per pixel of an image of `pixels` pixels per batch element:
+    /// `-sum(log2 p) / (N * pixels)`.
+    pub fn bits_per_pixel(&self, pixels: i64) -> Tensor {
+        let batch = self.x_hat.size()[0];
+        let bits = -(self.y_likelihoods.log2().sum(Kind::Float) + self.z_likelihoods.log2().sum(Kind::Float));
+        bits / (batch * pixels) as f64
+    }
+}
+
+/// The two range-coded streams of one image and the shapes needed to decode them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompressedLatents {
+    /// Range-coded `round(z - median)`.
+    pub z_stream: Vec<u8>,
+    /// Range-coded `round(y - mean)`.
+    pub y_stream: Vec<u8>,
+    /// (channels, height, width) of `y`.
+    pub y_shape: [i64; 3],
+    /// (channels, height, width) of `z`.
+    pub z_shape: [i64; 3],
+}
+
+/// The integer tables a model codes with, and their prepared coders.
+#[derive(Debug)]
+pub struct ModelTables {
+    /// One table per channel of `z`.
+    pub z: Vec<CdfTable>,
+    /// One table per entry of [`ocular_entropy::scale_table`].
+    pub y: Vec<CdfTable>,
+    z_coders: CodingTables,
+    y_coders: CodingTables,
+}
+
+impl ModelTables {
+    /// Validates the tables and prepares their coders.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] if a table is broken or the counts do not fit the network.
+    pub fn new(z: Vec<CdfTable>, y: Vec<CdfTable>, z_channels: i64) -> Result<Self, ModelError> {
+        if z.len() as i64 != z_channels {
+            return Err(ModelError::InvalidModel(format!(
+                "{} z tables for {z_channels} channels",
+                z.len()
+            )));
+        }
+        if y.len() != ocular_entropy::NUM_SCALES {
+            return Err(ModelError::InvalidModel(format!(
+                "{} y tables, expected {}",
+                y.len(),
+                ocular_entropy::NUM_SCALES
+            )));
+        }
+        let invalid = |e: ocular_entropy::TableError| ModelError::InvalidModel(e.to_string());
+        let z_coders = CodingTables::new(&z).map_err(invalid)?;
+        let y_coders = CodingTables::new(&y).map_err(invalid)?;
+        Ok(Self { z, y, z_coders, y_coders })
+    }
+}
+
+/// Mean-scale hyperprior autoencoder.
+///
+/// Variables are named as in CompressAI's `MeanScaleHyperprior` state dict (`g_a.0.weight`,
+/// `g_a.1.beta`, `h_s.4.bias`, `entropy_bottleneck._matrix0`, ...).
+#[derive(Debug)]
+pub struct MeanScaleHyperprior {
+    config: HyperpriorConfig,
+    g_a: Vec<(Conv, Option<Gdn>)>,
+    g_s: Vec<(Conv, Option<Gdn>)>,
+    h_a: Vec<Conv>,
+    h_s: Vec<Conv>,
+    entropy_bottleneck: EntropyBottleneck,
+    precision: ComputePrecision,
+}
+
+impl MeanScaleHyperprior {
+    /// Creates the network's variables under `root` (randomly initialised).
+    pub fn new(root: &nn::Path, config: HyperpriorConfig) -> Self {
+        let HyperpriorConfig { n, m } = config;
+        let g_a_path = root / "g_a";
+        let g_a = [(3, n), (n, n), (n, n), (n, m)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout))| {
+                let conv = Conv::new(&g_a_path / (2 * i), cin, cout, 5, 2);
+                let gdn = (i < 3).then(|| Gdn::new(&g_a_path / (2 * i + 1), cout, false));
+                (conv, gdn)
+            })
+            .collect();
+        let g_s_path = root / "g_s";
+        let g_s = [(m, n), (n, n), (n, n), (n, 3)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout))| {
+                let conv = Conv::transposed(&g_s_path / (2 * i), cin, cout, 5, 2);
+                let gdn = (i < 3).then(|| Gdn::new(&g_s_path / (2 * i + 1), cout, true));
+                (conv, gdn)
+            })
+            .collect();
+        let h_a_path = root / "h_a";
+        let h_a = vec![
+            Conv::new(&h_a_path / 0, m, n, 3, 1),
+            Conv::new(&h_a_path / 2, n, n, 5, 2),
+            Conv::new(&h_a_path / 4, n, n, 5, 2),
+        ];
+        let h_s_path = root / "h_s";
+        let wide = m * 3 / 2;
+        let h_s = vec![
+            Conv::transposed(&h_s_path / 0, n, m, 5, 2),
+            Conv::transposed(&h_s_path / 2, m, wide, 5, 2),
+            Conv::new(&h_s_path / 4, wide, 2 * m, 3, 1),
+        ];
+        let entropy_bottleneck = EntropyBottleneck::new(root / "entropy_bottleneck", n);
+        Self { config, g_a, g_s, h_a, h_s, entropy_bottleneck, precision: ComputePrecision::F32 }
+    }
+
+    /// The network's shape.
+    pub fn config(&self) -> HyperpriorConfig {
+        self.config
+    }
+
+    /// Chooses the numeric type of the convolutions (see [`ComputePrecision`]).
+    pub fn set_precision(&mut self, precision: ComputePrecision) {
+        self.precision = precision;
+    }
+
+    /// The learned prior of `z`.
+    pub fn entropy_bottleneck(&self) -> &EntropyBottleneck {
+        &self.entropy_bottleneck
+    }
+
+    /// Analysis transform: image (N, 3, H, W) in [0, 1] -> `y` (N, M, ceil(H/16), ceil(W/16)).
+    pub fn analysis(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (conv, gdn) in &self.g_a {
+            h = conv.forward(&h, self.precision);
+            if let Some(gdn) = gdn {
+                h = gdn.forward(&h);
+            }
+        }
+        h
+    }
+
+    /// Synthesis transform: `y_hat` -> reconstruction (N, 3, 16 h, 16 w), not clamped.
+    pub fn synthesis(&self, y_hat: &Tensor) -> Tensor {
+        let mut h = y_hat.shallow_clone();
+        for (conv, gdn) in &self.g_s {
+            h = conv.forward(&h, self.precision);
+            if let Some(gdn) = gdn {
+                h = gdn.forward(&h);
+            }
+        }
+        h
+    }
+
+    fn hyper_analysis(&self, y: &Tensor) -> Tensor {
+        let h = self.h_a[0].forward(y, self.precision).relu();
+        let h = self.h_a[1].forward(&h, self.precision).relu();
+        self.h_a[2].forward(&h, self.precision)
+    }
+
+    /// Hyper-synthesis: `z_hat` -> (means, scales) of `y`, cropped to `y`'s height and width.
+    fn hyper_synthesis(&self, z_hat: &Tensor, y_height: i64, y_width: i64) -> (Tensor, Tensor) {
+        let h = self.h_s[0].forward(z_hat, self.precision).relu();
+        let h = self.h_s[1].forward(&h, self.precision).relu();
+        let params = self.h_s[2].forward(&h, self.precision);
+        let params = params.narrow(2, 0, y_height).narrow(3, 0, y_width);
+        let mut halves = params.chunk(2, 1);
+        let means = halves.remove(1);
+        let scales = halves.remove(0);
+        (means, scales)
+    }
+
+    /// Train-time forward pass.
+    ///
+    /// With `training`, `z` gets uniform noise; `y` gets uniform noise for the rate term and is
+    /// rounded around its mean with a straight-through gradient for the synthesis transform
+    /// ("mixed" quantization, Minnen & Singh 2020). Without `training`, both are rounded as when
+    /// coding, so the rate is the one the coder will spend (up to table precision).
+    pub fn forward(&self, x: &Tensor, training: bool) -> ForwardOutput {
+        let y = self.analysis(x);
+        let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
+        let z = self.hyper_analysis(&y);
+        let z_hat = self.entropy_bottleneck.quantize(&z, training);
+        let z_likelihoods = self.entropy_bottleneck.likelihood(&z_hat);
+        let (means, scales) = self.hyper_synthesis(&z_hat, y_height, y_width);
+        let rounded = (&y - &means).round() + &means;
+        let (y_for_rate, y_hat) = if training {
+            let noisy = &y + (y.rand_like() - 0.5);
+            let straight_through = &y + (&rounded - &y).detach();
+            (noisy, straight_through)
+        } else {
+            (rounded.shallow_clone(), rounded)
+        };
+        let y_likelihoods = gaussian_likelihood(&(y_for_rate - &means), &scales);
+        let (_, _, height, width) = x.size4().expect("input is 4-d");
+        let x_hat = self.synthesis(&y_hat).narrow(2, 0, height).narrow(3, 0, width);
+        ForwardOutput { x_hat, y_likelihoods, z_likelihoods }
+    }
+
+    /// The auxiliary loss that fits the quantiles of the entropy bottleneck.
+    pub fn aux_loss(&self) -> Tensor {
+        self.entropy_bottleneck.aux_loss()
+    }
+
+    /// Computes the integer tables this model codes with (after training, before saving).
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] if the learned prior is degenerate.
+    pub fn build_tables(&self) -> Result<ModelTables, ModelError> {
+        let z = self.entropy_bottleneck.tables()?;
+        let y = ocular_entropy::gaussian_tables(&ocular_entropy::scale_table())
+            .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
+        ModelTables::new(z, y, self.config.n)
+    }
+
+    /// Compresses one image (1, 3, H, W) in [0, 1] into its two streams.
+    ///
+    /// H and W should be multiples of [`Y_DOWNSAMPLING`] (the codec pads); other sizes work but
+    /// code the zero padding of the convolutions.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] for a batch other than one RGB image, [`ModelError::Entropy`] if coding fails.
+    pub fn compress(&self, x: &Tensor, tables: &ModelTables) -> Result<CompressedLatents, ModelError> {
+        let size = x.size();
+        if size.len() != 4 || size[0] != 1 || size[1] != 3 {
+            return Err(ModelError::Shape(format!("compress takes one RGB image (1, 3, H, W), got {size:?}")));
+        }
+        tch::no_grad(|| {
+            let y = self.analysis(x);
+            let z = self.hyper_analysis(&y);
+            let y_shape = shape3(&y);
+            let z_shape = shape3(&z);
+            let medians = self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
+            let z_symbols = (&z - &medians).round();
+            let z_stream = encode_tensor(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
+            let (means, scales) = self.y_parameters(&z_symbols, y_shape);
+            let y_symbols = (&y - &means).round();
+            let y_stream = encode_tensor(&y_symbols, &scale_indices(&scales)?, &tables.y_coders)?;
+            Ok(CompressedLatents { z_stream, y_stream, y_shape, z_shape })
+        })
+    }
+
+    /// Decompresses the streams of [`Self::compress`] into an image (1, 3, 16 h, 16 w) in [0, 1]
+    /// (crop it to the original size).
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] if the shapes do not fit this model, [`ModelError::Entropy`] if a
+    /// stream is corrupt.
+    pub fn decompress(&self, latents: &CompressedLatents, tables: &ModelTables) -> Result<Tensor, ModelError> {
+        let [y_channels, y_height, y_width] = latents.y_shape;
+        let [z_channels, z_height, z_width] = latents.z_shape;
+        let expected_z = [self.config.n, ceil_div(y_height, 4), ceil_div(y_width, 4)];
+        if y_channels != self.config.m || latents.z_shape != expected_z || y_height < 1 || y_width < 1 {
+            return Err(ModelError::Shape(format!(
+                "latent shapes y {:?} / z {:?} do not fit this model (M={}, N={})",
+                latents.y_shape, latents.z_shape, self.config.m, self.config.n
+            )));
+        }
+        tch::no_grad(|| {
+            let z_indices = z_channel_indices(latents.z_shape);
+            let z_values = ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
+            let z_symbols = symbols_to_tensor(&z_values, [1, z_channels, z_height, z_width]);
+            let (means, scales) = self.y_parameters(&z_symbols, latents.y_shape);
+            let y_indices = scale_indices(&scales)?;
+            let y_values = ocular_entropy::decode(&latents.y_stream, &y_indices, &tables.y_coders)?;
+            let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width]) + means;
+            Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
+        })
+    }
+
+    /// Means and scales of `y` from the integer symbols of `z`. The encoder and the decoder both
+    /// go through here, so they compute the same tables from the same `z_hat`.
+    fn y_parameters(&self, z_symbols: &Tensor, y_shape: [i64; 3]) -> (Tensor, Tensor) {
+        let z_hat = z_symbols + self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
+        self.hyper_synthesis(&z_hat, y_shape[1], y_shape[2])
+    }
+}
+
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
+fn shape3(t: &Tensor) -> [i64; 3] {
+    let s = t.size();
+    [s[1], s[2], s[3]]
+}
+
+/// Table index of every element of `z`: its channel.
+fn z_channel_indices([channels, height, width]: [i64; 3]) -> Vec<u16> {
+    let plane = (height * width) as usize;
+    (0..channels as u16).flat_map(|c| std::iter::repeat_n(c, plane)).collect()
+}
+
+/// Table index of every element of `y`, from its predicted scale through the one mapping
+/// [`ocular_entropy::scale_index`].
+fn scale_indices(scales: &Tensor) -> Result<Vec<u16>, ModelError> {
+    let scales = Vec::<f32>::try_from(scales.to_kind(Kind::Float).flatten(0, -1))?;
+    Ok(scales.into_iter().map(|s| u16::from(ocular_entropy::scale_index(s))).collect())
+}
+
+fn encode_tensor(symbols: &Tensor, indices: &[u16], coders: &CodingTables) -> Result<Vec<u8>, ModelError> {
+    // Latents of a sane network stay far inside i32; saturate rather than wrap if one does not.
+    let values = Vec::<f32>::try_from(symbols.flatten(0, -1))?;
+    let values: Vec<i32> = values.into_iter().map(|v| v as i32).collect();
+    Ok(ocular_entropy::encode(&values, indices, coders)?)
+}
+
+fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
+    let floats: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    Tensor::from_slice(&floats).view(shape).to_device(Device::Cpu)
+}

@@ -1,0 +1,158 @@
+//! Network layers: convolutions with an optional bf16 compute path, and GDN.
+//!
+//! Every layer owns its variables in a [`tch::nn::Path`], so the variable names follow the usual
+//! PyTorch `state_dict` keys (`g_a.0.weight`, `g_a.1.beta`, ...).
+
+use std::borrow::Borrow;
+
+use tch::{nn, Kind, Tensor};
+
+/// Numeric type the convolutions compute in.
+///
+/// On CPUs with AVX-512 bf16 / AMX, bf16 convolutions train about 1.8x faster (DESIGN.md). Inputs and
+/// weights are cast to bf16 inside the layer and the result back to f32, so everything around the
+/// convolutions (GDN, entropy models, losses) stays f32. Coding always runs in f32: the rate a model
+/// is trained for does not depend on this switch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputePrecision {
+    /// Plain f32 everywhere.
+    #[default]
+    F32,
+    /// Convolutions in bf16, accumulated and returned as f32.
+    Bf16,
+}
+
+/// A 2-d convolution or transposed convolution with "same"-style padding.
+///
+/// A stride-`s` convolution maps a side of `n` pixels to `ceil(n / s)`; the transposed version maps
+/// `n` to `s * n`.
+#[derive(Debug)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    stride: i64,
+    padding: i64,
+    transposed: bool,
+}
+
+impl Conv {
+    /// A `kernel x kernel` convolution from `in_channels` to `out_channels` with the given stride.
+    pub fn new(path: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
+        let config = nn::ConvConfig { stride, padding: kernel / 2, ..Default::default() };
+        let conv = nn::conv2d(path, in_channels, out_channels, kernel, config);
+        Self {
+            weight: conv.ws,
+            bias: conv.bs.expect("conv2d creates a bias by default"),
+            stride,
+            padding: kernel / 2,
+            transposed: false,
+        }
+    }
+
+    /// A transposed convolution that upsamples by `stride`.
+    pub fn transposed(path: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
+        let config = nn::ConvTransposeConfig {
+            stride,
+            padding: kernel / 2,
+            output_padding: stride - 1,
+            ..Default::default()
+        };
+        let conv = nn::conv_transpose2d(path, in_channels, out_channels, kernel, config);
+        Self {
+            weight: conv.ws,
+            bias: conv.bs.expect("conv_transpose2d creates a bias by default"),
+            stride,
+            padding: kernel / 2,
+            transposed: true,
+        }
+    }
+
+    /// Applies the convolution to `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor, precision: ComputePrecision) -> Tensor {
+        match precision {
+            ComputePrecision::F32 => self.apply(x, &self.weight, &self.bias),
+            ComputePrecision::Bf16 => {
+                let x = x.to_kind(Kind::BFloat16);
+                let weight = self.weight.to_kind(Kind::BFloat16);
+                let bias = self.bias.to_kind(Kind::BFloat16);
+                self.apply(&x, &weight, &bias).to_kind(Kind::Float)
+            }
+        }
+    }
+
+    fn apply(&self, x: &Tensor, weight: &Tensor, bias: impl Borrow<Tensor>) -> Tensor {
+        let (s, p) = (self.stride, self.padding);
+        if self.transposed {
+            x.conv_transpose2d(weight, Some(bias), [s, s], [p, p], [s - 1, s - 1], 1, [1, 1])
+        } else {
+            x.conv2d(weight, Some(bias), [s, s], [p, p], [1, 1], 1)
+        }
+    }
+}
+
+/// Keeps a trainable parameter non-negative (Ballé et al. 2016, appendix).
+///
+/// The variable stores `v = sqrt(max(p, minimum) + pedestal)` and the layer uses
+/// `p = max(v, bound)^2 - pedestal` with `bound = sqrt(minimum + pedestal)` and `pedestal = 2^-36`.
+/// Optimising `v` instead of `p` keeps gradients well scaled near zero. The bound passes gradients
+/// through unchanged (straight-through) so a variable that hits it can come back.
+#[derive(Debug)]
+struct NonNegative {
+    variable: Tensor,
+    bound: f64,
+}
+
+const PEDESTAL: f64 = 1.0 / (1u64 << 36) as f64;
+
+impl NonNegative {
+    fn new(path: &nn::Path, name: &str, initial: &Tensor, minimum: f64) -> Self {
+        let stored = (initial.clamp_min(minimum) + PEDESTAL).sqrt();
+        let variable = path.var_copy(name, &stored);
+        Self { variable, bound: (minimum + PEDESTAL).sqrt() }
+    }
+
+    fn value(&self) -> Tensor {
+        let v = &self.variable;
+        let bounded = v + (v.clamp_min(self.bound) - v).detach();
+        bounded.square() - PEDESTAL
+    }
+}
+
+/// Generalized divisive normalization (Ballé, Laparra, Simoncelli 2016).
+///
+/// `y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`; the inverse (used in the synthesis transform)
+/// multiplies instead: `y_i = x_i * sqrt(beta_i + sum_j gamma_ij x_j^2)`. The sum is a 1x1 convolution
+/// of `x^2` with `gamma` as its weight. `beta >= 1e-6` and `gamma >= 0` through [`NonNegative`].
+#[derive(Debug)]
+pub struct Gdn {
+    beta: NonNegative,
+    gamma: NonNegative,
+    inverse: bool,
+}
+
+impl Gdn {
+    /// GDN over `channels` channels (`inverse` for IGDN). Initialised to `beta = 1`, `gamma = 0.1 I`.
+    pub fn new(path: nn::Path, channels: i64, inverse: bool) -> Self {
+        let beta = Tensor::ones([channels], (Kind::Float, path.device()));
+        let gamma = Tensor::eye(channels, (Kind::Float, path.device())) * 0.1;
+        Self {
+            beta: NonNegative::new(&path, "beta", &beta, 1e-6),
+            gamma: NonNegative::new(&path, "gamma", &gamma, 0.0),
+            inverse,
+        }
+    }
+
+    /// Applies GDN (or IGDN) to `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let channels = x.size()[1];
+        let beta = self.beta.value();
+        let gamma = self.gamma.value().view([channels, channels, 1, 1]);
+        let norm = x.square().conv2d(&gamma, Some(&beta), [1, 1], [0, 0], [1, 1], 1).sqrt();
+        if self.inverse {
+            x * norm
+        } else {
+            x / norm
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! Training: `loss = bpp + lambda * distortion` on random crops of a folder of images, with
+//! checkpoints, resumption, periodic validation by actual coding, and a CSV log.
+
+use std::fs::{self, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::hyperprior::{HyperpriorConfig, MeanScaleHyperprior, Y_DOWNSAMPLING};
+use crate::imaging::{mse, pad_to_multiple, rgb_to_tensor};
+use crate::layers::ComputePrecision;
+use crate::losses::{psnr, Distortion};
+use crate::model_file::{serialize_model, CodecModel, ModelInfo, TrainingSummary, MODEL_FORMAT_VERSION};
+use crate::msssim::{ms_ssim, MIN_SIDE};
+use crate::ModelError;
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Folder of training images (searched recursively).
+    pub data: PathBuf,
+    /// Folder of validation images (e.g. Kodak), coded for real every `validate_every` steps.
+    pub validation: Option<PathBuf>,
+    /// Where the finished model file goes.
+    pub output: PathBuf,
+    /// Folder for the checkpoint, its state and the CSV logs.
+    pub run_dir: PathBuf,
+    /// Model name written into the model file (e.g. `mse-q3`).
+    pub name: String,
+    /// Rate point within the model's family.
+    pub quality: u8,
+    /// Network shape.
+    pub network: HyperpriorConfig,
+    /// Distortion term.
+    pub distortion: Distortion,
+    /// Rate-distortion trade-off.
+    pub lambda: f64,
+    /// Total optimiser steps.
+    pub steps: u64,
+    /// Optional wall-clock budget in seconds over all sessions of this run; the learning-rate
+    /// schedule follows whichever of steps and time is further along.
+    pub time_budget_seconds: Option<f64>,
+    /// Images per step.
+    pub batch_size: i64,
+    /// Side of the square random crops.
+    pub crop_size: i64,
+    /// Peak learning rate (Adam).
+    pub learning_rate: f64,
+    /// Learning rate of the entropy bottleneck's quantiles (auxiliary loss).
+    pub aux_learning_rate: f64,
+    /// Gradient-norm clipping threshold.
+    pub clip_norm: f64,
+    /// Convolution precision while training.
+    pub precision: ComputePrecision,
+    /// Seconds between checkpoints.
+    pub checkpoint_seconds: u64,
+    /// Steps between validations (0: only at the end).
+    pub validate_every: u64,
+    /// Model file to initialise from (same network shape), e.g. a neighbouring rate point.
+    pub init_from: Option<PathBuf>,
+    /// Random seed.
+    pub seed: u64,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl TrainConfig {
+    /// A configuration with the defaults measured to work on this CPU budget.
+    pub fn new(data: PathBuf, output: PathBuf, run_dir: PathBuf) -> Self {
+        Self {
+            data,
+            validation: None,
+            output,
+            run_dir,
+            name: "custom".into(),
+            quality: 1,
+            network: HyperpriorConfig::default(),
+            distortion: Distortion::Mse,
+            lambda: 0.0067,
+            steps: 10_000,
+            time_budget_seconds: None,
+            batch_size: 8,
+            crop_size: 128,
+            learning_rate: 5e-4,
+            aux_learning_rate: 1e-3,
+            clip_norm: 1.0,
+            precision: ComputePrecision::F32,
+            checkpoint_seconds: 300,
+            validate_every: 2000,
+            init_from: None,
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+/// Progress of a run, saved next to its checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RunState {
+    step: u64,
+    seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainOutcome {
+    /// All steps (or the time budget) done; the model file is written.
+    Finished {
+        /// Steps taken in total.
+        steps: u64,
+        /// Validation at the end, if a validation folder was given.
+        validation: Option<Validation>,
+    },
+    /// Stopped by Ctrl-C; the checkpoint is saved and `--resume` continues.
+    Interrupted {
+        /// Steps taken so far.
+        steps: u64,
+    },
+}
+
+/// Mean figures over a validation folder, from actual coding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// Bits per pixel of the coded streams.
+    pub bpp: f64,
+    /// RGB PSNR in dB.
+    pub psnr: f64,
+    /// MS-SSIM (NaN if the images are too small).
+    pub ms_ssim: f64,
+}
+
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler_flag = flag.clone();
+        // If the embedding program already handles Ctrl-C this fails; training then just can't
+        // be interrupted cleanly, which is not worth failing for.
+        let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+/// Runs (or resumes) training as configured. Resumes automatically when `run_dir` holds a
+/// checkpoint of the same run.
+///
+/// # Errors
+/// [`ModelError::Io`] for unreadable data or unwritable outputs, [`ModelError::NoImages`] if the
+/// data folder has no usable image, [`ModelError::Shape`] for crops too small for MS-SSIM.
+pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
+    if config.distortion == Distortion::MsSsim && config.crop_size < MIN_SIDE {
+        return Err(ModelError::Shape(format!("MS-SSIM training needs --crop-size >= {MIN_SIDE}")));
+    }
+    if config.crop_size < Z_MULTIPLE || config.crop_size % Z_MULTIPLE != 0 {
+        return Err(ModelError::Shape(format!("--crop-size must be a multiple of {Z_MULTIPLE}")));
+    }
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |e| ModelError::Io(path, e)
+    };
+    fs::create_dir_all(&config.run_dir).map_err(io(&config.run_dir))?;
+    let checkpoint_path = config.run_dir.join("checkpoint.safetensors");
+    let state_path = config.run_dir.join("state.json");
+
+    let mut variables = nn::VarStore::new(Device::Cpu);
+    let mut network = MeanScaleHyperprior::new(&variables.root(), config.network);
+    network.set_precision(config.precision);
+    let mut state = RunState::default();
+    if checkpoint_path.exists() && state_path.exists() {
+        variables.load(&checkpoint_path)?;
+        let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
+        state = serde_json::from_str(&text).map_err(|e| ModelError::InvalidModel(format!("{}: {e}", state_path.display())))?;
+        log(config, &format!("resuming {} at step {} ({:.0} s trained)", config.name, state.step, state.seconds));
+    } else if let Some(init) = &config.init_from {
+        let source = CodecModel::load(init)?;
+        if source.info().network != config.network {
+            return Err(ModelError::Shape(format!(
+                "--init model has network {:?}, this run {:?}",
+                source.info().network,
+                config.network
+            )));
+        }
+        source.copy_weights_to(&mut variables)?;
+        log(config, &format!("initialised from {}", init.display()));
+    }
+    fs::write(config.run_dir.join("config.json"), serde_json::to_string_pretty(config).unwrap_or_default())
+        .map_err(io(&config.run_dir))?;
+
+    let dataset = Dataset::load(&config.data, config.crop_size, config.progress)?;
+    let validation_images = match &config.validation {
+        Some(dir) => load_validation(dir)?,
+        None => Vec::new(),
+    };
+
+    let mut optimizer = nn::Adam::default().build(&variables, config.learning_rate)?;
+    let mut rng = StdRng::seed_from_u64(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    tch::manual_seed((config.seed ^ state.step) as i64);
+    let interrupted = interrupt_flag();
+    let mut train_log = CsvLog::open(&config.run_dir.join("train.csv"), "step,seconds,lr,loss,bpp,distortion,psnr,aux")?;
+    let mut validation_log = CsvLog::open(&config.run_dir.join("validation.csv"), "step,seconds,bpp,psnr,ms_ssim")?;
+
+    let reporter = Reporter::new(config, state.step);
+    let pixels = config.crop_size * config.crop_size;
+    let session_start = Instant::now();
+    let seconds_before = state.seconds;
+    let mut last_checkpoint = Instant::now();
+    let mut window = RunningMeans::default();
+    let schedule = |state: &RunState| {
+        let by_steps = state.step as f64 / config.steps.max(1) as f64;
+        let by_time = config.time_budget_seconds.map_or(0.0, |budget| state.seconds / budget);
+        learning_rate_at(config.learning_rate, by_steps.max(by_time))
+    };
+    let done = |state: &RunState| {
+        state.step >= config.steps || config.time_budget_seconds.is_some_and(|budget| state.seconds >= budget)
+    };
+
+    while !done(&state) {
+        if interrupted.load(Ordering::SeqCst) {
+            save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
+            reporter.finish("interrupted: checkpoint saved, run the same command again to resume");
+            return Ok(TrainOutcome::Interrupted { steps: state.step });
+        }
+        let lr = schedule(&state);
+        optimizer.set_lr_group(0, lr);
+        optimizer.set_lr_group(1, config.aux_learning_rate);
+
+        let batch = dataset.batch(config.batch_size, config.crop_size, &mut rng);
+        let output = network.forward(&batch, true);
+        let bpp = output.bits_per_pixel(pixels);
+        let distortion = config.distortion.compute(&batch, &output.x_hat)?;
+        let loss = &bpp + &distortion * config.lambda;
+        let aux = network.aux_loss();
+        optimizer.zero_grad();
+        // The auxiliary loss only reaches the quantiles (group 1), the main loss everything else.
+        (&loss + &aux).backward();
+        optimizer.clip_grad_norm(config.clip_norm);
+        optimizer.step();
+
+        state.step += 1;
+        state.seconds = seconds_before + session_start.elapsed().as_secs_f64();
+        let batch_mse = tch::no_grad(|| mse(&output.x_hat.clamp(0.0, 1.0), &batch));
+        window.add([loss.double_value(&[]), bpp.double_value(&[]), distortion.double_value(&[]), psnr(batch_mse), aux.double_value(&[])]);
+        if state.step % 10 == 0 {
+            let [loss, bpp, distortion, psnr, aux] = window.take();
+            train_log.row(&format!("{},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}", state.step, state.seconds))?;
+            reporter.step(state.step, config.steps, &format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB lr {lr:.2e}"));
+        }
+
+        if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
+            save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
+            last_checkpoint = Instant::now();
+        }
+        let validate_now = config.validate_every > 0 && state.step % config.validate_every == 0;
+        if validate_now && !validation_images.is_empty() && !done(&state) {
+            let v = validate(&network, &validation_images)?;
+            validation_log.row(&format!("{},{:.1},{:.5},{:.4},{:.6}", state.step, state.seconds, v.bpp, v.psnr, v.ms_ssim))?;
+            reporter.line(&format!("step {}: validation {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}", state.step, v.bpp, v.psnr, v.ms_ssim));
+        }
+    }
+    save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
+    reporter.finish("training done");
+
+    let info = ModelInfo {
+        format_version: MODEL_FORMAT_VERSION,
+        name: config.name.clone(),
+        quality: config.quality,
+        network: config.network,
+        distortion: config.distortion,
+        lambda: config.lambda,
+        training: TrainingSummary {
+            steps: state.step,
+            seconds: state.seconds,
+            batch_size: config.batch_size,
+            crop_size: config.crop_size,
+            learning_rate: config.learning_rate,
+            dataset: config.data.display().to_string(),
+            initialised_from: config.init_from.as_ref().map(|p| p.display().to_string()),
+        },
+    };
+    network.set_precision(ComputePrecision::F32);
+    // Rounds the weights to their fp16 storage first, so validation below measures the shipped model.
+    let bytes = serialize_model(&info, &variables, &network)?;
+    if let Some(parent) = config.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    fs::write(&config.output, &bytes).map_err(io(&config.output))?;
+    let validation = if validation_images.is_empty() {
+        None
+    } else {
+        let v = validate(&network, &validation_images)?;
+        validation_log.row(&format!("{},{:.1},{:.5},{:.4},{:.6}", state.step, state.seconds, v.bpp, v.psnr, v.ms_ssim))?;
+        log(config, &format!("final validation: {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}", v.bpp, v.psnr, v.ms_ssim));
+        Some(v)
+    };
+    log(config, &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()));
+    Ok(TrainOutcome::Finished { steps: state.step, validation })
+}
+
+/// Crops of the training set are multiples of this so every latent is whole.
+const Z_MULTIPLE: i64 = 64;
+
+/// Peak rate for the first 60% of training, then a cosine decay to 2% of it.
+fn learning_rate_at(peak: f64, progress: f64) -> f64 {
+    let progress = progress.clamp(0.0, 1.0);
+    const HOLD: f64 = 0.6;
+    if progress < HOLD {
+        return peak;
+    }
+    let t = (progress - HOLD) / (1.0 - HOLD);
+    let floor = 0.02;
+    peak * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+fn log(config: &TrainConfig, message: &str) {
+    if config.progress {
+        eprintln!("{message}");
+    }
+}
+
+/// Progress on a terminal as a bar; in a log file (e.g. under `nohup`) as a plain line every
+/// [`Reporter::LOG_EVERY`] steps.
+struct Reporter {
+    bar: ProgressBar,
+    plain: bool,
+    started: Instant,
+}
+
+impl Reporter {
+    const LOG_EVERY: u64 = 250;
+
+    fn new(config: &TrainConfig, position: u64) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = if config.progress && terminal {
+            let bar = ProgressBar::new(config.steps);
+            bar.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_position(position);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Self { bar, plain: config.progress && !terminal, started: Instant::now() }
+    }
+
+    fn step(&self, step: u64, total: u64, message: &str) {
+        self.bar.set_position(step);
+        if self.plain && step % Self::LOG_EVERY == 0 {
+            let elapsed = self.started.elapsed().as_secs();
+            eprintln!("step {step}/{total} ({elapsed} s this session): {message}");
+        } else {
+            self.bar.set_message(message.to_string());
+        }
+    }
+
+    fn line(&self, message: &str) {
+        if self.plain {
+            eprintln!("{message}");
+        } else {
+            self.bar.println(message);
+        }
+    }
+
+    fn finish(&self, message: &str) {
+        self.bar.finish_with_message(message.to_string());
+        if self.plain {
+            eprintln!("{message}");
+        }
+    }
+}
+
+fn save_checkpoint(variables: &nn::VarStore, state: &RunState, checkpoint: &Path, state_path: &Path) -> Result<(), ModelError> {
+    // Write-then-rename, so an interrupted save never leaves a half checkpoint behind.
+    let temporary = checkpoint.with_extension("partial.safetensors");
+    variables.save(&temporary)?;
+    fs::rename(&temporary, checkpoint).map_err(|e| ModelError::Io(checkpoint.display().to_string(), e))?;
+    let json = serde_json::to_string(state).unwrap_or_default();
+    fs::write(state_path, json).map_err(|e| ModelError::Io(state_path.display().to_string(), e))
+}
+
+/// Codes every validation image for real and measures it.
+///
+/// # Errors
+/// As [`MeanScaleHyperprior::compress`].
+pub fn validate(network: &MeanScaleHyperprior, images: &[Tensor]) -> Result<Validation, ModelError> {
+    let tables = network.build_tables()?;
+    let (mut bpp, mut psnr_sum, mut ssim_sum) = (0.0, 0.0, 0.0);
+    for image in images {
+        let size = image.size();
+        let (height, width) = (size[2], size[3]);
+        let padded = pad_to_multiple(image, Y_DOWNSAMPLING);
+        let latents = network.compress(&padded, &tables)?;
+        let decoded = network.decompress(&latents, &tables)?.narrow(2, 0, height).narrow(3, 0, width);
+        let decoded = (decoded * 255.0).round() / 255.0;
+        let bytes = latents.y_stream.len() + latents.z_stream.len();
+        bpp += bytes as f64 * 8.0 / (height * width) as f64;
+        psnr_sum += psnr(mse(&decoded, image));
+        ssim_sum += tch::no_grad(|| ms_ssim(image, &decoded, 1.0)).map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
+    }
+    let n = images.len() as f64;
+    Ok(Validation { bpp: bpp / n, psnr: psnr_sum / n, ms_ssim: ssim_sum / n })
+}
+
+fn load_validation(dir: &Path) -> Result<Vec<Tensor>, ModelError> {
+    let files = image_files(dir)?;
+    let mut images = Vec::with_capacity(files.len());
+    for file in files {
+        let image = image::open(&file).map_err(|e| ModelError::Image(file.display().to_string(), e))?;
+        images.push(rgb_to_tensor(&image.to_rgb8()));
+    }
+    Ok(images)
+}
+
+/// Image files under `dir`, recursively, sorted.
+///
+/// # Errors
+/// [`ModelError::Io`] if a folder cannot be read.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    const EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm"];
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = fs::read_dir(&folder).map_err(|e| ModelError::Io(folder.display().to_string(), e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| ModelError::Io(folder.display().to_string(), e))?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Training images held in memory as RGB bytes.
+struct Dataset {
+    images: Vec<image::RgbImage>,
+}
+
+impl Dataset {
+    fn load(dir: &Path, crop: i64, progress: bool) -> Result<Self, ModelError> {
+        let files = image_files(dir)?;
+        let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
+        bar.set_style(ProgressStyle::with_template("loading images [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        let mut images = Vec::with_capacity(files.len());
+        let mut skipped = 0;
+        for file in &files {
+            bar.inc(1);
+            match image::open(file) {
+                Ok(image) if i64::from(image.width().min(image.height())) >= crop => images.push(image.to_rgb8()),
+                _ => skipped += 1,
+            }
+        }
+        bar.finish_and_clear();
+        if images.is_empty() {
+            return Err(ModelError::NoImages(dir.display().to_string(), crop));
+        }
+        if progress && skipped > 0 {
+            eprintln!("skipped {skipped} unreadable images or images smaller than {crop} px");
+        }
+        Ok(Self { images })
+    }
+
+    /// A batch of random crops (N, 3, crop, crop): a random image, half of the time downscaled
+    /// by a random factor up to 2 (area averaging) first, then a random crop and a random
+    /// horizontal flip.
+    fn batch(&self, batch_size: i64, crop: i64, rng: &mut StdRng) -> Tensor {
+        let crops: Vec<Tensor> = (0..batch_size)
+            .map(|_| {
+                let image = &self.images[rng.gen_range(0..self.images.len())];
+                let (width, height) = (i64::from(image.width()), i64::from(image.height()));
+                let max_region = width.min(height).min(2 * crop);
+                let region = if rng.gen_bool(0.5) { rng.gen_range(crop..=max_region) } else { crop };
+                let left = rng.gen_range(0..=width - region);
+                let top = rng.gen_range(0..=height - region);
+                let mut bytes = Vec::with_capacity((region * region * 3) as usize);
+                for row in top..top + region {
+                    let start = ((row * width + left) * 3) as usize;
+                    bytes.extend_from_slice(&image.as_raw()[start..start + (region * 3) as usize]);
+                }
+                let mut t = Tensor::from_slice(&bytes).view([region, region, 3]).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+                if region != crop {
+                    t = t.unsqueeze(0).adaptive_avg_pool2d([crop, crop]).squeeze_dim(0);
+                }
+                if rng.gen_bool(0.5) {
+                    t = t.flip([2]);
+                }
+                t
+            })
+            .collect();
+        Tensor::stack(&crops, 0)
+    }
+}
+
+/// Means over the last few steps for the log and the progress bar.
+#[derive(Default)]
+struct RunningMeans {
+    sums: [f64; 5],
+    count: u32,
+}
+
+impl RunningMeans {
+    fn add(&mut self, values: [f64; 5]) {
+        for (sum, value) in self.sums.iter_mut().zip(values) {
+            *sum += value;
+        }
+        self.count += 1;
+    }
+
+    fn take(&mut self) -> [f64; 5] {
+        let n = f64::from(self.count.max(1));
+        let means = self.sums.map(|s| s / n);
+        *self = Self::default();
+        means
+    }
+}
+
+struct CsvLog {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl CsvLog {
+    fn open(path: &Path, header: &str) -> Result<Self, ModelError> {
+        let fresh = !path.exists();
+        let io = |e| ModelError::Io(path.display().to_string(), e);
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        if fresh {
+            writeln!(file, "{header}").map_err(io)?;
+        }
+        Ok(Self { file, path: path.to_path_buf() })
+    }
+
+    fn row(&mut self, row: &str) -> Result<(), ModelError> {
+        writeln!(self.file, "{row}").map_err(|e| ModelError::Io(self.path.display().to_string(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learning_rate_at;
+
+    #[test]
+    fn schedule_holds_then_decays_to_two_percent() {
+        assert_eq!(learning_rate_at(1.0, 0.0), 1.0);
+        assert_eq!(learning_rate_at(1.0, 0.59), 1.0);
+        assert!((learning_rate_at(1.0, 1.0) - 0.02).abs() < 1e-12);
+        assert!(learning_rate_at(1.0, 0.8) < 1.0 && learning_rate_at(1.0, 0.8) > 0.02);
+        assert!((learning_rate_at(1.0, 7.0) - 0.02).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,135 @@
+//! The codec library end to end: encode/decode of every image kind and size, errors for wrong
+//! models, corrupt files and bad inputs. Uses a small untrained network (codes correctly, poorly)
+//! so the tests need no trained model and run in seconds.
+
+use image::{DynamicImage, GrayAlphaImage, GrayImage, Rgb, RgbImage, RgbaImage};
+use ocular::train::{untrained_model_bytes, HyperpriorConfig};
+use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model};
+
+const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
+
+fn tiny_model(seed: i64) -> Model {
+    let bytes = untrained_model_bytes(TINY, &format!("tiny-{seed}"), seed).expect("untrained model");
+    Model::from_bytes(&bytes).expect("a fresh model file loads")
+}
+
+fn photo_like(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let v = |k: u32| ((x * (3 + k) + y * (5 + 2 * k) + (x * y) % (7 + k)) % 256) as u8;
+        Rgb([v(0), v(1), v(2)])
+    })
+}
+
+#[test]
+fn every_image_kind_and_tiny_sizes_round_trip() {
+    let model = tiny_model(1);
+    let cases: Vec<(DynamicImage, u8)> = vec![
+        (DynamicImage::ImageRgb8(photo_like(1, 1)), 3),
+        (DynamicImage::ImageRgb8(photo_like(3, 70)), 3),
+        (DynamicImage::ImageRgb8(photo_like(70, 3)), 3),
+        (DynamicImage::ImageRgb8(photo_like(97, 66)), 3),
+        (DynamicImage::ImageLuma8(GrayImage::from_fn(40, 33, |x, y| image::Luma([(x * 6 + y) as u8]))), 1),
+        (DynamicImage::ImageLumaA8(GrayAlphaImage::from_fn(17, 16, |x, _| image::LumaA([x as u8 * 9, 128]))), 2),
+        (DynamicImage::ImageRgba8(RgbaImage::from_fn(33, 47, |x, y| image::Rgba([x as u8, y as u8, 7, 200]))), 4),
+    ];
+    for (image, channels) in cases {
+        let bytes = Encoder::new(&model).encode(&image).expect("encode");
+        let header = Bitstream::parse(&bytes, &Limits::default()).expect("valid file").header;
+        assert_eq!((header.width, header.height, header.channels), (image.width(), image.height(), channels));
+        let decoded = Decoder::new(&model).decode(&bytes).expect("decode");
+        assert_eq!((decoded.width(), decoded.height()), (image.width(), image.height()));
+        let expected_color = if channels <= 2 { image::ColorType::L8 } else { image::ColorType::Rgb8 };
+        assert_eq!(decoded.color(), expected_color);
+        // Decoding is a pure function of the file.
+        assert_eq!(Decoder::new(&model).decode(&bytes).expect("decode again"), decoded);
+    }
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    let model = tiny_model(2);
+    let image = DynamicImage::ImageRgb8(photo_like(50, 40));
+    let a = Encoder::new(&model).encode(&image).expect("encode");
+    let b = Encoder::new(&model).encode(&image).expect("encode");
+    assert_eq!(a, b);
+}
+
+#[test]
+fn another_model_is_refused_with_both_names() {
+    let (encoder_model, other) = (tiny_model(3), tiny_model(4));
+    let bytes = Encoder::new(&encoder_model).encode(&DynamicImage::ImageRgb8(photo_like(20, 20))).expect("encode");
+    let error = Decoder::new(&other).decode(&bytes).expect_err("wrong model must fail");
+    assert!(matches!(error, Error::ModelMismatch { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("tiny-3") && message.contains("tiny-4"), "{message}");
+}
+
+#[test]
+fn corrupt_files_give_errors_or_garbage_never_panics() {
+    let model = tiny_model(5);
+    let image = DynamicImage::ImageRgb8(photo_like(48, 40));
+    let bytes = Encoder::new(&model).encode(&image).expect("encode");
+    let decoder = Decoder::new(&model);
+
+    // Any flipped bit is caught by the CRC.
+    for position in [0, 5, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut broken = bytes.clone();
+        broken[position] ^= 0x10;
+        let error = decoder.decode(&broken).expect_err("corrupt file must fail");
+        assert!(matches!(error, Error::Container(_)), "{error:?}");
+    }
+    for len in [0, 3, 10, bytes.len() - 1] {
+        assert!(matches!(decoder.decode(&bytes[..len]), Err(Error::Container(_))));
+    }
+
+    // Streams altered behind a valid CRC reach the entropy decoder: error or garbage, no panic.
+    let original = Bitstream::parse(&bytes, &Limits::default()).expect("valid");
+    let mutations: Vec<Box<dyn Fn(&mut Bitstream)>> = vec![
+        Box::new(|b| b.y_stream.truncate(b.y_stream.len() / 2 / 4 * 4)),
+        Box::new(|b| b.y_stream.clear()),
+        Box::new(|b| b.z_stream.iter_mut().for_each(|x| *x = !*x)),
+        Box::new(|b| b.y_stream.push(1)),
+        Box::new(|b| b.y_stream.extend_from_slice(&[0xff; 64])),
+        Box::new(|b| b.header.y_shape.channels += 1),
+    ];
+    for mutate in mutations {
+        let mut forged = original.clone();
+        mutate(&mut forged);
+        let Ok(forged) = forged.to_bytes() else { continue };
+        match decoder.decode(&forged) {
+            Ok(decoded) => assert_eq!((decoded.width(), decoded.height()), (48, 40)),
+            Err(e) => assert!(matches!(e, Error::CorruptStream(_) | Error::Container(_)), "{e:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    let model = tiny_model(6);
+    let empty = DynamicImage::ImageRgb8(RgbImage::new(0, 0));
+    assert!(matches!(Encoder::new(&model).encode(&empty), Err(Error::Image(_))));
+    let limits = Limits { max_pixels: 100, ..Limits::default() };
+    let big = DynamicImage::ImageRgb8(photo_like(11, 10));
+    assert!(matches!(Encoder::new(&model).with_limits(limits).encode(&big), Err(Error::Image(_))));
+    let bytes = Encoder::new(&model).encode(&big).expect("encode");
+    let small_limits = Limits { max_pixels: 50, ..Limits::default() };
+    assert!(matches!(Decoder::new(&model).with_limits(small_limits).decode(&bytes), Err(Error::Container(_))));
+}
+
+#[test]
+fn model_files_round_trip_and_bad_ones_are_refused() {
+    let bytes = untrained_model_bytes(TINY, "tiny-7", 7).expect("model");
+    let a = Model::from_bytes(&bytes).expect("load");
+    let b = Model::from_bytes(&bytes).expect("load again");
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    assert_eq!((a.name(), a.quality(), a.distortion().as_str()), ("tiny-7", 1, "mse"));
+    // A reloaded model codes exactly like the first.
+    let image = DynamicImage::ImageRgb8(photo_like(30, 30));
+    assert_eq!(Encoder::new(&a).encode(&image).expect("a"), Encoder::new(&b).encode(&image).expect("b"));
+
+    for broken in [Vec::new(), b"not a model".to_vec(), bytes[..bytes.len() / 2].to_vec()] {
+        assert!(matches!(Model::from_bytes(&broken), Err(Error::InvalidModel(_))));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    assert!(matches!(Model::load(&dir.path().join("missing.safetensors")), Err(Error::InvalidModel(_))));
+}

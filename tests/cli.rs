@@ -15,7 +15,11 @@ fn ocular(args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn assert_clean_failure(output: &Output, expected: &str) {
@@ -31,12 +35,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let fixture = Self { dir: tempfile::tempdir().expect("temp dir") };
+        let fixture = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
         for (name, seed) in [("a", 1), ("b", 2)] {
-            let bytes = untrained_model_bytes(HyperpriorConfig { n: 8, m: 12 }, name, seed).expect("model");
-            std::fs::write(fixture.path(&format!("{name}.safetensors")), bytes).expect("write model");
+            let bytes =
+                untrained_model_bytes(HyperpriorConfig { n: 8, m: 12 }, name, seed).expect("model");
+            std::fs::write(fixture.path(&format!("{name}.safetensors")), bytes)
+                .expect("write model");
         }
-        let image = image::RgbImage::from_fn(45, 30, |x, y| image::Rgb([(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8]));
+        let image = image::RgbImage::from_fn(45, 30, |x, y| {
+            image::Rgb([(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+        });
         image.save(fixture.path("in.png")).expect("write image");
         fixture
     }
@@ -57,7 +67,14 @@ fn path_str(path: &Path) -> String {
 #[test]
 fn encode_info_decode_round_trip() {
     let f = Fixture::new();
-    let out = ocular(&["encode", &f.arg("in.png"), "-o", &f.arg("x.ocu"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("x.ocu"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("bpp"));
 
@@ -65,15 +82,28 @@ fn encode_info_decode_round_trip() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("45x30"), "{}", text(&out));
     let out = ocular(&["info", "--json", &f.arg("x.ocu")]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info --json prints JSON");
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("info --json prints JSON");
     assert_eq!(json["header"]["model_name"], "a");
 
-    let out = ocular(&["decode", &f.arg("x.ocu"), "-o", &f.arg("x.png"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "decode",
+        &f.arg("x.ocu"),
+        "-o",
+        &f.arg("x.png"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let decoded = image::open(f.path("x.png")).expect("decoded PNG");
     assert_eq!((decoded.width(), decoded.height()), (45, 30));
 
-    let out = ocular(&["roundtrip", &f.arg("in.png"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "roundtrip",
+        &f.arg("in.png"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("PSNR"));
 }
@@ -81,28 +111,70 @@ fn encode_info_decode_round_trip() {
 #[test]
 fn failures_are_clean() {
     let f = Fixture::new();
-    let out = ocular(&["encode", &f.arg("in.png"), "-o", &f.arg("x.ocu"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("x.ocu"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
 
     // Wrong model.
-    let out = ocular(&["decode", &f.arg("x.ocu"), "-o", &f.arg("y.png"), "--model", &f.arg("b.safetensors")]);
+    let out = ocular(&[
+        "decode",
+        &f.arg("x.ocu"),
+        "-o",
+        &f.arg("y.png"),
+        "--model",
+        &f.arg("b.safetensors"),
+    ]);
     assert_clean_failure(&out, "made by model 'a'");
     // Corrupt file.
     let mut bytes = std::fs::read(f.path("x.ocu")).expect("read");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     std::fs::write(f.path("bad.ocu"), &bytes).expect("write");
-    let out = ocular(&["decode", &f.arg("bad.ocu"), "-o", &f.arg("y.png"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "decode",
+        &f.arg("bad.ocu"),
+        "-o",
+        &f.arg("y.png"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert_clean_failure(&out, "CRC");
     // Not an .ocu file at all.
     let out = ocular(&["info", &f.arg("in.png")]);
     assert_clean_failure(&out, "not a valid .ocu file");
     // Missing input, not an image, not a model.
-    let out = ocular(&["encode", &f.arg("missing.png"), "-o", &f.arg("z.ocu"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "encode",
+        &f.arg("missing.png"),
+        "-o",
+        &f.arg("z.ocu"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert_clean_failure(&out, "missing.png");
-    let out = ocular(&["encode", &f.arg("x.ocu"), "-o", &f.arg("z.ocu"), "--model", &f.arg("a.safetensors")]);
+    let out = ocular(&[
+        "encode",
+        &f.arg("x.ocu"),
+        "-o",
+        &f.arg("z.ocu"),
+        "--model",
+        &f.arg("a.safetensors"),
+    ]);
     assert_clean_failure(&out, "unusable input image");
-    let out = ocular(&["encode", &f.arg("in.png"), "-o", &f.arg("z.ocu"), "--model", &f.arg("in.png")]);
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("z.ocu"),
+        "--model",
+        &f.arg("in.png"),
+    ]);
     assert_clean_failure(&out, "invalid model");
     // Bad arguments.
     let out = ocular(&["encode", &f.arg("in.png")]);
@@ -111,7 +183,7 @@ fn failures_are_clean() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["encode", "decode", "info", "roundtrip", "train"] {
+    for command in ["encode", "decode", "info", "roundtrip", "models", "train"] {
         let out = ocular(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help: {}", text(&out));
         assert!(text(&out).contains("Usage"), "{}", text(&out));

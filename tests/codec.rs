@@ -9,7 +9,8 @@ use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model};
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 
 fn tiny_model(seed: i64) -> Model {
-    let bytes = untrained_model_bytes(TINY, &format!("tiny-{seed}"), seed).expect("untrained model");
+    let bytes =
+        untrained_model_bytes(TINY, &format!("tiny-{seed}"), seed).expect("untrained model");
     Model::from_bytes(&bytes).expect("a fresh model file loads")
 }
 
@@ -28,20 +29,50 @@ fn every_image_kind_and_tiny_sizes_round_trip() {
         (DynamicImage::ImageRgb8(photo_like(3, 70)), 3),
         (DynamicImage::ImageRgb8(photo_like(70, 3)), 3),
         (DynamicImage::ImageRgb8(photo_like(97, 66)), 3),
-        (DynamicImage::ImageLuma8(GrayImage::from_fn(40, 33, |x, y| image::Luma([(x * 6 + y) as u8]))), 1),
-        (DynamicImage::ImageLumaA8(GrayAlphaImage::from_fn(17, 16, |x, _| image::LumaA([x as u8 * 9, 128]))), 2),
-        (DynamicImage::ImageRgba8(RgbaImage::from_fn(33, 47, |x, y| image::Rgba([x as u8, y as u8, 7, 200]))), 4),
+        (
+            DynamicImage::ImageLuma8(GrayImage::from_fn(40, 33, |x, y| {
+                image::Luma([(x * 6 + y) as u8])
+            })),
+            1,
+        ),
+        (
+            DynamicImage::ImageLumaA8(GrayAlphaImage::from_fn(17, 16, |x, _| {
+                image::LumaA([x as u8 * 9, 128])
+            })),
+            2,
+        ),
+        (
+            DynamicImage::ImageRgba8(RgbaImage::from_fn(33, 47, |x, y| {
+                image::Rgba([x as u8, y as u8, 7, 200])
+            })),
+            4,
+        ),
     ];
     for (image, channels) in cases {
         let bytes = Encoder::new(&model).encode(&image).expect("encode");
-        let header = Bitstream::parse(&bytes, &Limits::default()).expect("valid file").header;
-        assert_eq!((header.width, header.height, header.channels), (image.width(), image.height(), channels));
+        let header = Bitstream::parse(&bytes, &Limits::default())
+            .expect("valid file")
+            .header;
+        assert_eq!(
+            (header.width, header.height, header.channels),
+            (image.width(), image.height(), channels)
+        );
         let decoded = Decoder::new(&model).decode(&bytes).expect("decode");
-        assert_eq!((decoded.width(), decoded.height()), (image.width(), image.height()));
-        let expected_color = if channels <= 2 { image::ColorType::L8 } else { image::ColorType::Rgb8 };
+        assert_eq!(
+            (decoded.width(), decoded.height()),
+            (image.width(), image.height())
+        );
+        let expected_color = if channels <= 2 {
+            image::ColorType::L8
+        } else {
+            image::ColorType::Rgb8
+        };
         assert_eq!(decoded.color(), expected_color);
         // Decoding is a pure function of the file.
-        assert_eq!(Decoder::new(&model).decode(&bytes).expect("decode again"), decoded);
+        assert_eq!(
+            Decoder::new(&model).decode(&bytes).expect("decode again"),
+            decoded
+        );
     }
 }
 
@@ -57,11 +88,18 @@ fn encoding_is_deterministic() {
 #[test]
 fn another_model_is_refused_with_both_names() {
     let (encoder_model, other) = (tiny_model(3), tiny_model(4));
-    let bytes = Encoder::new(&encoder_model).encode(&DynamicImage::ImageRgb8(photo_like(20, 20))).expect("encode");
-    let error = Decoder::new(&other).decode(&bytes).expect_err("wrong model must fail");
+    let bytes = Encoder::new(&encoder_model)
+        .encode(&DynamicImage::ImageRgb8(photo_like(20, 20)))
+        .expect("encode");
+    let error = Decoder::new(&other)
+        .decode(&bytes)
+        .expect_err("wrong model must fail");
     assert!(matches!(error, Error::ModelMismatch { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("tiny-3") && message.contains("tiny-4"), "{message}");
+    assert!(
+        message.contains("tiny-3") && message.contains("tiny-4"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -79,26 +117,34 @@ fn corrupt_files_give_errors_or_garbage_never_panics() {
         assert!(matches!(error, Error::Container(_)), "{error:?}");
     }
     for len in [0, 3, 10, bytes.len() - 1] {
-        assert!(matches!(decoder.decode(&bytes[..len]), Err(Error::Container(_))));
+        assert!(matches!(
+            decoder.decode(&bytes[..len]),
+            Err(Error::Container(_))
+        ));
     }
 
     // Streams altered behind a valid CRC reach the entropy decoder: error or garbage, no panic.
     let original = Bitstream::parse(&bytes, &Limits::default()).expect("valid");
-    let mutations: Vec<Box<dyn Fn(&mut Bitstream)>> = vec![
-        Box::new(|b| b.y_stream.truncate(b.y_stream.len() / 2 / 4 * 4)),
-        Box::new(|b| b.y_stream.clear()),
-        Box::new(|b| b.z_stream.iter_mut().for_each(|x| *x = !*x)),
-        Box::new(|b| b.y_stream.push(1)),
-        Box::new(|b| b.y_stream.extend_from_slice(&[0xff; 64])),
-        Box::new(|b| b.header.y_shape.channels += 1),
+    let mutations: [fn(&mut Bitstream); 6] = [
+        (|b| b.y_stream.truncate(b.y_stream.len() / 2 / 4 * 4)),
+        (|b| b.y_stream.clear()),
+        (|b| b.z_stream.iter_mut().for_each(|x| *x = !*x)),
+        (|b| b.y_stream.push(1)),
+        (|b| b.y_stream.extend_from_slice(&[0xff; 64])),
+        (|b| b.header.y_shape.channels += 1),
     ];
     for mutate in mutations {
         let mut forged = original.clone();
         mutate(&mut forged);
-        let Ok(forged) = forged.to_bytes() else { continue };
+        let Ok(forged) = forged.to_bytes() else {
+            continue;
+        };
         match decoder.decode(&forged) {
             Ok(decoded) => assert_eq!((decoded.width(), decoded.height()), (48, 40)),
-            Err(e) => assert!(matches!(e, Error::CorruptStream(_) | Error::Container(_)), "{e:?}"),
+            Err(e) => assert!(
+                matches!(e, Error::CorruptStream(_) | Error::Container(_)),
+                "{e:?}"
+            ),
         }
     }
 }
@@ -107,13 +153,30 @@ fn corrupt_files_give_errors_or_garbage_never_panics() {
 fn bad_inputs_are_refused() {
     let model = tiny_model(6);
     let empty = DynamicImage::ImageRgb8(RgbImage::new(0, 0));
-    assert!(matches!(Encoder::new(&model).encode(&empty), Err(Error::Image(_))));
-    let limits = Limits { max_pixels: 100, ..Limits::default() };
+    assert!(matches!(
+        Encoder::new(&model).encode(&empty),
+        Err(Error::Image(_))
+    ));
+    let limits = Limits {
+        max_pixels: 100,
+        ..Limits::default()
+    };
     let big = DynamicImage::ImageRgb8(photo_like(11, 10));
-    assert!(matches!(Encoder::new(&model).with_limits(limits).encode(&big), Err(Error::Image(_))));
+    assert!(matches!(
+        Encoder::new(&model).with_limits(limits).encode(&big),
+        Err(Error::Image(_))
+    ));
     let bytes = Encoder::new(&model).encode(&big).expect("encode");
-    let small_limits = Limits { max_pixels: 50, ..Limits::default() };
-    assert!(matches!(Decoder::new(&model).with_limits(small_limits).decode(&bytes), Err(Error::Container(_))));
+    let small_limits = Limits {
+        max_pixels: 50,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        Decoder::new(&model)
+            .with_limits(small_limits)
+            .decode(&bytes),
+        Err(Error::Container(_))
+    ));
 }
 
 #[test]
@@ -122,14 +185,30 @@ fn model_files_round_trip_and_bad_ones_are_refused() {
     let a = Model::from_bytes(&bytes).expect("load");
     let b = Model::from_bytes(&bytes).expect("load again");
     assert_eq!(a.fingerprint(), b.fingerprint());
-    assert_eq!((a.name(), a.quality(), a.distortion().as_str()), ("tiny-7", 1, "mse"));
+    assert_eq!(
+        (a.name(), a.quality(), a.distortion().as_str()),
+        ("tiny-7", 1, "mse")
+    );
     // A reloaded model codes exactly like the first.
     let image = DynamicImage::ImageRgb8(photo_like(30, 30));
-    assert_eq!(Encoder::new(&a).encode(&image).expect("a"), Encoder::new(&b).encode(&image).expect("b"));
+    assert_eq!(
+        Encoder::new(&a).encode(&image).expect("a"),
+        Encoder::new(&b).encode(&image).expect("b")
+    );
 
-    for broken in [Vec::new(), b"not a model".to_vec(), bytes[..bytes.len() / 2].to_vec()] {
-        assert!(matches!(Model::from_bytes(&broken), Err(Error::InvalidModel(_))));
+    for broken in [
+        Vec::new(),
+        b"not a model".to_vec(),
+        bytes[..bytes.len() / 2].to_vec(),
+    ] {
+        assert!(matches!(
+            Model::from_bytes(&broken),
+            Err(Error::InvalidModel(_))
+        ));
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    assert!(matches!(Model::load(&dir.path().join("missing.safetensors")), Err(Error::InvalidModel(_))));
+    assert!(matches!(
+        Model::load(&dir.path().join("missing.safetensors")),
+        Err(Error::InvalidModel(_))
+    ));
 }

@@ -920,3 +920,39 @@ fn io_errors_are_reported() {
     let err = sample().write_to(Broken).unwrap_err();
     assert!(matches!(err, ContainerError::Io(_)));
 }
+
+#[test]
+fn documented_example_parses() {
+    // The example at the end of docs/bitstream.md.
+    let hex = "8f4f4355010037000102030405060708066d73652d713303640000002800000003c000000003000000\
+               0700000080000000010000000200000001000200686904000000aaaaaaaa08000000101112131415\
+               16170442767d";
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(bytes.len(), 87);
+    let expected = Bitstream {
+        header: Header {
+            model_fingerprint: ModelFingerprint([1, 2, 3, 4, 5, 6, 7, 8]),
+            model_name: "mse-q3".to_owned(),
+            quality: 3,
+            width: 100,
+            height: 40,
+            channels: 3,
+            y_shape: LatentShape::new(192, 3, 7),
+            z_shape: LatentShape::new(128, 1, 2),
+        },
+        z_stream: vec![0xaa; 4],
+        y_stream: (0x10..0x18).collect(),
+    };
+    let extensions = vec![Extension::new(1, b"hi".to_vec())];
+    let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
+    assert_eq!(parsed, expected);
+    assert_eq!(skipped, extensions);
+    assert_eq!(
+        expected.to_bytes_with_extensions(&extensions).unwrap(),
+        bytes
+    );
+    assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+}

@@ -144,7 +144,10 @@ fn seed(rng: &mut StdRng, tables: &CodingTables) -> (Bitstream, Vec<u8>) {
     let extensions: Vec<Extension> = (0..rng.gen_range(0..3))
         .map(|_| {
             let len = rng.gen_range(0..24);
-            Extension::new(rng.gen_range(0..0x8000), (0..len).map(|_| rng.gen()).collect())
+            Extension::new(
+                rng.gen_range(0..0x8000),
+                (0..len).map(|_| rng.gen()).collect(),
+            )
         })
         .collect();
     let bytes = bitstream
@@ -267,7 +270,11 @@ fn random_and_mutated_inputs_never_panic() {
         h.run(bytes, &tight);
     }
     let decoded_seeds = h.stats.decoded_ok;
-    assert!(decoded_seeds >= 24 * 2, "seeds decode: {}", h.stats.decoded_ok);
+    assert!(
+        decoded_seeds >= 24 * 2,
+        "seeds decode: {}",
+        h.stats.decoded_ok
+    );
 
     // Every truncation of a few seeds.
     for (_, bytes) in seeds.iter().take(3) {
@@ -340,6 +347,14 @@ fn random_and_mutated_inputs_never_panic() {
     );
     // The harness reaches where it should.
     assert!(s.parsed >= 1000, "only {} inputs parsed", s.parsed);
-    assert!(s.decoded_ok - decoded_seeds >= 500, "decoder reached {} times", s.decoded_ok);
-    assert!(s.decoded_err >= 100, "decoder refused {} times", s.decoded_err);
+    assert!(
+        s.decoded_ok - decoded_seeds >= 500,
+        "decoder reached {} times",
+        s.decoded_ok
+    );
+    assert!(
+        s.decoded_err >= 100,
+        "decoder refused {} times",
+        s.decoded_err
+    );
 }

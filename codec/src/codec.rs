@@ -27,7 +27,10 @@ pub struct Encoder<'m> {
 impl<'m> Encoder<'m> {
     /// An encoder with the default [`Limits`] on image size.
     pub fn new(model: &'m Model) -> Self {
-        Self { model, limits: Limits::default() }
+        Self {
+            model,
+            limits: Limits::default(),
+        }
     }
 
     /// Uses `limits` (only `max_pixels` concerns encoding).
@@ -48,7 +51,9 @@ impl<'m> Encoder<'m> {
     pub fn encode(&self, image: &DynamicImage) -> Result<Vec<u8>, Error> {
         let (width, height) = image.dimensions();
         if width == 0 || height == 0 {
-            return Err(Error::Image(format!("the image is empty ({width}x{height})")));
+            return Err(Error::Image(format!(
+                "the image is empty ({width}x{height})"
+            )));
         }
         self.limits
             .check(Limit::Pixels, u64::from(width) * u64::from(height))
@@ -86,7 +91,10 @@ pub struct Decoder<'m> {
 impl<'m> Decoder<'m> {
     /// A decoder with the default [`Limits`].
     pub fn new(model: &'m Model) -> Self {
-        Self { model, limits: Limits::default() }
+        Self {
+            model,
+            limits: Limits::default(),
+        }
     }
 
     /// Uses `limits` for the files it reads.
@@ -121,7 +129,13 @@ impl<'m> Decoder<'m> {
                 fingerprint: self.model.fingerprint(),
             });
         }
-        let shape = |s: LatentShape| [i64::from(s.channels), i64::from(s.height), i64::from(s.width)];
+        let shape = |s: LatentShape| {
+            [
+                i64::from(s.channels),
+                i64::from(s.height),
+                i64::from(s.width),
+            ]
+        };
         let (width, height, gray) = (header.width, header.height, header.decoded_channels() == 1);
         let latents = CompressedLatents {
             y_shape: shape(header.y_shape),
@@ -130,14 +144,21 @@ impl<'m> Decoder<'m> {
             y_stream: bitstream.y_stream,
         };
         let inner = self.model.inner();
-        let x_hat = inner.network().decompress(&latents, inner.tables()).map_err(|e| match e {
-            // The header passed the container's checks and names this model, so latent shapes
-            // that still do not fit the network mean a forged or corrupt file.
-            ocular_models::ModelError::Shape(message) => Error::CorruptStream(message),
-            other => other.into(),
-        })?;
+        let x_hat = inner
+            .network()
+            .decompress(&latents, inner.tables())
+            .map_err(|e| match e {
+                // The header passed the container's checks and names this model, so latent shapes
+                // that still do not fit the network mean a forged or corrupt file.
+                ocular_models::ModelError::Shape(message) => Error::CorruptStream(message),
+                other => other.into(),
+            })?;
         let rgb = DynamicImage::ImageRgb8(tensor_to_rgb(&x_hat, width, height));
-        Ok(if gray { DynamicImage::ImageLuma8(rgb.to_luma8()) } else { rgb })
+        Ok(if gray {
+            DynamicImage::ImageLuma8(rgb.to_luma8())
+        } else {
+            rgb
+        })
     }
 }
 
@@ -148,12 +169,18 @@ impl<'m> Decoder<'m> {
 /// [`Error::Image`] if the file cannot be read or decoded, or is too large.
 pub fn open_image(path: &std::path::Path, limits: &Limits) -> Result<DynamicImage, Error> {
     let fail = |e: &dyn std::fmt::Display| Error::Image(format!("{}: {e}", path.display()));
-    let reader = image::ImageReader::open(path).map_err(|e| fail(&e))?.with_guessed_format().map_err(|e| fail(&e))?;
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| fail(&e))?
+        .with_guessed_format()
+        .map_err(|e| fail(&e))?;
     let (width, height) = reader.into_dimensions().map_err(|e| fail(&e))?;
     limits
         .check(Limit::Pixels, u64::from(width) * u64::from(height))
         .map_err(|e| fail(&e))?;
-    let mut reader = image::ImageReader::open(path).map_err(|e| fail(&e))?.with_guessed_format().map_err(|e| fail(&e))?;
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| fail(&e))?
+        .with_guessed_format()
+        .map_err(|e| fail(&e))?;
     let mut image_limits = image::Limits::default();
     // 16-bit RGBA is the widest buffer the decoders make: 8 bytes a pixel.
     image_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));

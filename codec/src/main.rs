@@ -33,6 +33,8 @@ enum Command {
     Info(InfoArgs),
     /// Encode and decode an image in one go and report bpp, PSNR, MS-SSIM and times.
     Roundtrip(RoundtripArgs),
+    /// List the built-in models (or describe a model file).
+    Models(ModelsArgs),
     /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
     ///
     /// Checkpoints go to --run-dir every few minutes; running the same command again resumes
@@ -100,6 +102,13 @@ struct RoundtripArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
+}
+
+#[derive(Args)]
+struct ModelsArgs {
+    /// Describe this model file instead (its full stored description, as JSON)
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,10 +235,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
                 config.output.display()
             );
             if let Some(v) = validation {
-                println!(
-                    "validation: {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}",
-                    v.bpp, v.psnr, v.ms_ssim
-                );
+                println!("validation: {}", v.summary());
             }
         }
         TrainOutcome::Interrupted { steps } => {
@@ -249,7 +255,8 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     let start = Instant::now();
     let bytes = Encoder::new(&model).encode(&image)?;
     let seconds = start.elapsed().as_secs_f64();
-    std::fs::write(&args.output, &bytes).with_context(|| format!("cannot write {}", args.output.display()))?;
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     let (width, height) = (image.width(), image.height());
     println!(
         "{} -> {}: {width}x{height}, {} bytes, {:.4} bpp, model {}, {seconds:.2} s",
@@ -267,14 +274,18 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
 
 fn read_ocu(path: &std::path::Path) -> Result<(Vec<u8>, Bitstream)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bitstream = Bitstream::parse(&bytes, &Limits::default()).with_context(|| format!("{} is not a valid .ocu file", path.display()))?;
+    let bitstream = Bitstream::parse(&bytes, &Limits::default())
+        .with_context(|| format!("{} is not a valid .ocu file", path.display()))?;
     Ok((bytes, bitstream))
 }
 
 fn model_for(bitstream: &Bitstream, path: Option<&std::path::Path>) -> Result<Model> {
     Ok(match path {
         Some(path) => Model::load(path)?,
-        None => Model::builtin_for(&bitstream.header.model_name, bitstream.header.model_fingerprint)?,
+        None => Model::builtin_for(
+            &bitstream.header.model_name,
+            bitstream.header.model_fingerprint,
+        )?,
     })
 }
 
@@ -284,7 +295,9 @@ fn run_decode(args: DecodeArgs) -> Result<()> {
     let start = Instant::now();
     let image = Decoder::new(&model).decode_bitstream(bitstream)?;
     let seconds = start.elapsed().as_secs_f64();
-    image.save(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    image
+        .save(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!(
         "{} -> {}: {}x{}, {:.4} bpp, model {}, {seconds:.2} s",
         args.input.display(),
@@ -314,13 +327,38 @@ fn run_info(args: InfoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!("file:      {} ({} bytes, {bpp:.4} bpp)", args.input.display(), bytes.len());
-    println!("image:     {}x{}, {} source channel(s)", header.width, header.height, header.channels);
-    println!("model:     {} (quality {}, fingerprint {})", header.model_name, header.quality, header.model_fingerprint);
+    println!(
+        "file:      {} ({} bytes, {bpp:.4} bpp)",
+        args.input.display(),
+        bytes.len()
+    );
+    println!(
+        "image:     {}x{}, {} source channel(s)",
+        header.width, header.height, header.channels
+    );
+    println!(
+        "model:     {} (quality {}, fingerprint {})",
+        header.model_name, header.quality, header.model_fingerprint
+    );
     let (y, z) = (header.y_shape, header.z_shape);
-    println!("latent y:  {}x{}x{}, {} bytes", y.channels, y.height, y.width, bitstream.y_stream.len());
-    println!("latent z:  {}x{}x{}, {} bytes", z.channels, z.height, z.width, bitstream.z_stream.len());
-    println!("overhead:  {} bytes (header, lengths, CRC)", bitstream.overhead_bytes());
+    println!(
+        "latent y:  {}x{}x{}, {} bytes",
+        y.channels,
+        y.height,
+        y.width,
+        bitstream.y_stream.len()
+    );
+    println!(
+        "latent z:  {}x{}x{}, {} bytes",
+        z.channels,
+        z.height,
+        z.width,
+        bitstream.z_stream.len()
+    );
+    println!(
+        "overhead:  {} bytes (header, lengths, CRC)",
+        bitstream.overhead_bytes()
+    );
     Ok(())
 }
 
@@ -336,8 +374,17 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality = ocular::metrics::measure(&image.to_rgb8(), &decoded.to_rgb8());
     println!("image:    {} ({width}x{height})", args.input.display());
-    println!("model:    {} ({}-trained, quality {})", model.name(), model.distortion(), model.quality());
-    println!("size:     {} bytes, {:.4} bpp", bytes.len(), bits_per_pixel(bytes.len(), width, height));
+    println!(
+        "model:    {} ({}-trained, quality {})",
+        model.name(),
+        model.distortion(),
+        model.quality()
+    );
+    println!(
+        "size:     {} bytes, {:.4} bpp",
+        bytes.len(),
+        bits_per_pixel(bytes.len(), width, height)
+    );
     println!("PSNR:     {:.2} dB (RGB)", quality.psnr);
     match (quality.ms_ssim, quality.ms_ssim_db()) {
         (Some(ms_ssim), Some(db)) => println!("MS-SSIM:  {ms_ssim:.4} ({db:.2} dB)"),
@@ -345,8 +392,42 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     }
     println!("time:     encode {encode_seconds:.2} s, decode {decode_seconds:.2} s");
     if let Some(output) = &args.output {
-        decoded.save(output).with_context(|| format!("cannot write {}", output.display()))?;
+        decoded
+            .save(output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
         println!("decoded:  {}", output.display());
+    }
+    Ok(())
+}
+
+fn run_models(args: ModelsArgs) -> Result<()> {
+    if let Some(path) = args.model {
+        let model = Model::load(&path)?;
+        println!("fingerprint: {}", model.fingerprint());
+        println!("{}", model.description_json());
+        return Ok(());
+    }
+    let names: Vec<&str> = Model::builtin_names().collect();
+    if names.is_empty() {
+        println!(
+            "no built-in models in this build; use --model FILE (train one with `ocular train`)"
+        );
+    }
+    println!(
+        "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
+        "name", "quality", "trained", "lambda", "steps", "fingerprint"
+    );
+    for name in names {
+        let model = Model::builtin(name)?;
+        println!(
+            "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
+            model.name(),
+            model.quality(),
+            model.distortion(),
+            model.lambda(),
+            model.training_steps(),
+            model.fingerprint().to_string()
+        );
     }
     Ok(())
 }
@@ -358,6 +439,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => run_decode(args),
         Command::Info(args) => run_info(args),
         Command::Roundtrip(args) => run_roundtrip(args),
+        Command::Models(args) => run_models(args),
         Command::Train(args) => run_train(args),
     };
     match result {

@@ -24,7 +24,11 @@ impl Quality {
 /// # Panics
 /// If the sizes differ.
 pub fn measure(original: &RgbImage, decoded: &RgbImage) -> Quality {
-    assert_eq!(original.dimensions(), decoded.dimensions(), "images to compare must have the same size");
+    assert_eq!(
+        original.dimensions(),
+        decoded.dimensions(),
+        "images to compare must have the same size"
+    );
     let a = rgb_to_tensor(original);
     let b = rgb_to_tensor(decoded);
     let psnr = ocular_models::losses::psnr(mse(&a, &b));

@@ -34,7 +34,9 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidModel`] if the bytes are not a valid model file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        Ok(Self { inner: CodecModel::from_bytes(bytes)? })
+        Ok(Self {
+            inner: CodecModel::from_bytes(bytes)?,
+        })
     }
 
     /// Reads a model file.
@@ -42,7 +44,9 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidModel`] if it cannot be read or is not a valid model file.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        Ok(Self { inner: CodecModel::load(path)? })
+        Ok(Self {
+            inner: CodecModel::load(path)?,
+        })
     }
 
     /// The names of the built-in models.
@@ -55,10 +59,9 @@ impl Model {
     /// # Errors
     /// [`Error::NoSuchModel`] if there is none.
     pub fn builtin(name: &str) -> Result<Self, Error> {
-        let model = BUILTIN
-            .iter()
-            .find(|m| m.name == name)
-            .ok_or_else(|| Error::NoSuchModel(format!("named '{name}' (built in: {})", builtin_list())))?;
+        let model = BUILTIN.iter().find(|m| m.name == name).ok_or_else(|| {
+            Error::NoSuchModel(format!("named '{name}' (built in: {})", builtin_list()))
+        })?;
         Self::from_bytes(model.bytes)
     }
 
@@ -73,7 +76,10 @@ impl Model {
                 return Ok(model);
             }
         }
-        Err(Error::NoSuchModel(format!("of quality {quality} (built in: {})", builtin_list())))
+        Err(Error::NoSuchModel(format!(
+            "of quality {quality} (built in: {})",
+            builtin_list()
+        )))
     }
 
     /// The built-in model whose fingerprint is `fingerprint` (to decode a file).
@@ -85,11 +91,16 @@ impl Model {
         let mut candidates: Vec<&BuiltinModel> = BUILTIN.iter().collect();
         candidates.sort_by_key(|m| m.name != name);
         for candidate in candidates {
-            if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes)) == fingerprint {
+            if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes))
+                == fingerprint
+            {
                 return Self::from_bytes(candidate.bytes);
             }
         }
-        Err(Error::UnknownModel { name: name.to_string(), fingerprint })
+        Err(Error::UnknownModel {
+            name: name.to_string(),
+            fingerprint,
+        })
     }
 
     /// The model's name.
@@ -105,6 +116,16 @@ impl Model {
     /// What its training measured distortion with: `mse` or `ms-ssim`.
     pub fn distortion(&self) -> String {
         self.inner.info().distortion.to_string()
+    }
+
+    /// The rate-distortion trade-off it was trained for.
+    pub fn lambda(&self) -> f64 {
+        self.inner.info().lambda
+    }
+
+    /// Optimiser steps it was trained for.
+    pub fn training_steps(&self) -> u64 {
+        self.inner.info().training.steps
     }
 
     /// Identifies the exact weights and tables; written into every file the model makes.

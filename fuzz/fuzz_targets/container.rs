@@ -57,7 +57,10 @@ fuzz_target!(|data: &[u8]| {
     };
     // What parses re-serializes to a file that parses to the same thing.
     let canonical = bitstream.to_bytes().expect("a parsed header is valid");
-    assert_eq!(Bitstream::parse(&canonical, &limits).expect("canonical file"), bitstream);
+    assert_eq!(
+        Bitstream::parse(&canonical, &limits).expect("canonical file"),
+        bitstream
+    );
 
     let header = &bitstream.header;
     for (stream, shape) in [

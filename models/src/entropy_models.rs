@@ -75,7 +75,13 @@ impl EntropyBottleneck {
             .repeat([channels, 1, 1])
             .to_device(path.device());
         let quantiles = path.set_group(1).var_copy("quantiles", &init);
-        Self { matrices, biases, factors, quantiles, channels }
+        Self {
+            matrices,
+            biases,
+            factors,
+            quantiles,
+            channels,
+        }
     }
 
     /// Number of channels.
@@ -86,7 +92,13 @@ impl EntropyBottleneck {
     /// `logit(F_c(x))` for `x` of shape (C, 1, n). With `detach_network`, gradients reach only `x`
     /// (the auxiliary loss must move the quantiles, not the density).
     fn logits_cumulative(&self, x: &Tensor, detach_network: bool) -> Tensor {
-        let param = |t: &Tensor| if detach_network { t.detach() } else { t.shallow_clone() };
+        let param = |t: &Tensor| {
+            if detach_network {
+                t.detach()
+            } else {
+                t.shallow_clone()
+            }
+        };
         let mut logits = x.shallow_clone();
         for (k, matrix) in self.matrices.iter().enumerate() {
             logits = param(matrix).softplus().matmul(&logits) + param(&self.biases[k]);
@@ -114,7 +126,9 @@ impl EntropyBottleneck {
         let sign = -(&lower + &upper).sign().detach();
         let likelihood = ((&sign * &upper).sigmoid() - (&sign * &lower).sigmoid()).abs();
         let likelihood = likelihood.clamp_min(LIKELIHOOD_BOUND);
-        likelihood.reshape([shape[1], shape[0], shape[2], shape[3]]).transpose(0, 1)
+        likelihood
+            .reshape([shape[1], shape[0], shape[2], shape[3]])
+            .transpose(0, 1)
     }
 
     /// Adds uniform noise U(-1/2, 1/2) (training) or rounds around the median (evaluation).
@@ -132,7 +146,9 @@ impl EntropyBottleneck {
     pub fn aux_loss(&self) -> Tensor {
         let logits = self.logits_cumulative(&self.quantiles, true);
         let t = (2.0 / TAIL_MASS - 1.0).ln() as f32;
-        let target = Tensor::from_slice(&[-t, 0.0, t]).to_device(logits.device()).view([1, 1, 3]);
+        let target = Tensor::from_slice(&[-t, 0.0, t])
+            .to_device(logits.device())
+            .view([1, 1, 3]);
         (logits - target).abs().sum(Kind::Float)
     }
 
@@ -149,7 +165,8 @@ impl EntropyBottleneck {
             let quantiles = Vec::<f32>::try_from(self.quantiles.flatten(0, -1))?;
             let mut ranges = Vec::with_capacity(self.channels as usize);
             for c in 0..self.channels as usize {
-                let (low, median, high) = (quantiles[3 * c], quantiles[3 * c + 1], quantiles[3 * c + 2]);
+                let (low, median, high) =
+                    (quantiles[3 * c], quantiles[3 * c + 1], quantiles[3 * c + 2]);
                 if !(low.is_finite() && median.is_finite() && high.is_finite()) {
                     return Err(ModelError::InvalidModel(format!(
                         "entropy bottleneck quantiles of channel {c} are not finite"
@@ -165,7 +182,9 @@ impl EntropyBottleneck {
             let offsets: Vec<f32> = ranges.iter().map(|&(s, _)| s as f32).collect();
             let steps = Tensor::arange(longest, (Kind::Float, device)).view([1, 1, -1]);
             let grid = steps
-                + Tensor::from_slice(&offsets).to_device(device).view([-1, 1, 1])
+                + Tensor::from_slice(&offsets)
+                    .to_device(device)
+                    .view([-1, 1, 1])
                 + self.medians().view([-1, 1, 1]);
             let lower = self.logits_cumulative(&(&grid - 0.5), false);
             let upper = self.logits_cumulative(&(&grid + 0.5), false);
@@ -182,7 +201,9 @@ impl EntropyBottleneck {
                 let probabilities: Vec<f64> = row.iter().map(|&p| f64::from(p)).collect();
                 let tail = f64::from(below[c]) + f64::from(above[c * longest as usize + len - 1]);
                 let table = CdfTable::from_probabilities(start as i32, &probabilities, tail)
-                    .map_err(|e| ModelError::InvalidModel(format!("z table of channel {c}: {e}")))?;
+                    .map_err(|e| {
+                        ModelError::InvalidModel(format!("z table of channel {c}: {e}"))
+                    })?;
                 tables.push(table);
             }
             Ok(tables)

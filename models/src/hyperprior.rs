@@ -53,7 +53,8 @@ impl ForwardOutput {
     /// `-sum(log2 p) / (N * pixels)`.
     pub fn bits_per_pixel(&self, pixels: i64) -> Tensor {
         let batch = self.x_hat.size()[0];
-        let bits = -(self.y_likelihoods.log2().sum(Kind::Float) + self.z_likelihoods.log2().sum(Kind::Float));
+        let bits = -(self.y_likelihoods.log2().sum(Kind::Float)
+            + self.z_likelihoods.log2().sum(Kind::Float));
         bits / (batch * pixels) as f64
     }
 }
@@ -104,7 +105,12 @@ impl ModelTables {
         let invalid = |e: ocular_entropy::TableError| ModelError::InvalidModel(e.to_string());
         let z_coders = CodingTables::new(&z).map_err(invalid)?;
         let y_coders = CodingTables::new(&y).map_err(invalid)?;
-        Ok(Self { z, y, z_coders, y_coders })
+        Ok(Self {
+            z,
+            y,
+            z_coders,
+            y_coders,
+        })
     }
 }
 
@@ -161,7 +167,15 @@ impl MeanScaleHyperprior {
             Conv::new(&h_s_path / 4, wide, 2 * m, 3, 1),
         ];
         let entropy_bottleneck = EntropyBottleneck::new(root / "entropy_bottleneck", n);
-        Self { config, g_a, g_s, h_a, h_s, entropy_bottleneck, precision: ComputePrecision::F32 }
+        Self {
+            config,
+            g_a,
+            g_s,
+            h_a,
+            h_s,
+            entropy_bottleneck,
+            precision: ComputePrecision::F32,
+        }
     }
 
     /// The network's shape.
@@ -244,8 +258,15 @@ impl MeanScaleHyperprior {
         };
         let y_likelihoods = gaussian_likelihood(&(y_for_rate - &means), &scales);
         let (_, _, height, width) = x.size4().expect("input is 4-d");
-        let x_hat = self.synthesis(&y_hat).narrow(2, 0, height).narrow(3, 0, width);
-        ForwardOutput { x_hat, y_likelihoods, z_likelihoods }
+        let x_hat = self
+            .synthesis(&y_hat)
+            .narrow(2, 0, height)
+            .narrow(3, 0, width);
+        ForwardOutput {
+            x_hat,
+            y_likelihoods,
+            z_likelihoods,
+        }
     }
 
     /// The auxiliary loss that fits the quantiles of the entropy bottleneck.
@@ -271,10 +292,16 @@ impl MeanScaleHyperprior {
     ///
     /// # Errors
     /// [`ModelError::Shape`] for a batch other than one RGB image, [`ModelError::Entropy`] if coding fails.
-    pub fn compress(&self, x: &Tensor, tables: &ModelTables) -> Result<CompressedLatents, ModelError> {
+    pub fn compress(
+        &self,
+        x: &Tensor,
+        tables: &ModelTables,
+    ) -> Result<CompressedLatents, ModelError> {
         let size = x.size();
         if size.len() != 4 || size[0] != 1 || size[1] != 3 {
-            return Err(ModelError::Shape(format!("compress takes one RGB image (1, 3, H, W), got {size:?}")));
+            return Err(ModelError::Shape(format!(
+                "compress takes one RGB image (1, 3, H, W), got {size:?}"
+            )));
         }
         tch::no_grad(|| {
             let y = self.analysis(x);
@@ -283,11 +310,17 @@ impl MeanScaleHyperprior {
             let z_shape = shape3(&z);
             let medians = self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
             let z_symbols = (&z - &medians).round();
-            let z_stream = encode_tensor(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
+            let z_stream =
+                encode_tensor(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
             let (means, scales) = self.y_parameters(&z_symbols, y_shape);
             let y_symbols = (&y - &means).round();
             let y_stream = encode_tensor(&y_symbols, &scale_indices(&scales)?, &tables.y_coders)?;
-            Ok(CompressedLatents { z_stream, y_stream, y_shape, z_shape })
+            Ok(CompressedLatents {
+                z_stream,
+                y_stream,
+                y_shape,
+                z_shape,
+            })
         })
     }
 
@@ -297,11 +330,19 @@ impl MeanScaleHyperprior {
     /// # Errors
     /// [`ModelError::Shape`] if the shapes do not fit this model, [`ModelError::Entropy`] if a
     /// stream is corrupt.
-    pub fn decompress(&self, latents: &CompressedLatents, tables: &ModelTables) -> Result<Tensor, ModelError> {
+    pub fn decompress(
+        &self,
+        latents: &CompressedLatents,
+        tables: &ModelTables,
+    ) -> Result<Tensor, ModelError> {
         let [y_channels, y_height, y_width] = latents.y_shape;
         let [z_channels, z_height, z_width] = latents.z_shape;
         let expected_z = [self.config.n, ceil_div(y_height, 4), ceil_div(y_width, 4)];
-        if y_channels != self.config.m || latents.z_shape != expected_z || y_height < 1 || y_width < 1 {
+        if y_channels != self.config.m
+            || latents.z_shape != expected_z
+            || y_height < 1
+            || y_width < 1
+        {
             return Err(ModelError::Shape(format!(
                 "latent shapes y {:?} / z {:?} do not fit this model (M={}, N={})",
                 latents.y_shape, latents.z_shape, self.config.m, self.config.n
@@ -339,17 +380,26 @@ fn shape3(t: &Tensor) -> [i64; 3] {
 /// Table index of every element of `z`: its channel.
 fn z_channel_indices([channels, height, width]: [i64; 3]) -> Vec<u16> {
     let plane = (height * width) as usize;
-    (0..channels as u16).flat_map(|c| std::iter::repeat_n(c, plane)).collect()
+    (0..channels as u16)
+        .flat_map(|c| std::iter::repeat_n(c, plane))
+        .collect()
 }
 
 /// Table index of every element of `y`, from its predicted scale through the one mapping
 /// [`ocular_entropy::scale_index`].
 fn scale_indices(scales: &Tensor) -> Result<Vec<u16>, ModelError> {
     let scales = Vec::<f32>::try_from(scales.to_kind(Kind::Float).flatten(0, -1))?;
-    Ok(scales.into_iter().map(|s| u16::from(ocular_entropy::scale_index(s))).collect())
+    Ok(scales
+        .into_iter()
+        .map(|s| u16::from(ocular_entropy::scale_index(s)))
+        .collect())
 }
 
-fn encode_tensor(symbols: &Tensor, indices: &[u16], coders: &CodingTables) -> Result<Vec<u8>, ModelError> {
+fn encode_tensor(
+    symbols: &Tensor,
+    indices: &[u16],
+    coders: &CodingTables,
+) -> Result<Vec<u8>, ModelError> {
     // Latents of a sane network stay far inside i32; saturate rather than wrap if one does not.
     let values = Vec::<f32>::try_from(symbols.flatten(0, -1))?;
     let values: Vec<i32> = values.into_iter().map(|v| v as i32).collect();
@@ -358,5 +408,7 @@ fn encode_tensor(symbols: &Tensor, indices: &[u16], coders: &CodingTables) -> Re
 
 fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
     let floats: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-    Tensor::from_slice(&floats).view(shape).to_device(Device::Cpu)
+    Tensor::from_slice(&floats)
+        .view(shape)
+        .to_device(Device::Cpu)
 }

@@ -20,7 +20,11 @@ pub fn rgb_to_tensor(image: &RgbImage) -> Tensor {
 /// # Panics
 /// If the tensor is smaller than `width` x `height` or not (N, 3, H, W).
 pub fn tensor_to_rgb(x: &Tensor, width: u32, height: u32) -> RgbImage {
-    let pixels = (x.get(0).narrow(1, 0, height as i64).narrow(2, 0, width as i64) * 255.0)
+    let pixels = (x
+        .get(0)
+        .narrow(1, 0, height as i64)
+        .narrow(2, 0, width as i64)
+        * 255.0)
         .round()
         .clamp(0.0, 255.0)
         .to_kind(Kind::Uint8)

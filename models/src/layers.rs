@@ -38,8 +38,18 @@ pub struct Conv {
 
 impl Conv {
     /// A `kernel x kernel` convolution from `in_channels` to `out_channels` with the given stride.
-    pub fn new(path: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
-        let config = nn::ConvConfig { stride, padding: kernel / 2, ..Default::default() };
+    pub fn new(
+        path: nn::Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+    ) -> Self {
+        let config = nn::ConvConfig {
+            stride,
+            padding: kernel / 2,
+            ..Default::default()
+        };
         let conv = nn::conv2d(path, in_channels, out_channels, kernel, config);
         Self {
             weight: conv.ws,
@@ -51,7 +61,13 @@ impl Conv {
     }
 
     /// A transposed convolution that upsamples by `stride`.
-    pub fn transposed(path: nn::Path, in_channels: i64, out_channels: i64, kernel: i64, stride: i64) -> Self {
+    pub fn transposed(
+        path: nn::Path,
+        in_channels: i64,
+        out_channels: i64,
+        kernel: i64,
+        stride: i64,
+    ) -> Self {
         let config = nn::ConvTransposeConfig {
             stride,
             padding: kernel / 2,
@@ -84,7 +100,15 @@ impl Conv {
     fn apply(&self, x: &Tensor, weight: &Tensor, bias: impl Borrow<Tensor>) -> Tensor {
         let (s, p) = (self.stride, self.padding);
         if self.transposed {
-            x.conv_transpose2d(weight, Some(bias), [s, s], [p, p], [s - 1, s - 1], 1, [1, 1])
+            x.conv_transpose2d(
+                weight,
+                Some(bias),
+                [s, s],
+                [p, p],
+                [s - 1, s - 1],
+                1,
+                [1, 1],
+            )
         } else {
             x.conv2d(weight, Some(bias), [s, s], [p, p], [1, 1], 1)
         }
@@ -109,7 +133,10 @@ impl NonNegative {
     fn new(path: &nn::Path, name: &str, initial: &Tensor, minimum: f64) -> Self {
         let stored = (initial.clamp_min(minimum) + PEDESTAL).sqrt();
         let variable = path.var_copy(name, &stored);
-        Self { variable, bound: (minimum + PEDESTAL).sqrt() }
+        Self {
+            variable,
+            bound: (minimum + PEDESTAL).sqrt(),
+        }
     }
 
     fn value(&self) -> Tensor {
@@ -148,7 +175,10 @@ impl Gdn {
         let channels = x.size()[1];
         let beta = self.beta.value();
         let gamma = self.gamma.value().view([channels, channels, 1, 1]);
-        let norm = x.square().conv2d(&gamma, Some(&beta), [1, 1], [0, 0], [1, 1], 1).sqrt();
+        let norm = x
+            .square()
+            .conv2d(&gamma, Some(&beta), [1, 1], [0, 0], [1, 1], 1)
+            .sqrt();
         if self.inverse {
             x * norm
         } else {

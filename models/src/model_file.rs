@@ -88,8 +88,13 @@ impl CodecModel {
         let invalid = |what: String| ModelError::InvalidModel(what);
         let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
-        let entries = metadata.metadata().as_ref().ok_or_else(|| invalid("no ocular metadata".into()))?;
-        let info_json = entries.get(INFO_KEY).ok_or_else(|| invalid(format!("no {INFO_KEY} entry")))?;
+        let entries = metadata
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| invalid("no ocular metadata".into()))?;
+        let info_json = entries
+            .get(INFO_KEY)
+            .ok_or_else(|| invalid(format!("no {INFO_KEY} entry")))?;
         let info: ModelInfo =
             serde_json::from_str(info_json).map_err(|e| invalid(format!("bad {INFO_KEY}: {e}")))?;
         if info.format_version != MODEL_FORMAT_VERSION {
@@ -102,22 +107,32 @@ impl CodecModel {
         if !(1..=1024).contains(&n) || !(1..=1024).contains(&m) {
             return Err(invalid(format!("implausible network shape N={n}, M={m}")));
         }
-        let tables_json = entries.get(TABLES_KEY).ok_or_else(|| invalid(format!("no {TABLES_KEY} entry")))?;
-        let stored: StoredTables =
-            serde_json::from_str(tables_json).map_err(|e| invalid(format!("bad {TABLES_KEY}: {e}")))?;
+        let tables_json = entries
+            .get(TABLES_KEY)
+            .ok_or_else(|| invalid(format!("no {TABLES_KEY} entry")))?;
+        let stored: StoredTables = serde_json::from_str(tables_json)
+            .map_err(|e| invalid(format!("bad {TABLES_KEY}: {e}")))?;
         let tables = ModelTables::new(stored.z, stored.y, n)?;
 
-        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+        let file =
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
         let mut variables = nn::VarStore::new(Device::Cpu);
         let network = MeanScaleHyperprior::new(&variables.root(), info.network);
         let named = variables.variables();
         if file.len() != named.len() {
-            return Err(invalid(format!("{} tensors in the file, the network has {}", file.len(), named.len())));
+            return Err(invalid(format!(
+                "{} tensors in the file, the network has {}",
+                file.len(),
+                named.len()
+            )));
         }
         tch::no_grad(|| -> Result<(), ModelError> {
             for (name, mut variable) in named {
-                let view = file.tensor(&name).map_err(|_| invalid(format!("missing tensor {name}")))?;
-                let stored = tensor_from_view(&view).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+                let view = file
+                    .tensor(&name)
+                    .map_err(|_| invalid(format!("missing tensor {name}")))?;
+                let stored =
+                    tensor_from_view(&view).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
                 if stored.size() != variable.size() {
                     return Err(invalid(format!(
                         "tensor {name} has shape {:?}, the network expects {:?}",
@@ -130,7 +145,13 @@ impl CodecModel {
             Ok(())
         })?;
         variables.freeze();
-        Ok(Self { info, network, tables, fingerprint: fingerprint(bytes), variables })
+        Ok(Self {
+            info,
+            network,
+            tables,
+            fingerprint: fingerprint(bytes),
+            variables,
+        })
     }
 
     /// Reads a model file.
@@ -138,7 +159,8 @@ impl CodecModel {
     /// # Errors
     /// [`ModelError::Io`] if it cannot be read, else as [`Self::from_bytes`].
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| ModelError::Io(path.display().to_string(), e))?;
         Self::from_bytes(&bytes)
     }
 
@@ -184,8 +206,14 @@ fn tensor_from_view(view: &TensorView<'_>) -> Result<Tensor, String> {
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
-        Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         other => return Err(format!("unsupported dtype {other:?}")),
     };
     let expected: i64 = shape.iter().product();
@@ -215,16 +243,28 @@ pub fn serialize_model(
             let rounded = variable.to_kind(Kind::Half);
             variable.copy_(&rounded.to_kind(Kind::Float));
             let values = Vec::<f32>::try_from(rounded.to_kind(Kind::Float).flatten(0, -1))?;
-            let bytes: Vec<u8> = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+            let bytes: Vec<u8> = values
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect();
             halves.push((bytes, variable.size()));
         }
         Ok(())
     })?;
     let tables = network.build_tables()?;
-    let stored = StoredTables { z: tables.z, y: tables.y };
+    let stored = StoredTables {
+        z: tables.z,
+        y: tables.y,
+    };
     let metadata = HashMap::from([
-        (INFO_KEY.to_string(), serde_json::to_string(info).map_err(|e| ModelError::InvalidModel(e.to_string()))?),
-        (TABLES_KEY.to_string(), serde_json::to_string(&stored).map_err(|e| ModelError::InvalidModel(e.to_string()))?),
+        (
+            INFO_KEY.to_string(),
+            serde_json::to_string(info).map_err(|e| ModelError::InvalidModel(e.to_string()))?,
+        ),
+        (
+            TABLES_KEY.to_string(),
+            serde_json::to_string(&stored).map_err(|e| ModelError::InvalidModel(e.to_string()))?,
+        ),
     ]);
     let views = named
         .iter()
@@ -235,7 +275,8 @@ pub fn serialize_model(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
-    safetensors::serialize(views, &Some(metadata)).map_err(|e| ModelError::InvalidModel(e.to_string()))
+    safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| ModelError::InvalidModel(e.to_string()))
 }
 
 /// A model file of a freshly initialised (untrained) network: codes correctly but poorly.
@@ -243,7 +284,11 @@ pub fn serialize_model(
 ///
 /// # Errors
 /// As [`serialize_model`].
-pub fn untrained_model_bytes(network: HyperpriorConfig, name: &str, seed: i64) -> Result<Vec<u8>, ModelError> {
+pub fn untrained_model_bytes(
+    network: HyperpriorConfig,
+    name: &str,
+    seed: i64,
+) -> Result<Vec<u8>, ModelError> {
     tch::manual_seed(seed);
     let variables = nn::VarStore::new(Device::Cpu);
     let model = MeanScaleHyperprior::new(&variables.root(), network);

@@ -31,10 +31,11 @@ pub fn ms_ssim_db(ms_ssim: f64) -> f64 {
     -10.0 * (1.0 - ms_ssim).max(1e-12).log10()
 }
 
-fn gaussian_window(channels: i64, device: tch::Device) -> Tensor {
-    let coords = Tensor::arange(WINDOW, (Kind::Float, device)) - (WINDOW / 2) as f64;
+/// The normalised 1-d Gaussian window, in the kind (f32, f64, ...) of the images it blurs.
+fn gaussian_window(channels: i64, kind: Kind, device: tch::Device) -> Tensor {
+    let coords = Tensor::arange(WINDOW, (Kind::Double, device)) - (WINDOW / 2) as f64;
     let g = (-coords.square() / (2.0 * SIGMA * SIGMA)).exp();
-    let g = &g / g.sum(Kind::Float);
+    let g = (&g / g.sum(Kind::Double)).to_kind(kind);
     // One window per channel, grouped convolution: (C, 1, 1, WINDOW).
     g.view([1, 1, 1, WINDOW]).repeat([channels, 1, 1, 1])
 }
@@ -44,7 +45,14 @@ fn blur(x: &Tensor, window: &Tensor) -> Tensor {
     let channels = x.size()[1];
     let no_bias: Option<Tensor> = None;
     let horizontal = x.conv2d(window, no_bias.as_ref(), [1, 1], [0, 0], [1, 1], channels);
-    horizontal.conv2d(&window.transpose(2, 3), no_bias.as_ref(), [1, 1], [0, 0], [1, 1], channels)
+    horizontal.conv2d(
+        &window.transpose(2, 3),
+        no_bias.as_ref(),
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        channels,
+    )
 }
 
 /// Per (batch, channel) SSIM and contrast-structure terms at one scale.
@@ -61,7 +69,7 @@ fn ssim_and_cs(x: &Tensor, y: &Tensor, window: &Tensor, data_range: f64) -> (Ten
     let sigma_xy = blur(&(x * y), window) - &mu_xy;
     let cs_map = (sigma_xy * 2.0 + c2) / (sigma_xx + sigma_yy + c2);
     let ssim_map = (mu_xy * 2.0 + c1) / (mu_xx + mu_yy + c1) * &cs_map;
-    let per_channel = |m: Tensor| m.flatten(2, -1).mean_dim(-1, false, Kind::Float);
+    let per_channel = |m: Tensor| m.flatten(2, -1).mean_dim(-1, false, m.kind());
     (per_channel(ssim_map), per_channel(cs_map))
 }
 
@@ -73,7 +81,10 @@ fn ssim_and_cs(x: &Tensor, y: &Tensor, window: &Tensor, data_range: f64) -> (Ten
 pub fn ms_ssim(x: &Tensor, y: &Tensor, data_range: f64) -> Result<Tensor, ModelError> {
     let shape = x.size();
     if shape != y.size() || shape.len() != 4 {
-        return Err(ModelError::Shape(format!("ms_ssim needs two equal 4-d shapes, got {shape:?} and {:?}", y.size())));
+        return Err(ModelError::Shape(format!(
+            "ms_ssim needs two equal 4-d shapes, got {shape:?} and {:?}",
+            y.size()
+        )));
     }
     if shape[2] < MIN_SIDE || shape[3] < MIN_SIDE {
         return Err(ModelError::Shape(format!(
@@ -81,7 +92,7 @@ pub fn ms_ssim(x: &Tensor, y: &Tensor, data_range: f64) -> Result<Tensor, ModelE
             shape[3], shape[2]
         )));
     }
-    let window = gaussian_window(shape[1], x.device());
+    let window = gaussian_window(shape[1], x.kind(), x.device());
     let (mut x, mut y) = (x.shallow_clone(), y.shallow_clone());
     let mut factors = Vec::with_capacity(WEIGHTS.len());
     for (level, &weight) in WEIGHTS.iter().enumerate() {
@@ -96,6 +107,9 @@ pub fn ms_ssim(x: &Tensor, y: &Tensor, data_range: f64) -> Result<Tensor, ModelE
             y = y.avg_pool2d([2, 2], [2, 2], padding, false, true, None::<i64>);
         }
     }
-    let product = factors.into_iter().reduce(|a, b| a * b).expect("five levels");
-    Ok(product.mean_dim(-1, false, Kind::Float))
+    let product = factors
+        .into_iter()
+        .reduce(|a, b| a * b)
+        .expect("five levels");
+    Ok(product.mean_dim(-1, false, product.kind()))
 }

@@ -18,7 +18,9 @@ use crate::hyperprior::{HyperpriorConfig, MeanScaleHyperprior, Y_DOWNSAMPLING};
 use crate::imaging::{mse, pad_to_multiple, rgb_to_tensor};
 use crate::layers::ComputePrecision;
 use crate::losses::{psnr, Distortion};
-use crate::model_file::{serialize_model, CodecModel, ModelInfo, TrainingSummary, MODEL_FORMAT_VERSION};
+use crate::model_file::{
+    serialize_model, CodecModel, ModelInfo, TrainingSummary, MODEL_FORMAT_VERSION,
+};
 use crate::msssim::{ms_ssim, MIN_SIDE};
 use crate::ModelError;
 
@@ -135,6 +137,28 @@ pub struct Validation {
     pub psnr: f64,
     /// MS-SSIM (NaN if the images are too small).
     pub ms_ssim: f64,
+    /// Bits per pixel the model's likelihoods predict for the same latents. Coding should land
+    /// within ~1% above it; more means the integer tables miss mass (e.g. unfitted quantiles).
+    pub estimated_bpp: f64,
+}
+
+impl Validation {
+    const CSV_HEADER: &'static str = "step,seconds,bpp,estimated_bpp,psnr,ms_ssim";
+
+    fn csv_row(&self, state: &RunState) -> String {
+        format!(
+            "{},{:.1},{:.5},{:.5},{:.4},{:.6}",
+            state.step, state.seconds, self.bpp, self.estimated_bpp, self.psnr, self.ms_ssim
+        )
+    }
+
+    /// One line for people: bpp (coded and predicted), PSNR, MS-SSIM.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.4} bpp (likelihoods predict {:.4}), {:.2} dB PSNR, MS-SSIM {:.4}",
+            self.bpp, self.estimated_bpp, self.psnr, self.ms_ssim
+        )
+    }
 }
 
 fn interrupt_flag() -> Arc<AtomicBool> {
@@ -158,10 +182,14 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 /// data folder has no usable image, [`ModelError::Shape`] for crops too small for MS-SSIM.
 pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     if config.distortion == Distortion::MsSsim && config.crop_size < MIN_SIDE {
-        return Err(ModelError::Shape(format!("MS-SSIM training needs --crop-size >= {MIN_SIDE}")));
+        return Err(ModelError::Shape(format!(
+            "MS-SSIM training needs --crop-size >= {MIN_SIDE}"
+        )));
     }
     if config.crop_size < Z_MULTIPLE || config.crop_size % Z_MULTIPLE != 0 {
-        return Err(ModelError::Shape(format!("--crop-size must be a multiple of {Z_MULTIPLE}")));
+        return Err(ModelError::Shape(format!(
+            "--crop-size must be a multiple of {Z_MULTIPLE}"
+        )));
     }
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -178,8 +206,15 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     if checkpoint_path.exists() && state_path.exists() {
         variables.load(&checkpoint_path)?;
         let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
-        state = serde_json::from_str(&text).map_err(|e| ModelError::InvalidModel(format!("{}: {e}", state_path.display())))?;
-        log(config, &format!("resuming {} at step {} ({:.0} s trained)", config.name, state.step, state.seconds));
+        state = serde_json::from_str(&text)
+            .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", state_path.display())))?;
+        log(
+            config,
+            &format!(
+                "resuming {} at step {} ({:.0} s trained)",
+                config.name, state.step, state.seconds
+            ),
+        );
     } else if let Some(init) = &config.init_from {
         let source = CodecModel::load(init)?;
         if source.info().network != config.network {
@@ -192,8 +227,11 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         source.copy_weights_to(&mut variables)?;
         log(config, &format!("initialised from {}", init.display()));
     }
-    fs::write(config.run_dir.join("config.json"), serde_json::to_string_pretty(config).unwrap_or_default())
-        .map_err(io(&config.run_dir))?;
+    fs::write(
+        config.run_dir.join("config.json"),
+        serde_json::to_string_pretty(config).unwrap_or_default(),
+    )
+    .map_err(io(&config.run_dir))?;
 
     let dataset = Dataset::load(&config.data, config.crop_size, config.progress)?;
     let validation_images = match &config.validation {
@@ -202,11 +240,18 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     };
 
     let mut optimizer = nn::Adam::default().build(&variables, config.learning_rate)?;
-    let mut rng = StdRng::seed_from_u64(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        StdRng::seed_from_u64(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     tch::manual_seed((config.seed ^ state.step) as i64);
     let interrupted = interrupt_flag();
-    let mut train_log = CsvLog::open(&config.run_dir.join("train.csv"), "step,seconds,lr,loss,bpp,distortion,psnr,aux")?;
-    let mut validation_log = CsvLog::open(&config.run_dir.join("validation.csv"), "step,seconds,bpp,psnr,ms_ssim")?;
+    let mut train_log = CsvLog::open(
+        &config.run_dir.join("train.csv"),
+        "step,seconds,lr,loss,bpp,distortion,psnr,aux",
+    )?;
+    let mut validation_log = CsvLog::open(
+        &config.run_dir.join("validation.csv"),
+        Validation::CSV_HEADER,
+    )?;
 
     let reporter = Reporter::new(config, state.step);
     let pixels = config.crop_size * config.crop_size;
@@ -216,11 +261,16 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     let mut window = RunningMeans::default();
     let schedule = |state: &RunState| {
         let by_steps = state.step as f64 / config.steps.max(1) as f64;
-        let by_time = config.time_budget_seconds.map_or(0.0, |budget| state.seconds / budget);
+        let by_time = config
+            .time_budget_seconds
+            .map_or(0.0, |budget| state.seconds / budget);
         learning_rate_at(config.learning_rate, by_steps.max(by_time))
     };
     let done = |state: &RunState| {
-        state.step >= config.steps || config.time_budget_seconds.is_some_and(|budget| state.seconds >= budget)
+        state.step >= config.steps
+            || config
+                .time_budget_seconds
+                .is_some_and(|budget| state.seconds >= budget)
     };
 
     while !done(&state) {
@@ -248,11 +298,24 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         state.step += 1;
         state.seconds = seconds_before + session_start.elapsed().as_secs_f64();
         let batch_mse = tch::no_grad(|| mse(&output.x_hat.clamp(0.0, 1.0), &batch));
-        window.add([loss.double_value(&[]), bpp.double_value(&[]), distortion.double_value(&[]), psnr(batch_mse), aux.double_value(&[])]);
+        window.add([
+            loss.double_value(&[]),
+            bpp.double_value(&[]),
+            distortion.double_value(&[]),
+            psnr(batch_mse),
+            aux.double_value(&[]),
+        ]);
         if state.step % 10 == 0 {
             let [loss, bpp, distortion, psnr, aux] = window.take();
-            train_log.row(&format!("{},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}", state.step, state.seconds))?;
-            reporter.step(state.step, config.steps, &format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB lr {lr:.2e}"));
+            train_log.row(&format!(
+                "{},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
+                state.step, state.seconds
+            ))?;
+            reporter.step(
+                state.step,
+                config.steps,
+                &format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB lr {lr:.2e}"),
+            );
         }
 
         if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
@@ -262,8 +325,8 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         let validate_now = config.validate_every > 0 && state.step % config.validate_every == 0;
         if validate_now && !validation_images.is_empty() && !done(&state) {
             let v = validate(&network, &validation_images)?;
-            validation_log.row(&format!("{},{:.1},{:.5},{:.4},{:.6}", state.step, state.seconds, v.bpp, v.psnr, v.ms_ssim))?;
-            reporter.line(&format!("step {}: validation {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}", state.step, v.bpp, v.psnr, v.ms_ssim));
+            validation_log.row(&v.csv_row(&state))?;
+            reporter.line(&format!("step {}: validation {}", state.step, v.summary()));
         }
     }
     save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
@@ -297,12 +360,18 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         None
     } else {
         let v = validate(&network, &validation_images)?;
-        validation_log.row(&format!("{},{:.1},{:.5},{:.4},{:.6}", state.step, state.seconds, v.bpp, v.psnr, v.ms_ssim))?;
-        log(config, &format!("final validation: {:.4} bpp, {:.2} dB PSNR, MS-SSIM {:.4}", v.bpp, v.psnr, v.ms_ssim));
+        validation_log.row(&v.csv_row(&state))?;
+        log(config, &format!("final validation: {}", v.summary()));
         Some(v)
     };
-    log(config, &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()));
-    Ok(TrainOutcome::Finished { steps: state.step, validation })
+    log(
+        config,
+        &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()),
+    );
+    Ok(TrainOutcome::Finished {
+        steps: state.step,
+        validation,
+    })
 }
 
 /// Crops of the training set are multiples of this so every latent is whole.
@@ -342,16 +411,22 @@ impl Reporter {
         let bar = if config.progress && terminal {
             let bar = ProgressBar::new(config.steps);
             bar.set_style(
-                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_position(position);
             bar
         } else {
             ProgressBar::hidden()
         };
-        Self { bar, plain: config.progress && !terminal, started: Instant::now() }
+        Self {
+            bar,
+            plain: config.progress && !terminal,
+            started: Instant::now(),
+        }
     }
 
     fn step(&self, step: u64, total: u64, message: &str) {
@@ -380,11 +455,17 @@ impl Reporter {
     }
 }
 
-fn save_checkpoint(variables: &nn::VarStore, state: &RunState, checkpoint: &Path, state_path: &Path) -> Result<(), ModelError> {
+fn save_checkpoint(
+    variables: &nn::VarStore,
+    state: &RunState,
+    checkpoint: &Path,
+    state_path: &Path,
+) -> Result<(), ModelError> {
     // Write-then-rename, so an interrupted save never leaves a half checkpoint behind.
     let temporary = checkpoint.with_extension("partial.safetensors");
     variables.save(&temporary)?;
-    fs::rename(&temporary, checkpoint).map_err(|e| ModelError::Io(checkpoint.display().to_string(), e))?;
+    fs::rename(&temporary, checkpoint)
+        .map_err(|e| ModelError::Io(checkpoint.display().to_string(), e))?;
     let json = serde_json::to_string(state).unwrap_or_default();
     fs::write(state_path, json).map_err(|e| ModelError::Io(state_path.display().to_string(), e))
 }
@@ -393,30 +474,50 @@ fn save_checkpoint(variables: &nn::VarStore, state: &RunState, checkpoint: &Path
 ///
 /// # Errors
 /// As [`MeanScaleHyperprior::compress`].
-pub fn validate(network: &MeanScaleHyperprior, images: &[Tensor]) -> Result<Validation, ModelError> {
+pub fn validate(
+    network: &MeanScaleHyperprior,
+    images: &[Tensor],
+) -> Result<Validation, ModelError> {
     let tables = network.build_tables()?;
-    let (mut bpp, mut psnr_sum, mut ssim_sum) = (0.0, 0.0, 0.0);
+    let (mut bpp, mut psnr_sum, mut ssim_sum, mut estimated) = (0.0, 0.0, 0.0, 0.0);
     for image in images {
         let size = image.size();
         let (height, width) = (size[2], size[3]);
         let padded = pad_to_multiple(image, Y_DOWNSAMPLING);
+        let predicted = tch::no_grad(|| {
+            network
+                .forward(&padded, false)
+                .bits_per_pixel(height * width)
+        });
+        estimated += predicted.double_value(&[]);
         let latents = network.compress(&padded, &tables)?;
-        let decoded = network.decompress(&latents, &tables)?.narrow(2, 0, height).narrow(3, 0, width);
+        let decoded = network
+            .decompress(&latents, &tables)?
+            .narrow(2, 0, height)
+            .narrow(3, 0, width);
         let decoded = (decoded * 255.0).round() / 255.0;
         let bytes = latents.y_stream.len() + latents.z_stream.len();
         bpp += bytes as f64 * 8.0 / (height * width) as f64;
         psnr_sum += psnr(mse(&decoded, image));
-        ssim_sum += tch::no_grad(|| ms_ssim(image, &decoded, 1.0)).map(|t| t.double_value(&[0])).unwrap_or(f64::NAN);
+        ssim_sum += tch::no_grad(|| ms_ssim(image, &decoded, 1.0))
+            .map(|t| t.double_value(&[0]))
+            .unwrap_or(f64::NAN);
     }
     let n = images.len() as f64;
-    Ok(Validation { bpp: bpp / n, psnr: psnr_sum / n, ms_ssim: ssim_sum / n })
+    Ok(Validation {
+        bpp: bpp / n,
+        psnr: psnr_sum / n,
+        ms_ssim: ssim_sum / n,
+        estimated_bpp: estimated / n,
+    })
 }
 
 fn load_validation(dir: &Path) -> Result<Vec<Tensor>, ModelError> {
     let files = image_files(dir)?;
     let mut images = Vec::with_capacity(files.len());
     for file in files {
-        let image = image::open(&file).map_err(|e| ModelError::Image(file.display().to_string(), e))?;
+        let image =
+            image::open(&file).map_err(|e| ModelError::Image(file.display().to_string(), e))?;
         images.push(rgb_to_tensor(&image.to_rgb8()));
     }
     Ok(images)
@@ -431,9 +532,12 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(folder) = pending.pop() {
-        let entries = fs::read_dir(&folder).map_err(|e| ModelError::Io(folder.display().to_string(), e))?;
+        let entries =
+            fs::read_dir(&folder).map_err(|e| ModelError::Io(folder.display().to_string(), e))?;
         for entry in entries {
-            let path = entry.map_err(|e| ModelError::Io(folder.display().to_string(), e))?.path();
+            let path = entry
+                .map_err(|e| ModelError::Io(folder.display().to_string(), e))?
+                .path();
             if path.is_dir() {
                 pending.push(path);
             } else if path
@@ -457,14 +561,23 @@ struct Dataset {
 impl Dataset {
     fn load(dir: &Path, crop: i64, progress: bool) -> Result<Self, ModelError> {
         let files = image_files(dir)?;
-        let bar = if progress { ProgressBar::new(files.len() as u64) } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("loading images [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        let bar = if progress {
+            ProgressBar::new(files.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("loading images [{bar:30}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         let mut images = Vec::with_capacity(files.len());
         let mut skipped = 0;
         for file in &files {
             bar.inc(1);
             match image::open(file) {
-                Ok(image) if i64::from(image.width().min(image.height())) >= crop => images.push(image.to_rgb8()),
+                Ok(image) if i64::from(image.width().min(image.height())) >= crop => {
+                    images.push(image.to_rgb8())
+                }
                 _ => skipped += 1,
             }
         }
@@ -487,7 +600,11 @@ impl Dataset {
                 let image = &self.images[rng.gen_range(0..self.images.len())];
                 let (width, height) = (i64::from(image.width()), i64::from(image.height()));
                 let max_region = width.min(height).min(2 * crop);
-                let region = if rng.gen_bool(0.5) { rng.gen_range(crop..=max_region) } else { crop };
+                let region = if rng.gen_bool(0.5) {
+                    rng.gen_range(crop..=max_region)
+                } else {
+                    crop
+                };
                 let left = rng.gen_range(0..=width - region);
                 let top = rng.gen_range(0..=height - region);
                 let mut bytes = Vec::with_capacity((region * region * 3) as usize);
@@ -495,9 +612,16 @@ impl Dataset {
                     let start = ((row * width + left) * 3) as usize;
                     bytes.extend_from_slice(&image.as_raw()[start..start + (region * 3) as usize]);
                 }
-                let mut t = Tensor::from_slice(&bytes).view([region, region, 3]).permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+                let mut t = Tensor::from_slice(&bytes)
+                    .view([region, region, 3])
+                    .permute([2, 0, 1])
+                    .to_kind(Kind::Float)
+                    / 255.0;
                 if region != crop {
-                    t = t.unsqueeze(0).adaptive_avg_pool2d([crop, crop]).squeeze_dim(0);
+                    t = t
+                        .unsqueeze(0)
+                        .adaptive_avg_pool2d([crop, crop])
+                        .squeeze_dim(0);
                 }
                 if rng.gen_bool(0.5) {
                     t = t.flip([2]);
@@ -541,11 +665,18 @@ impl CsvLog {
     fn open(path: &Path, header: &str) -> Result<Self, ModelError> {
         let fresh = !path.exists();
         let io = |e| ModelError::Io(path.display().to_string(), e);
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         if fresh {
             writeln!(file, "{header}").map_err(io)?;
         }
-        Ok(Self { file, path: path.to_path_buf() })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     fn row(&mut self, row: &str) -> Result<(), ModelError> {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Trains the shipped models, in order, on ../shared/data/train (validation on Kodak). Every step is
+# resumable: run the script again after an interruption and each run continues from its checkpoint
+# in runs/<name>/ (finished models are skipped). Usage: scripts/train-models.sh [NAME...]
+#
+# The first rate point trains from scratch; the others start from a neighbour (--init), which buys
+# far more quality per CPU-second than training each from scratch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE
+scripts/setup-libtorch.sh
+cargo build --quiet -p ocular
+ocular=target/debug/ocular
+data=${DATA:-../shared/data/train}
+validation=${VALIDATION:-../shared/data/kodak}
+
+# name | init from | distortion | lambda | quality | minutes | crop
+plan=(
+  "mse-q3|-|mse|0.0067|3|65|128"
+  "mse-q2|mse-q3|mse|0.0035|2|20|128"
+  "mse-q4|mse-q3|mse|0.0130|4|20|128"
+  "mse-q1|mse-q2|mse|0.0018|1|20|128"
+  "mse-q5|mse-q4|mse|0.0250|5|20|128"
+  "msssim-q2|mse-q2|ms-ssim|4.58|2|25|192"
+  "msssim-q3|mse-q3|ms-ssim|8.73|3|25|192"
+)
+
+wanted=("$@")
+for entry in "${plan[@]}"; do
+  IFS='|' read -r name init distortion lambda quality minutes crop <<<"$entry"
+  if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
+  output=models/trained/$name.safetensors
+  if [ -f "$output" ]; then echo "$name: done ($output)"; continue; fi
+  init_args=()
+  if [ "$init" != "-" ]; then init_args=(--init "models/trained/$init.safetensors"); fi
+  echo "$name: training (lambda $lambda, $distortion, $minutes min)"
+  "$ocular" train --data "$data" --validation "$validation" --output "$output" --run-dir "runs/$name" \
+    --name "$name" --quality "$quality" --distortion "$distortion" --lambda "$lambda" \
+    --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 "${init_args[@]}"
+done

@@ -183,7 +183,15 @@ fn failures_are_clean() {
 
 #[test]
 fn every_command_explains_itself() {
-    for command in ["encode", "decode", "info", "roundtrip", "models", "train"] {
+    for command in [
+        "encode",
+        "decode",
+        "info",
+        "roundtrip",
+        "models",
+        "eval",
+        "train",
+    ] {
         let out = ocular(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help: {}", text(&out));
         assert!(text(&out).contains("Usage"), "{}", text(&out));

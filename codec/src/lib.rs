@@ -28,6 +28,8 @@ mod codec;
 #[cfg(feature = "neural")]
 mod error;
 #[cfg(feature = "neural")]
+pub mod eval;
+#[cfg(feature = "neural")]
 pub mod metrics;
 #[cfg(feature = "neural")]
 mod model;
@@ -42,8 +44,8 @@ pub use model::{Model, DEFAULT_QUALITY};
 /// Training of new models (for the `ocular train` command and for embedding programs).
 #[cfg(feature = "neural")]
 pub mod train {
-    pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::model_file::untrained_model_bytes;
+    pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};
 
     /// Sets the number of threads libtorch computes with (results differ bit-for-bit between

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ocular::train::{
@@ -35,6 +35,12 @@ enum Command {
     Roundtrip(RoundtripArgs),
     /// List the built-in models (or describe a model file).
     Models(ModelsArgs),
+    /// Rate-distortion evaluation on a folder of images (e.g. Kodak) against JPEG and WebP.
+    ///
+    /// Every image is coded with each model; each baseline is coded per image at the highest
+    /// quality whose file is not larger than ocular's, so codecs are compared at matched bpp.
+    /// Prints a table of means; writes per-image CSV / JSON and an SVG plot on request.
+    Eval(EvalArgs),
     /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
     ///
     /// Checkpoints go to --run-dir every few minutes; running the same command again resumes
@@ -102,6 +108,40 @@ struct RoundtripArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Folder of images (searched recursively)
+    #[arg(long, default_value = "../shared/data/kodak")]
+    data: PathBuf,
+    /// Only the first N images (sorted by path)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Built-in models by quality, e.g. 1,2,3 (default: every built-in model)
+    #[arg(short, long, value_delimiter = ',')]
+    quality: Vec<u8>,
+    /// Model files to evaluate as well (repeatable)
+    #[arg(long)]
+    model: Vec<PathBuf>,
+    /// Baselines coded at matched bpp
+    #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
+    against: Vec<ocular::eval::Baseline>,
+    /// Write every image's figures as CSV
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write per-image figures and means as JSON
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the rate-distortion plot (PSNR and MS-SSIM dB against bpp) as SVG
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// libtorch threads (default: all cores)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -400,6 +440,53 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_eval(args: EvalArgs) -> Result<()> {
+    use ocular::eval::{evaluate, EvalConfig, EvalModel};
+    if let Some(threads) = args.threads {
+        train::set_threads(threads);
+    }
+    let mut images = train::image_files(&args.data)?;
+    if let Some(limit) = args.limit {
+        images.truncate(limit);
+    }
+    if images.is_empty() {
+        bail!("no images found in {}", args.data.display());
+    }
+    let mut models = Vec::new();
+    for &quality in &args.quality {
+        models.push(EvalModel::new(Model::builtin_quality(quality)?));
+    }
+    for path in &args.model {
+        models.push(EvalModel::new(Model::load(path)?));
+    }
+    if args.quality.is_empty() && args.model.is_empty() {
+        for name in Model::builtin_names() {
+            models.push(EvalModel::new(Model::builtin(name)?));
+        }
+    }
+    if models.is_empty() {
+        bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
+    }
+    let mut config = EvalConfig::new(images, models);
+    config.baselines = args.against;
+    config.progress = !args.quiet;
+    let report = evaluate(&config)?;
+    println!("{}", report.table());
+    let write = |path: &PathBuf, text: String| {
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    if let Some(path) = &args.csv {
+        write(path, report.to_csv())?;
+    }
+    if let Some(path) = &args.json {
+        write(path, report.to_json())?;
+    }
+    if let Some(path) = &args.plot {
+        report.plot_svg(path)?;
+    }
+    Ok(())
+}
+
 fn run_models(args: ModelsArgs) -> Result<()> {
     if let Some(path) = args.model {
         let model = Model::load(&path)?;
@@ -440,6 +527,7 @@ fn main() -> ExitCode {
         Command::Info(args) => run_info(args),
         Command::Roundtrip(args) => run_roundtrip(args),
         Command::Models(args) => run_models(args),
+        Command::Eval(args) => run_eval(args),
         Command::Train(args) => run_train(args),
     };
     match result {

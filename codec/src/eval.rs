@@ -1,0 +1,413 @@
+//! Rate–distortion evaluation of ocular models against JPEG and WebP at matched bit rates (the
+//! library behind `ocular eval`).
+//!
+//! Protocol, for every image and every ocular model:
+//!
+//! 1. The image is read and converted to 8-bit RGB; it is encoded with [`Encoder`] and decoded
+//!    with [`Decoder`]; PSNR (RGB) and MS-SSIM are measured with [`metrics::measure`] against the
+//!    RGB source, and the encode and decode times are recorded.
+//! 2. For every [`Baseline`], its quality (1..=100) is binary-searched for the largest setting
+//!    whose file is no larger than the ocular file of that model on that image (the same pixel
+//!    count, so the same bpp bound); the file is decoded and measured the same way. If even
+//!    quality 1 is larger, quality 1 is used and the row is marked
+//!    [`over_target`](EvalRow::over_target).
+//!
+//! bpp is always `file bytes * 8 / (width * height)`, whole files: the `.ocu` header, JPEG's JFIF
+//! markers and tables, WebP's RIFF container. JPEG is baseline sequential with 4:2:0 chroma
+//! sampling, the standard Huffman tables and one interleaved scan (`jpeg-encoder`, like libjpeg's
+//! `cjpeg` defaults); WebP is lossy VP8 with libwebp's default settings (method 4). Every
+//! baseline file is checked to be what it claims (a 4:2:0 SOF0 frame in one interleaved scan, a
+//! lossy VP8 bitstream) before it is reported.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ocular::eval::{evaluate, EvalConfig, EvalModel};
+//! let images = ocular::train::image_files("kodak".as_ref())?;
+//! let model = EvalModel::new(ocular::Model::load("mse-q3.safetensors".as_ref())?);
+//! let report = evaluate(&EvalConfig::new(images, vec![model]))?;
+//! println!("{}", report.table());
+//! report.plot_svg("rd.svg".as_ref())?;
+//! # Ok(()) }
+//! ```
+
+mod baseline;
+mod plot;
+mod report;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use image::{DynamicImage, RgbImage};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use baseline::Baseline;
+pub use report::{EvalMean, EvalReport, EvalRow};
+
+use crate::metrics::{self, Quality};
+use crate::{Decoder, Encoder, Limits, Model};
+
+/// Everything that can stop an evaluation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The configuration cannot be evaluated (no images, no models, duplicate labels).
+    #[error("invalid evaluation: {0}")]
+    Config(String),
+    /// A baseline name other than `jpeg` or `webp`.
+    #[error("unknown baseline codec '{0}' (known: jpeg, webp)")]
+    UnknownBaseline(String),
+    /// An input image cannot be read (the message names the file).
+    #[error("cannot read an image to evaluate")]
+    Image(#[source] crate::Error),
+    /// An ocular model failed to encode or decode an image.
+    #[error("{codec} failed on {image}")]
+    Ocular {
+        /// The codec label, e.g. `ocular:mse-q3`.
+        codec: String,
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: crate::Error,
+    },
+    /// JPEG or WebP failed to encode or decode an image, or made a file of the wrong kind.
+    #[error("{codec} failed{}: {message}", .image.as_deref().map(|i| format!(" on {i}")).unwrap_or_default())]
+    Baseline {
+        /// Which baseline.
+        codec: Baseline,
+        /// The image, when known.
+        image: Option<String>,
+        /// What went wrong.
+        message: String,
+    },
+    /// The plot cannot be drawn (e.g. the report is empty).
+    #[error("cannot draw the plot: {0}")]
+    Plot(String),
+    /// A file cannot be written.
+    #[error("cannot write {}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An ocular model to evaluate, with the names it is reported under.
+#[derive(Debug)]
+pub struct EvalModel {
+    /// Row label: rows are reported as codec `ocular:<label>`, and baselines matched to this
+    /// model have it as their [`target`](EvalRow::target). Default: the model's name.
+    pub label: String,
+    /// The curve the model belongs to in plots. Default: `ocular (<distortion>)`, e.g.
+    /// `ocular (mse)`, so MSE- and MS-SSIM-trained models form separate curves.
+    pub family: String,
+    /// The model.
+    pub model: Model,
+}
+
+impl EvalModel {
+    /// Labels `model` with its name and family `ocular (<distortion>)`.
+    pub fn new(model: Model) -> Self {
+        Self {
+            label: model.name().to_string(),
+            family: format!("ocular ({})", model.distortion()),
+            model,
+        }
+    }
+
+    /// Uses `label` instead of the model's name.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+}
+
+/// What to evaluate.
+#[derive(Debug)]
+pub struct EvalConfig {
+    /// Image files (any format [`crate::open_image`] reads); each is converted to 8-bit RGB.
+    pub images: Vec<PathBuf>,
+    /// The ocular models, each one rate point.
+    pub models: Vec<EvalModel>,
+    /// Codecs matched to every model's bpp on every image (duplicates are ignored).
+    pub baselines: Vec<Baseline>,
+    /// Shows a progress bar over the images on standard error.
+    pub progress: bool,
+}
+
+impl EvalConfig {
+    /// `models` on `images` against JPEG and WebP, without a progress bar.
+    pub fn new(images: Vec<PathBuf>, models: Vec<EvalModel>) -> Self {
+        Self {
+            images,
+            models,
+            baselines: Baseline::ALL.to_vec(),
+            progress: false,
+        }
+    }
+}
+
+/// Runs the evaluation described in the [module documentation](self): one row per image and
+/// model, plus one per image, model and baseline. Images are read one at a time; libtorch uses
+/// as many threads as [`crate::train::set_threads`] allows, which the ocular times depend on.
+///
+/// # Errors
+/// [`EvalError::Config`] if there are no images or no models, or two models share a label;
+/// [`EvalError::Image`] if an image cannot be read; [`EvalError::Ocular`] or
+/// [`EvalError::Baseline`] if a codec fails on an image (e.g. WebP refuses images wider or taller
+/// than 16383 pixels, JPEG than 65535).
+pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
+    if config.images.is_empty() {
+        return Err(EvalError::Config("no images".into()));
+    }
+    if config.models.is_empty() {
+        return Err(EvalError::Config("no ocular models".into()));
+    }
+    let mut labels = HashSet::new();
+    for model in &config.models {
+        if model.label.is_empty() || !labels.insert(model.label.as_str()) {
+            return Err(EvalError::Config(format!(
+                "model labels must be unique and not empty ('{}')",
+                model.label
+            )));
+        }
+    }
+    let mut baselines: Vec<Baseline> = Vec::new();
+    for &baseline in &config.baselines {
+        if !baselines.contains(&baseline) {
+            baselines.push(baseline);
+        }
+    }
+    let names = image_names(&config.images);
+    let bar = progress_bar(config.progress, config.images.len());
+    let mut rows = Vec::new();
+    for (path, name) in config.images.iter().zip(&names) {
+        bar.set_message(name.clone());
+        let rgb = crate::open_image(path, &Limits::default())
+            .map_err(EvalError::Image)?
+            .to_rgb8();
+        // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
+        let source = DynamicImage::ImageRgb8(rgb.clone());
+        for model in &config.models {
+            let ocular = evaluate_ocular(model, &source, &rgb, name)?;
+            let matched = baselines
+                .iter()
+                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular))
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.push(ocular);
+            rows.extend(matched);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(EvalReport { rows })
+}
+
+/// Names images by file name, or by full path where file names repeat.
+fn image_names(paths: &[PathBuf]) -> Vec<String> {
+    let file_name = |p: &PathBuf| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let mut seen = HashSet::new();
+    let unique = paths.iter().all(|p| seen.insert(file_name(p)));
+    paths
+        .iter()
+        .map(|p| {
+            if unique {
+                file_name(p)
+            } else {
+                p.display().to_string()
+            }
+        })
+        .collect()
+}
+
+fn progress_bar(shown: bool, images: usize) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(images as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "evaluating [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn bits_per_pixel(bytes: usize, image: &RgbImage) -> f64 {
+    bytes as f64 * 8.0 / (f64::from(image.width()) * f64::from(image.height()))
+}
+
+/// Measures `decoded` against `source`, refusing (rather than panicking on) a size mismatch.
+fn measure(source: &RgbImage, decoded: &RgbImage) -> Result<Quality, String> {
+    if source.dimensions() != decoded.dimensions() {
+        return Err(format!(
+            "decoded a {}x{} image from a {}x{} source",
+            decoded.width(),
+            decoded.height(),
+            source.width(),
+            source.height()
+        ));
+    }
+    Ok(metrics::measure(source, decoded))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    codec: String,
+    family: String,
+    setting: String,
+    target: String,
+    image: &str,
+    source: &RgbImage,
+    bytes: usize,
+    quality: Quality,
+    seconds: (f64, f64),
+    over_target: bool,
+) -> EvalRow {
+    EvalRow {
+        codec,
+        family,
+        setting,
+        target,
+        image: image.to_string(),
+        width: source.width(),
+        height: source.height(),
+        bytes,
+        bpp: bits_per_pixel(bytes, source),
+        psnr: quality.psnr,
+        ms_ssim: quality.ms_ssim,
+        ms_ssim_db: quality.ms_ssim_db(),
+        encode_seconds: seconds.0,
+        decode_seconds: seconds.1,
+        over_target,
+    }
+}
+
+/// `source` is `rgb` as a `DynamicImage`.
+fn evaluate_ocular(
+    model: &EvalModel,
+    source: &DynamicImage,
+    rgb: &RgbImage,
+    name: &str,
+) -> Result<EvalRow, EvalError> {
+    let codec = format!("ocular:{}", model.label);
+    let fail = |source: crate::Error| EvalError::Ocular {
+        codec: codec.clone(),
+        image: name.to_string(),
+        source,
+    };
+    let start = Instant::now();
+    let bytes = Encoder::new(&model.model).encode(source).map_err(fail)?;
+    let encode_seconds = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let decoded = Decoder::new(&model.model)
+        .decode(&bytes)
+        .map_err(fail)?
+        .to_rgb8();
+    let decode_seconds = start.elapsed().as_secs_f64();
+    let quality =
+        measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
+    Ok(row(
+        codec,
+        model.family.clone(),
+        model.label.clone(),
+        model.label.clone(),
+        name,
+        rgb,
+        bytes.len(),
+        quality,
+        (encode_seconds, decode_seconds),
+        false,
+    ))
+}
+
+/// One baseline file: its quality setting, bytes and encode time.
+struct Encoded {
+    quality: u8,
+    bytes: Vec<u8>,
+    seconds: f64,
+}
+
+fn encode_timed(baseline: Baseline, image: &RgbImage, quality: u8) -> Result<Encoded, EvalError> {
+    let start = Instant::now();
+    let bytes = baseline.encode(image, quality)?;
+    Ok(Encoded {
+        quality,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The largest quality whose file has at most `max_bytes` bytes (binary search, 8 encodes), or
+/// quality 1 and `true` if even that is larger.
+fn match_rate(
+    baseline: Baseline,
+    image: &RgbImage,
+    max_bytes: usize,
+) -> Result<(Encoded, bool), EvalError> {
+    let lowest = encode_timed(baseline, image, 1)?;
+    if lowest.bytes.len() > max_bytes {
+        return Ok((lowest, true));
+    }
+    // Invariant: `best` (quality `low`) fits; `high` is the lowest quality known not to fit, or
+    // 101. Quality need not be monotonic in size, but the result always fits.
+    let (mut best, mut low, mut high) = (lowest, 1u8, 101u8);
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        let candidate = encode_timed(baseline, image, mid)?;
+        if candidate.bytes.len() <= max_bytes {
+            best = candidate;
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    Ok((best, false))
+}
+
+fn evaluate_baseline(
+    baseline: Baseline,
+    rgb: &RgbImage,
+    name: &str,
+    target: &EvalRow,
+) -> Result<EvalRow, EvalError> {
+    let in_image = |error: EvalError| match error {
+        EvalError::Baseline { codec, message, .. } => EvalError::Baseline {
+            codec,
+            image: Some(name.to_string()),
+            message,
+        },
+        other => other,
+    };
+    let (encoded, over_target) = match_rate(baseline, rgb, target.bytes).map_err(in_image)?;
+    baseline.verify(&encoded.bytes).map_err(in_image)?;
+    let start = Instant::now();
+    let decoded = baseline.decode(&encoded.bytes).map_err(in_image)?;
+    let decode_seconds = start.elapsed().as_secs_f64();
+    let quality = measure(rgb, &decoded).map_err(|message| EvalError::Baseline {
+        codec: baseline,
+        image: Some(name.to_string()),
+        message,
+    })?;
+    Ok(row(
+        baseline.name().to_string(),
+        baseline.name().to_string(),
+        encoded.quality.to_string(),
+        target.setting.clone(),
+        name,
+        rgb,
+        encoded.bytes.len(),
+        quality,
+        (encoded.seconds, decode_seconds),
+        over_target,
+    ))
+}

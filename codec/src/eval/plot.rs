@@ -1,0 +1,208 @@
+//! Rate–distortion plots as SVG (plotters' SVG backend: text is left to the viewer's fonts).
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::report::EvalMean;
+use super::EvalError;
+
+const WIDTH: u32 = 1280;
+/// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
+const HEIGHT: u32 = 500;
+const LEGEND_HEIGHT: u32 = 40;
+const FONT: &str = "sans-serif";
+
+/// Colours of the ocular families, in order of appearance (tab10 without red and green).
+const OCULAR_COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
+const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
+
+fn plot_error(error: impl std::fmt::Display) -> EvalError {
+    EvalError::Plot(error.to_string())
+}
+
+/// A codec family as the legend shows it.
+struct Family<'a> {
+    name: &'a str,
+    label: String,
+    color: RGBColor,
+}
+
+/// One curve: its colour and (bpp, value) points sorted by bpp.
+struct Curve {
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+}
+
+/// The SVG text of the two panels (PSNR and MS-SSIM dB against bpp) for `means`, with one
+/// legend for both below them (outside the charts, so it never hides a point).
+pub(super) fn svg(means: &[EvalMean]) -> Result<String, EvalError> {
+    if means.is_empty() {
+        return Err(EvalError::Plot("the report has no rows".into()));
+    }
+    let families = families(means);
+    let images = match means.iter().map(|m| m.images).max().unwrap_or(0) {
+        1 => "1 image".to_string(),
+        n => format!("{n} images"),
+    };
+    let mut svg = String::new();
+    {
+        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let (panels, legend_strip) = root.split_vertically(HEIGHT);
+        let (left, right) = panels.split_horizontally(WIDTH / 2);
+        let psnr = curves(means, &families, |m| Some(m.psnr));
+        let title = format!("PSNR (RGB), mean of {images}");
+        panel(&left, &psnr, &title, "PSNR (dB)")?;
+        let ms_ssim = curves(means, &families, |m| m.ms_ssim_db);
+        let title = format!("MS-SSIM, mean of {images}");
+        panel(&right, &ms_ssim, &title, "MS-SSIM (dB)")?;
+        legend(&legend_strip, &families)?;
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// The families of `means` in order of appearance, with legend text and colour (the same in
+/// both panels, whichever points each panel has).
+fn families(means: &[EvalMean]) -> Vec<Family<'_>> {
+    let mut families: Vec<Family<'_>> = Vec::new();
+    let mut ocular_colors = OCULAR_COLORS.iter().cycle();
+    for mean in means {
+        if families.iter().any(|f| f.name == mean.family) {
+            continue;
+        }
+        let (label, color) = match mean.family.as_str() {
+            "jpeg" => ("JPEG (4:2:0)".to_string(), JPEG_COLOR),
+            "webp" => ("WebP (lossy)".to_string(), WEBP_COLOR),
+            other => (other.to_string(), *ocular_colors.next().unwrap_or(&BLACK)),
+        };
+        families.push(Family {
+            name: &mean.family,
+            label,
+            color,
+        });
+    }
+    families
+}
+
+/// One curve per family that has finite values.
+fn curves(
+    means: &[EvalMean],
+    families: &[Family<'_>],
+    value: fn(&EvalMean) -> Option<f64>,
+) -> Vec<Curve> {
+    let mut curves = Vec::new();
+    for family in families {
+        let mut points: Vec<(f64, f64)> = means
+            .iter()
+            .filter(|m| m.family == family.name)
+            .filter_map(|m| value(m).map(|y| (m.bpp, y)))
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !points.is_empty() {
+            curves.push(Curve {
+                color: family.color,
+                points,
+            });
+        }
+    }
+    curves
+}
+
+/// `low..high` padded by 6% of the span on each side (or a little around a single value).
+fn padded(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let low = values.clone().fold(f64::INFINITY, f64::min);
+    let high = values.fold(f64::NEG_INFINITY, f64::max);
+    let span = high - low;
+    let pad = if span > 1e-9 {
+        0.06 * span
+    } else {
+        0.1 * low.abs().max(1.0)
+    };
+    (low - pad, high + pad)
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    curves: &[Curve],
+    title: &str,
+    y_label: &str,
+) -> Result<(), EvalError> {
+    if curves.is_empty() {
+        let text = format!("{title}: no values (MS-SSIM needs both sides >= 161 px)");
+        area.draw(&Text::new(text, (40, (HEIGHT / 2) as i32), (FONT, 16)))
+            .map_err(plot_error)?;
+        return Ok(());
+    }
+    let points = || curves.iter().flat_map(|c| c.points.iter());
+    let (x_low, x_high) = padded(points().map(|p| p.0));
+    let (y_low, y_high) = padded(points().map(|p| p.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x_low.max(0.0)..x_high, y_low..y_high)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("bits per pixel")
+        .y_desc(y_label)
+        .axis_desc_style((FONT, 15))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(plot_error)?;
+    for curve in curves {
+        let color = curve.color;
+        let line = LineSeries::new(curve.points.iter().copied(), color.stroke_width(2));
+        chart.draw_series(line).map_err(plot_error)?;
+        let markers = curve
+            .points
+            .iter()
+            .map(|&p| Circle::new(p, 3, color.filled()));
+        chart.draw_series(markers).map_err(plot_error)?;
+    }
+    Ok(())
+}
+
+/// A line sample, marker and label per family, centred in `area`.
+fn legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    families: &[Family<'_>],
+) -> Result<(), EvalError> {
+    const FONT_SIZE: f64 = 15.0;
+    const SAMPLE: i32 = 28;
+    const GAP: i32 = 36;
+    // The SVG leaves text to the viewer: estimate its width at 0.6 em a character.
+    let text_width = |text: &str| (text.chars().count() as f64 * FONT_SIZE * 0.6).round() as i32;
+    let entry_width = |family: &Family<'_>| SAMPLE + 8 + text_width(&family.label);
+    let total = families.iter().map(entry_width).sum::<i32>()
+        + GAP * (families.len().saturating_sub(1) as i32);
+    let mut x = ((WIDTH as i32 - total) / 2).max(8);
+    let y = (LEGEND_HEIGHT / 2) as i32;
+    for family in families {
+        let line = PathElement::new(vec![(x, y), (x + SAMPLE, y)], family.color.stroke_width(2));
+        area.draw(&line).map_err(plot_error)?;
+        let marker = Circle::new((x + SAMPLE / 2, y), 3, family.color.filled());
+        area.draw(&marker).map_err(plot_error)?;
+        let font = (FONT, FONT_SIZE)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        let label = Text::new(family.label.clone(), (x + SAMPLE + 8, y), font);
+        area.draw(&label).map_err(plot_error)?;
+        x += entry_width(family) + GAP;
+    }
+    Ok(())
+}

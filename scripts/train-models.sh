@@ -36,5 +36,5 @@ for entry in "${plan[@]}"; do
   echo "$name: training (lambda $lambda, $distortion, $minutes min)"
   "$ocular" train --data "$data" --validation "$validation" --output "$output" --run-dir "runs/$name" \
     --name "$name" --quality "$quality" --distortion "$distortion" --lambda "$lambda" \
-    --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 "${init_args[@]}"
+    --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 --resume "${init_args[@]}"
 done

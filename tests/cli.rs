@@ -197,3 +197,66 @@ fn every_command_explains_itself() {
         assert!(text(&out).contains("Usage"), "{}", text(&out));
     }
 }
+
+#[test]
+fn train_writes_a_usable_model_and_resumes_only_when_asked() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    std::fs::create_dir_all(data.join("nested")).expect("data dir");
+    for (i, name) in ["one.png", "nested/two.png"].iter().enumerate() {
+        let image = image::RgbImage::from_fn(96, 80, |x, y| {
+            image::Rgb([
+                (x * 2 + i as u32 * 40) as u8,
+                (y * 3) as u8,
+                ((x ^ y) * 4) as u8,
+            ])
+        });
+        image.save(data.join(name)).expect("write training image");
+    }
+    let model = f.arg("trained.safetensors");
+    let run = f.arg("run");
+    let train = |steps: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--output",
+            &model,
+            "--run-dir",
+            &run,
+            "--n",
+            "8",
+            "--m",
+            "12",
+            "--crop-size",
+            "64",
+            "--batch-size",
+            "2",
+            "--steps",
+            steps,
+            "--validate-every",
+            "0",
+            "--name",
+            "tiny-trained",
+            "--quiet",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        ocular(&args)
+    };
+    let out = train("2", false);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trained 2 steps"), "{}", text(&out));
+    let log = std::fs::read_to_string(f.path("run/train.csv")).expect("train.csv");
+    assert!(log.starts_with("step,"), "{log}");
+
+    let out = ocular(&["roundtrip", &f.arg("in.png"), "--model", &model]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("tiny-trained"), "{}", text(&out));
+
+    assert_clean_failure(&train("3", false), "--resume");
+    let out = train("3", true);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trained 3 steps"), "{}", text(&out));
+}

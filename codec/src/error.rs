@@ -41,6 +41,12 @@ pub enum Error {
     /// No built-in model fits the request (name, quality, ...).
     #[error("no built-in model {0}")]
     NoSuchModel(String),
+    /// No rate point gives a file as small as the target.
+    #[error("no model reaches {target_bpp} bpp on this image; the lowest rate point spends more")]
+    RateTargetUnreachable {
+        /// The requested bits per pixel.
+        target_bpp: f64,
+    },
     /// A model file is invalid.
     #[error("invalid model: {0}")]
     InvalidModel(String),

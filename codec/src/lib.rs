@@ -45,6 +45,16 @@ pub use model::{Model, DEFAULT_QUALITY};
 #[cfg(feature = "neural")]
 pub use rate_control::{encode_within_bpp, RateControlled};
 
+/// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
+/// and observer-dependent training. `make setup` installs its weights.
+#[cfg(feature = "neural")]
+pub mod observer {
+    pub use ocular_models::observer::{
+        default_weights_path, load_image, preprocess, top_k, Classifier, FeatureLayer,
+        ObserverError, Synsets,
+    };
+}
+
 /// Training of new models (for the `ocular train` command and for embedding programs).
 #[cfg(feature = "neural")]
 pub mod train {

@@ -35,6 +35,8 @@ enum Command {
     Roundtrip(RoundtripArgs),
     /// List the built-in models (or describe a model file).
     Models(ModelsArgs),
+    /// Classify images with the observer classifier (EfficientNet-Lite0, ImageNet): top-k labels.
+    Classify(ClassifyArgs),
     /// Rate-distortion evaluation on a folder of images (e.g. Kodak) against JPEG and WebP.
     ///
     /// Every image is coded with each model; each baseline is coded per image at the highest
@@ -147,6 +149,22 @@ struct EvalArgs {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Images to classify
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to print per image
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Synset list (wnid <TAB> name per line, sorted; class index = line number)
+    #[arg(long, default_value = "../shared/data/imagenet/synsets.txt")]
+    synsets: PathBuf,
+    /// Classifier weights (default: where `make setup` converts them)
+    #[arg(long)]
+    weights: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -510,6 +528,46 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_classify(args: ClassifyArgs) -> Result<()> {
+    use ocular::observer::{
+        default_weights_path, load_image, preprocess, top_k, Classifier, Synsets,
+    };
+    let weights = args.weights.unwrap_or_else(default_weights_path);
+    let classifier = Classifier::load(&weights)?;
+    let synsets = match Synsets::load(&args.synsets) {
+        Ok(synsets) => Some(synsets),
+        Err(error) => {
+            eprintln!("note: no class names ({error}); printing class indices");
+            None
+        }
+    };
+    for path in &args.images {
+        let image = load_image(path)?;
+        let logits = classifier.logits(&preprocess(&image)?)?;
+        println!("{}:", path.display());
+        for (rank, (class, probability)) in
+            top_k(&logits, args.top)?.remove(0).into_iter().enumerate()
+        {
+            let label = synsets
+                .as_ref()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.wnid(class).unwrap_or("?"),
+                        s.name(class).unwrap_or("?")
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "  {}. {:>6.2}%  {class:>4}  {label}",
+                rank + 1,
+                probability * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_models(args: ModelsArgs) -> Result<()> {
     if let Some(path) = args.model {
         let model = Model::load(&path)?;
@@ -551,6 +609,7 @@ fn main() -> ExitCode {
         Command::Roundtrip(args) => run_roundtrip(args),
         Command::Models(args) => run_models(args),
         Command::Eval(args) => run_eval(args),
+        Command::Classify(args) => run_classify(args),
         Command::Train(args) => run_train(args),
     };
     match result {

@@ -197,6 +197,11 @@ fn every_command_explains_itself() {
         assert!(out.status.success(), "{command} --help: {}", text(&out));
         assert!(text(&out).contains("Usage"), "{}", text(&out));
     }
+    for subcommand in ["imagenet", "merge"] {
+        let out = ocular(&["bench", subcommand, "--help"]);
+        assert!(out.status.success(), "bench {subcommand} --help: {}", text(&out));
+        assert!(text(&out).contains("Usage"), "{}", text(&out));
+    }
 }
 
 #[test]

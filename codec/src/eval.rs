@@ -31,7 +31,7 @@
 //! ```
 
 mod baseline;
-mod plot;
+pub(crate) mod plot;
 mod report;
 
 use std::collections::HashSet;
@@ -42,6 +42,7 @@ use image::{DynamicImage, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use baseline::Baseline;
+pub(crate) use report::csv_field;
 pub use report::{EvalMean, EvalReport, EvalRow};
 
 use crate::metrics::{self, Quality};
@@ -247,7 +248,7 @@ fn bits_per_pixel(bytes: usize, image: &RgbImage) -> f64 {
 }
 
 /// Measures `decoded` against `source`, refusing (rather than panicking on) a size mismatch.
-fn measure(source: &RgbImage, decoded: &RgbImage) -> Result<Quality, String> {
+pub(crate) fn measure(source: &RgbImage, decoded: &RgbImage) -> Result<Quality, String> {
     if source.dimensions() != decoded.dimensions() {
         return Err(format!(
             "decoded a {}x{} image from a {}x{} source",
@@ -331,10 +332,10 @@ fn evaluate_ocular(
 }
 
 /// One baseline file: its quality setting, bytes and encode time.
-struct Encoded {
-    quality: u8,
-    bytes: Vec<u8>,
-    seconds: f64,
+pub(crate) struct Encoded {
+    pub(crate) quality: u8,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) seconds: f64,
 }
 
 fn encode_timed(baseline: Baseline, image: &RgbImage, quality: u8) -> Result<Encoded, EvalError> {
@@ -349,7 +350,7 @@ fn encode_timed(baseline: Baseline, image: &RgbImage, quality: u8) -> Result<Enc
 
 /// The largest quality whose file has at most `max_bytes` bytes (binary search, 8 encodes), or
 /// quality 1 and `true` if even that is larger.
-fn match_rate(
+pub(crate) fn match_rate(
     baseline: Baseline,
     image: &RgbImage,
     max_bytes: usize,

@@ -24,6 +24,8 @@ pub use container::{Bitstream, ContainerError, Header, LatentShape, ModelFingerp
 pub use limits::Limits;
 
 #[cfg(feature = "neural")]
+pub mod bench;
+#[cfg(feature = "neural")]
 mod codec;
 #[cfg(feature = "neural")]
 mod error;

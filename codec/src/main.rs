@@ -35,6 +35,9 @@ enum Command {
     Roundtrip(RoundtripArgs),
     /// List the built-in models (or describe a model file).
     Models(ModelsArgs),
+    /// Benchmarks: `bench imagenet` (rate against classifier accuracy), `bench merge` (shards).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Classify images with the observer classifier (EfficientNet-Lite0, ImageNet): top-k labels.
     Classify(ClassifyArgs),
     /// Rate-distortion evaluation on a folder of images (e.g. Kodak) against JPEG and WebP.
@@ -149,6 +152,78 @@ struct EvalArgs {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Rate against classifier accuracy on an ImageNet-style folder (<root>/<wnid>/<image>).
+    ///
+    /// Every image's 224x224 classifier crop is compressed by each codec at each target bpp (JPEG
+    /// and WebP by per-image quality search, ocular by rate control over a model family, all within
+    /// the target), decoded and classified; the table reports top-1 / top-5, bpp reached, PSNR and
+    /// MS-SSIM against the uncompressed crop's accuracy. Split big sets with --shard and merge the
+    /// CSVs with `ocular bench merge`.
+    Imagenet(BenchImagenetArgs),
+    /// Merge the CSVs of `bench imagenet --shard K/N` runs into one report.
+    Merge(BenchMergeArgs),
+}
+
+#[derive(Args)]
+struct BenchOutputs {
+    /// Write per-image rows as CSV
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Write rows and summaries as JSON
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the plots (top-1 against bpp; MS-SSIM against top-1 at 0.25 bpp) as SVG
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BenchImagenetArgs {
+    /// ImageNet-style folder: <root>/<wnid>/<image> (the ILSVRC-2012 validation set arranged so works)
+    #[arg(long, default_value = "../shared/data/imagenet-dev")]
+    data: PathBuf,
+    /// Synset list: wnid <TAB> name per line, sorted; class index = line number
+    #[arg(long, default_value = "../shared/data/imagenet/synsets.txt")]
+    synsets: PathBuf,
+    /// Target bits per pixel (of the 224x224 crop)
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
+    bpp: Vec<f64>,
+    /// Codecs: ocular:<family> (human = the MSE-trained built-in models, or a --family name), jpeg, webp
+    #[arg(long, value_delimiter = ',', default_value = "ocular:human,jpeg,webp")]
+    codecs: Vec<String>,
+    /// A model family from files, by increasing rate: NAME=FILE[,FILE...] (repeatable); use as ocular:NAME
+    #[arg(long)]
+    family: Vec<String>,
+    /// Only the first N images (sorted by path)
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only shard K of N (0-based): image i belongs to shard i % N
+    #[arg(long)]
+    shard: Option<ocular::bench::Shard>,
+    /// Classifier weights (default: where `make setup` converts them)
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// libtorch threads (default: all cores)
+    #[arg(long)]
+    threads: Option<i32>,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    outputs: BenchOutputs,
+}
+
+#[derive(Args)]
+struct BenchMergeArgs {
+    /// CSV files of the shards
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    outputs: BenchOutputs,
 }
 
 #[derive(Args)]
@@ -528,6 +603,73 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &BenchOutputs) -> Result<()> {
+    println!("{}", report.table());
+    let write = |path: &PathBuf, text: String| {
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    };
+    if let Some(path) = &outputs.csv {
+        write(path, report.to_csv())?;
+    }
+    if let Some(path) = &outputs.json {
+        write(path, report.to_json())?;
+    }
+    if let Some(path) = &outputs.plot {
+        report.plot_svg(path)?;
+    }
+    Ok(())
+}
+
+fn run_bench(command: BenchCommand) -> Result<()> {
+    use ocular::bench::{self, BenchCodec, BenchConfig, BenchReport};
+    use ocular::observer::{default_weights_path, Classifier, Synsets};
+    match command {
+        BenchCommand::Merge(args) => {
+            let reports = args
+                .inputs
+                .iter()
+                .map(|path| BenchReport::read_csv(path))
+                .collect::<Result<Vec<_>, _>>()?;
+            write_bench_outputs(&bench::merge(reports)?, &args.outputs)
+        }
+        BenchCommand::Imagenet(args) => {
+            if let Some(threads) = args.threads {
+                train::set_threads(threads);
+            }
+            let mut families = std::collections::HashMap::new();
+            for spec in &args.family {
+                let (name, files) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--family {spec}: expected NAME=FILE[,FILE...]"))?;
+                families.insert(
+                    name.to_string(),
+                    files.split(',').map(PathBuf::from).collect::<Vec<_>>(),
+                );
+            }
+            let mut resolve = |family: &str| -> Result<Vec<Model>, ocular::Error> {
+                match families.get(family) {
+                    Some(files) => files.iter().map(|path| Model::load(path)).collect(),
+                    None => bench::builtin_family(family),
+                }
+            };
+            let codecs = args
+                .codecs
+                .iter()
+                .map(|spec| BenchCodec::parse(spec, &mut resolve))
+                .collect::<Result<Vec<_>, _>>()?;
+            let synsets = Synsets::load(&args.synsets)?;
+            let images = bench::scan_folder(&args.data, &synsets)?;
+            let classifier = Classifier::load(&args.weights.unwrap_or_else(default_weights_path))?;
+            let mut config = BenchConfig::new(images, codecs, args.bpp);
+            config.limit = args.limit;
+            config.shard = args.shard;
+            config.progress = !args.quiet;
+            let report = bench::run(&config, &classifier)?;
+            write_bench_outputs(&report, &args.outputs)
+        }
+    }
+}
+
 fn run_classify(args: ClassifyArgs) -> Result<()> {
     use ocular::observer::{
         default_weights_path, load_image, preprocess, top_k, Classifier, Synsets,
@@ -610,6 +752,7 @@ fn main() -> ExitCode {
         Command::Models(args) => run_models(args),
         Command::Eval(args) => run_eval(args),
         Command::Classify(args) => run_classify(args),
+        Command::Bench(command) => run_bench(command),
         Command::Train(args) => run_train(args),
     };
     match result {

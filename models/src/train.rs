@@ -1,5 +1,9 @@
 //! Training: `loss = bpp + lambda * distortion` on random crops of a folder of images, with
 //! checkpoints, resumption, periodic validation by actual coding, and a CSV log.
+//!
+//! The distortion is computed by a [`DistortionMeasure`] built once per run; for the observer
+//! distortion it loads the frozen classifier once, from [`TrainConfig::observer_weights`] or
+//! [`observer::default_weights_path`].
 
 use std::fs::{self, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -17,11 +21,12 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use crate::hyperprior::{HyperpriorConfig, MeanScaleHyperprior, Y_DOWNSAMPLING};
 use crate::imaging::{mse, pad_to_multiple, rgb_to_tensor};
 use crate::layers::ComputePrecision;
-use crate::losses::{psnr, Distortion};
+use crate::losses::{psnr, Distortion, DistortionMeasure};
 use crate::model_file::{
     serialize_model, CodecModel, ModelInfo, TrainingSummary, MODEL_FORMAT_VERSION,
 };
 use crate::msssim::{ms_ssim, MIN_SIDE};
+use crate::observer;
 use crate::ModelError;
 
 /// Everything a training run needs.
@@ -43,6 +48,11 @@ pub struct TrainConfig {
     pub network: HyperpriorConfig,
     /// Distortion term.
     pub distortion: Distortion,
+    /// Weights of the observer classifier (safetensors, as `scripts/setup-observer.sh` writes
+    /// them), loaded once when the distortion needs the classifier. `None`:
+    /// [`observer::default_weights_path`].
+    #[serde(default)]
+    pub observer_weights: Option<PathBuf>,
     /// Rate-distortion trade-off.
     pub lambda: f64,
     /// Total optimiser steps.
@@ -89,6 +99,7 @@ impl TrainConfig {
             quality: 1,
             network: HyperpriorConfig::default(),
             distortion: Distortion::Mse,
+            observer_weights: None,
             lambda: 0.0067,
             steps: 10_000,
             time_budget_seconds: None,
@@ -183,11 +194,16 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 ///
 /// # Errors
 /// [`ModelError::Io`] for unreadable data or unwritable outputs, [`ModelError::NoImages`] if the
-/// data folder has no usable image, [`ModelError::Shape`] for crops too small for MS-SSIM.
+/// data folder has no usable image, [`ModelError::Shape`] for crops too small for MS-SSIM (the
+/// `ms-ssim` distortion and the observer distortion with `alpha < 1` need at least 192),
+/// [`ModelError::InvalidModel`] for invalid observer parameters or missing or unreadable
+/// observer weights.
 pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
-    if config.distortion == Distortion::MsSsim && config.crop_size < MIN_SIDE {
+    if config.distortion.needs_ms_ssim() && config.crop_size < MIN_SIDE {
         return Err(ModelError::Shape(format!(
-            "MS-SSIM training needs --crop-size >= {MIN_SIDE}"
+            "{} training needs --crop-size >= {} (MS-SSIM needs both sides >= {MIN_SIDE})",
+            config.distortion,
+            (MIN_SIDE + Z_MULTIPLE - 1) / Z_MULTIPLE * Z_MULTIPLE
         )));
     }
     if config.crop_size < Z_MULTIPLE || config.crop_size % Z_MULTIPLE != 0 {
@@ -195,6 +211,14 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
             "--crop-size must be a multiple of {Z_MULTIPLE}"
         )));
     }
+    // Before anything is written or loaded: bad parameters and missing weights fail fast.
+    let measure = DistortionMeasure::new(
+        config.distortion,
+        &config
+            .observer_weights
+            .clone()
+            .unwrap_or_else(observer::default_weights_path),
+    )?;
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |e| ModelError::Io(path, e)
@@ -252,9 +276,16 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         StdRng::seed_from_u64(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     tch::manual_seed((config.seed ^ state.step) as i64);
     let interrupted = interrupt_flag();
+    // The observer distortion also logs its two unweighted terms (empty when not computed:
+    // alpha = 0 never runs the classifier, alpha = 1 never computes MS-SSIM).
+    let observer_terms = matches!(config.distortion, Distortion::Observer(_));
     let mut train_log = CsvLog::open(
         &config.run_dir.join("train.csv"),
-        "step,seconds,lr,loss,bpp,distortion,psnr,aux",
+        if observer_terms {
+            "step,seconds,lr,loss,bpp,distortion,psnr,aux,one_minus_ms_ssim,features"
+        } else {
+            "step,seconds,lr,loss,bpp,distortion,psnr,aux"
+        },
     )?;
     let mut validation_log = CsvLog::open(
         &config.run_dir.join("validation.csv"),
@@ -294,7 +325,8 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         let batch = dataset.batch(config.batch_size, config.crop_size, &mut rng);
         let output = network.forward(&batch, true);
         let bpp = output.bits_per_pixel(pixels);
-        let distortion = config.distortion.compute(&batch, &output.x_hat)?;
+        let terms = measure.compute(&batch, &output.x_hat)?;
+        let distortion = terms.total;
         let loss = &bpp + &distortion * config.lambda;
         let aux = network.aux_loss();
         optimizer.zero_grad();
@@ -306,24 +338,41 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         state.step += 1;
         state.seconds = seconds_before + session_start.elapsed().as_secs_f64();
         let batch_mse = tch::no_grad(|| mse(&output.x_hat.clamp(0.0, 1.0), &batch));
+        let value = |t: &Option<Tensor>| t.as_ref().map_or(f64::NAN, |t| t.double_value(&[]));
         window.add([
             loss.double_value(&[]),
             bpp.double_value(&[]),
             distortion.double_value(&[]),
             psnr(batch_mse),
             aux.double_value(&[]),
+            value(&terms.ms_ssim),
+            value(&terms.features),
         ]);
         if state.step % 10 == 0 {
-            let [loss, bpp, distortion, psnr, aux] = window.take();
-            train_log.row(&format!(
+            let [loss, bpp, distortion, psnr, aux, ms_term, feature_term] = window.take();
+            let mut row = format!(
                 "{},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
                 state.step, state.seconds
-            ))?;
-            reporter.step(
-                state.step,
-                config.steps,
-                &format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB lr {lr:.2e}"),
             );
+            let mut message = format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB");
+            if observer_terms {
+                let cell = |v: f64| {
+                    if v.is_nan() {
+                        String::new()
+                    } else {
+                        format!("{v:.6}")
+                    }
+                };
+                row.push_str(&format!(",{},{}", cell(ms_term), cell(feature_term)));
+                if !ms_term.is_nan() {
+                    message.push_str(&format!(" 1-MS-SSIM {ms_term:.4}"));
+                }
+                if !feature_term.is_nan() {
+                    message.push_str(&format!(" L_f {feature_term:.4}"));
+                }
+            }
+            train_log.row(&row)?;
+            reporter.step(state.step, config.steps, &format!("{message} lr {lr:.2e}"));
         }
 
         if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
@@ -644,19 +693,19 @@ impl Dataset {
 /// Means over the last few steps for the log and the progress bar.
 #[derive(Default)]
 struct RunningMeans {
-    sums: [f64; 5],
+    sums: [f64; 7],
     count: u32,
 }
 
 impl RunningMeans {
-    fn add(&mut self, values: [f64; 5]) {
+    fn add(&mut self, values: [f64; 7]) {
         for (sum, value) in self.sums.iter_mut().zip(values) {
             *sum += value;
         }
         self.count += 1;
     }
 
-    fn take(&mut self) -> [f64; 5] {
+    fn take(&mut self) -> [f64; 7] {
         let n = f64::from(self.count.max(1));
         let means = self.sums.map(|s| s / n);
         *self = Self::default();

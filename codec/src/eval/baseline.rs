@@ -124,7 +124,7 @@ impl Baseline {
     /// Checks that a file is of the promised kind: a baseline (SOF0) JPEG whose luma is sampled
     /// 2x2 and both chroma components 1x1 (4:2:0), coded in one interleaved scan (see
     /// [`Self::encode`]), or a lossy (VP8, not VP8L) WebP.
-    pub(super) fn verify(self, bytes: &[u8]) -> Result<(), EvalError> {
+    pub(crate) fn verify(self, bytes: &[u8]) -> Result<(), EvalError> {
         let fail = |message: String| EvalError::Baseline {
             codec: self,
             image: None,

@@ -11,10 +11,10 @@ const WIDTH: u32 = 1280;
 /// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
 const HEIGHT: u32 = 500;
 const LEGEND_HEIGHT: u32 = 40;
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Colours of the ocular families, in order of appearance (tab10 without red and green).
-const OCULAR_COLORS: [RGBColor; 6] = [
+pub(crate) const OCULAR_COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
@@ -22,8 +22,8 @@ const OCULAR_COLORS: [RGBColor; 6] = [
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
 ];
-const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
-const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
+pub(crate) const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
+pub(crate) const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
 
 fn plot_error(error: impl std::fmt::Display) -> EvalError {
     EvalError::Plot(error.to_string())
@@ -121,7 +121,7 @@ fn curves(
 }
 
 /// `low..high` padded by 6% of the span on each side (or a little around a single value).
-fn padded(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+pub(crate) fn padded(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     let low = values.clone().fold(f64::INFINITY, f64::min);
     let high = values.fold(f64::NEG_INFINITY, f64::max);
     let span = high - low;

@@ -253,7 +253,8 @@ fn note(mean: &EvalMean) -> String {
     notes.join("; ")
 }
 
-fn csv_field(text: &str) -> String {
+/// `text` as one CSV field: quoted (RFC 4180) if it holds a comma, quote or line break.
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -1,0 +1,552 @@
+//! The ImageNet rate–accuracy benchmark (the library behind `ocular bench imagenet`): how well
+//! an ImageNet classifier still recognises images after each codec has compressed them to a
+//! target bit rate, next to the MS-SSIM / PSNR a person would see.
+//!
+//! Protocol, for every image of an ImageNet-style folder ([`scan_folder`]) and its class:
+//!
+//! 1. The image is read, converted to 8-bit RGB and cut to the classifier's input
+//!    ([`classifier_crop`]): the center square of 224/256 of the short side, resized to 224x224
+//!    with antialiased bicubic — the observer's preprocessing contract (`docs/observer.md`), i.e.
+//!    "resize the short side to 256, center-crop 224" done in one resampling — then rounded to 8
+//!    bits. This *uncompressed crop* is what every codec compresses and what every result is
+//!    measured against.
+//! 2. For every codec and every target bpp the crop is compressed so that the whole file spends
+//!    at most `target * 224 * 224 / 8` bytes (rounded down): JPEG and WebP by a search for the
+//!    highest quality that fits ([`Baseline`], the evaluation's quality search); ocular by
+//!    [`encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
+//!    fits (JPEG quality 1, or the family's lowest rate point, is still larger), that smallest
+//!    file is used and the row is marked [`over_target`](BenchRow::over_target).
+//! 3. Each file is decoded; PSNR (RGB) and MS-SSIM of the decoded crop against the uncompressed
+//!    crop are measured ([`crate::metrics`]).
+//! 4. The uncompressed crop and all decoded crops of the image are classified in one batch
+//!    ([`Classifier`], input only normalised: it is already 224x224); a row records the top-1
+//!    prediction and whether the true class is the top-1 / among the top-5.
+//!
+//! [`BenchReport`] holds one row per image for the uncompressed crop (codec
+//! [`REFERENCE_CODEC`]) and one per image, codec and target; it summarises them per codec and
+//! target (top-1 / top-5 accuracy, mean bpp, PSNR, MS-SSIM, images over target), writes CSV,
+//! JSON, a text table and an SVG plot, and reads its CSV back. A large set can be split into
+//! [`Shard`]s run separately; [`merge`] of their reports equals the report of one run.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig};
+//! use ocular::observer::{default_weights_path, Classifier, Synsets};
+//! let synsets = Synsets::load("synsets.txt".as_ref())?;
+//! let images = scan_folder("imagenet/val".as_ref(), &synsets)?;
+//! let codecs = ["ocular:human", "jpeg", "webp"]
+//!     .iter()
+//!     .map(|spec| BenchCodec::parse(spec, &mut ocular::bench::builtin_family))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! let mut config = BenchConfig::new(images, codecs, vec![0.1, 0.25, 0.5]);
+//! config.limit = Some(1000);
+//! let report = run(&config, &Classifier::load(&default_weights_path())?)?;
+//! println!("{}", report.table());
+//! report.plot_svg("accuracy.svg".as_ref())?;
+//! # Ok(()) }
+//! ```
+
+mod dataset;
+mod plot;
+mod report;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use image::{DynamicImage, RgbImage};
+use indicatif::{ProgressBar, ProgressStyle};
+use ocular_models::imaging::{rgb_to_tensor, tensor_to_rgb};
+use ocular_models::observer::{center_crop_resize, normalize, top_k, Classifier, ObserverError};
+use tch::Tensor;
+
+pub use crate::eval::Baseline;
+pub use dataset::{scan_folder, LabeledImage, Shard};
+pub use report::{merge, BenchReport, BenchRow, BenchSummary, REFERENCE_CODEC};
+
+use crate::eval::EvalError;
+use crate::{encode_within_bpp, Decoder, Encoder, Limits, Model};
+
+/// Side of the classifier's input and of the crops every codec compresses.
+pub const CROP_SIZE: u32 = 224;
+
+/// How many classes count for the top-5 accuracy.
+const TOP_K: usize = 5;
+
+/// Everything that can stop a benchmark.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The configuration cannot be run (no codecs, no targets, a bad target, repeated labels...).
+    #[error("invalid benchmark: {0}")]
+    Config(String),
+    /// A codec name that is neither `jpeg`, `webp` nor `ocular:<family>`.
+    #[error("unknown codec '{0}' (known: ocular:<family>, jpeg, webp)")]
+    UnknownCodec(String),
+    /// The models of an `ocular:<family>` codec cannot be found or loaded.
+    #[error("cannot resolve the ocular family '{family}'")]
+    Family {
+        /// The family name (after `ocular:`).
+        family: String,
+        /// What went wrong.
+        #[source]
+        source: crate::Error,
+    },
+    /// A shard other than `K/N` with `K < N`.
+    #[error("invalid shard '{0}' (expected K/N with 0 <= K < N, e.g. 0/4)")]
+    Shard(String),
+    /// The image folder has no images (in a class folder).
+    #[error("no images found in {} (expected <root>/<wnid>/<image>)", .0.display())]
+    NoImages(PathBuf),
+    /// A class folder whose name is not in the synset list.
+    #[error("{}: folder '{wnid}' is not a wnid of the synset list", .path.display())]
+    UnknownWnid {
+        /// The folder name.
+        wnid: String,
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A folder or file cannot be read or written.
+    #[error("cannot access {}", .path.display())]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input image cannot be read or is too small to crop (the message names the file).
+    #[error("cannot read an image to benchmark")]
+    Image(#[source] crate::Error),
+    /// An ocular family failed to encode or decode an image.
+    #[error("{codec} failed on {image}")]
+    Ocular {
+        /// The codec, e.g. `ocular:human`.
+        codec: String,
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: crate::Error,
+    },
+    /// JPEG or WebP failed on an image.
+    #[error("{codec} failed on {image}")]
+    Baseline {
+        /// Which baseline.
+        codec: Baseline,
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: Box<EvalError>,
+    },
+    /// The classifier failed.
+    #[error("the classifier failed on {image}")]
+    Classifier {
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: ObserverError,
+    },
+    /// A benchmark CSV cannot be read back.
+    #[error("benchmark CSV, line {line}: {message}")]
+    Csv {
+        /// 1-based line number of the record (0: the whole text).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reports cannot be merged (the same row in two of them).
+    #[error("cannot merge the reports: {0}")]
+    Merge(String),
+    /// The plot cannot be drawn (e.g. the report is empty).
+    #[error("cannot draw the plot: {0}")]
+    Plot(String),
+}
+
+/// A codec to benchmark.
+#[derive(Debug)]
+pub enum BenchCodec {
+    /// A family of ocular models, reported as `ocular:<label>`; each image goes through
+    /// [`encode_within_bpp`], so `models` must be ordered by increasing rate.
+    Ocular {
+        /// The family name, e.g. `human`.
+        label: String,
+        /// The rate points, by increasing rate.
+        models: Vec<Model>,
+    },
+    /// JPEG or WebP with the per-image quality search.
+    Baseline(Baseline),
+}
+
+impl BenchCodec {
+    /// An ocular family: `models` by increasing rate, reported as `ocular:<label>`.
+    pub fn ocular(label: impl Into<String>, models: Vec<Model>) -> Self {
+        BenchCodec::Ocular {
+            label: label.into(),
+            models,
+        }
+    }
+
+    /// Parses `jpeg` / `jpg`, `webp` (any case) or `ocular:<family>`; the family's models come
+    /// from `resolve(family)` (e.g. [`builtin_family`], or a lookup of the caller's model
+    /// files), which must return them by increasing rate.
+    ///
+    /// # Errors
+    /// [`BenchError::UnknownCodec`] for another name or an empty family,
+    /// [`BenchError::Family`] when `resolve` fails.
+    pub fn parse(
+        spec: &str,
+        resolve: &mut dyn FnMut(&str) -> Result<Vec<Model>, crate::Error>,
+    ) -> Result<Self, BenchError> {
+        let spec = spec.trim();
+        if let Some(family) = spec.strip_prefix("ocular:") {
+            let family = family.trim();
+            if family.is_empty() {
+                return Err(BenchError::UnknownCodec(spec.to_string()));
+            }
+            let models = resolve(family).map_err(|source| BenchError::Family {
+                family: family.to_string(),
+                source,
+            })?;
+            return Ok(Self::ocular(family, models));
+        }
+        spec.parse::<Baseline>()
+            .map(BenchCodec::Baseline)
+            .map_err(|_| BenchError::UnknownCodec(spec.to_string()))
+    }
+
+    /// The name in reports: `ocular:<label>`, `jpeg` or `webp`.
+    pub fn name(&self) -> String {
+        match self {
+            BenchCodec::Ocular { label, .. } => format!("ocular:{label}"),
+            BenchCodec::Baseline(baseline) => baseline.name().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for BenchCodec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The built-in models of a family, by increasing quality: `human` is the MSE-trained family
+/// (`mse`); any other name is a distortion the built-in models were trained for (`mse`,
+/// `ms-ssim`). Meant as the resolver of [`BenchCodec::parse`].
+///
+/// # Errors
+/// [`crate::Error::NoSuchModel`] if no built-in model belongs to the family.
+pub fn builtin_family(family: &str) -> Result<Vec<Model>, crate::Error> {
+    match family {
+        "human" => Model::builtin_family("mse"),
+        other => Model::builtin_family(other),
+    }
+}
+
+/// What to benchmark.
+#[derive(Debug)]
+pub struct BenchConfig {
+    /// The labelled images ([`scan_folder`]), in the order rows are reported (sorted by
+    /// name, as [`scan_folder`] returns them, for [`Shard`]s to merge into the report of one
+    /// run).
+    pub images: Vec<LabeledImage>,
+    /// The codecs, in the order of the rows of each image.
+    pub codecs: Vec<BenchCodec>,
+    /// Target bits per pixel (whole file over the 224x224 crop), e.g. `[0.1, 0.25, 0.5]`.
+    pub targets: Vec<f64>,
+    /// Only the first `limit` images (applied before sharding).
+    pub limit: Option<usize>,
+    /// Only the images of this shard (of the first `limit`).
+    pub shard: Option<Shard>,
+    /// Shows a progress bar over the images on standard error.
+    pub progress: bool,
+}
+
+impl BenchConfig {
+    /// Every image, no shard, no progress bar.
+    pub fn new(images: Vec<LabeledImage>, codecs: Vec<BenchCodec>, targets: Vec<f64>) -> Self {
+        Self {
+            images,
+            codecs,
+            targets,
+            limit: None,
+            shard: None,
+            progress: false,
+        }
+    }
+
+    /// The images this configuration runs: the first [`limit`](Self::limit), then those of
+    /// the [`shard`](Self::shard).
+    pub fn selected_images(&self) -> Vec<&LabeledImage> {
+        let limit = self.limit.unwrap_or(usize::MAX);
+        self.images
+            .iter()
+            .take(limit)
+            .enumerate()
+            .filter(|(i, _)| self.shard.is_none_or(|shard| shard.contains(*i)))
+            .map(|(_, image)| image)
+            .collect()
+    }
+
+    /// Checks what [`run`] checks before it starts.
+    ///
+    /// # Errors
+    /// [`BenchError::Config`] for no images, codecs or targets, a target that is not a
+    /// positive number or is given twice, a codec given twice, an ocular family without models
+    /// or with an empty label (or one holding `,`, `"` or a line break), a limit of 0.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let fail = |message: String| Err(BenchError::Config(message));
+        if self.images.is_empty() {
+            return fail("no images".into());
+        }
+        if self.limit == Some(0) {
+            return fail("a limit of 0 images".into());
+        }
+        if self.codecs.is_empty() {
+            return fail("no codecs".into());
+        }
+        if self.targets.is_empty() {
+            return fail("no target bpp".into());
+        }
+        for (i, &target) in self.targets.iter().enumerate() {
+            if !(target.is_finite() && target > 0.0) {
+                return fail(format!("target bpp {target} is not a positive number"));
+            }
+            if self.targets[..i].contains(&target) {
+                return fail(format!("target bpp {target} is given twice"));
+            }
+        }
+        let mut names = HashSet::new();
+        for codec in &self.codecs {
+            if let BenchCodec::Ocular { label, models } = codec {
+                if label.is_empty() || label.contains([',', '\n', '\r', '"']) {
+                    return fail(format!(
+                        "ocular family label '{label}' is empty or has , \" or a line break"
+                    ));
+                }
+                if models.is_empty() {
+                    return fail(format!("{codec} has no models"));
+                }
+            }
+            if !names.insert(codec.name()) {
+                return fail(format!("codec {codec} is given twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the benchmark described in the [module documentation](self) on the images the
+/// configuration selects ([`BenchConfig::selected_images`]): for each image a row for the
+/// uncompressed crop, then one per codec and target (codecs in the configured order, targets
+/// within each codec). libtorch uses as many threads as [`crate::train::set_threads`] allows.
+///
+/// A shard with no images gives an empty report.
+///
+/// # Errors
+/// [`BenchError::Config`] for an invalid configuration (no images, codecs or targets, a target
+/// that is not a positive number, a codec twice, an ocular family without models, a limit of 0);
+/// [`BenchError::Image`] if an image cannot be read or is too small to crop;
+/// [`BenchError::Ocular`], [`BenchError::Baseline`] or [`BenchError::Classifier`] if a codec or
+/// the classifier fails on an image.
+pub fn run(config: &BenchConfig, classifier: &Classifier) -> Result<BenchReport, BenchError> {
+    config.validate()?;
+    let images = config.selected_images();
+    let bar = progress_bar(config.progress, images.len());
+    let mut rows = Vec::new();
+    for image in images {
+        bar.set_message(image.name.clone());
+        rows.extend(bench_image(config, classifier, image)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(BenchReport { rows })
+}
+
+fn progress_bar(shown: bool, images: usize) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(images as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "benchmarking [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The classifier's input for `image` as 8-bit RGB, 224x224: the center square of side
+/// `floor(short side * 224 / 256)` (`ocular_models::observer::crop_window`) resized to 224 with
+/// antialiased bicubic (the observer's `center_crop_resize`), rounded to 8 bits. For a 300x500
+/// (width x height) image the square is 262 pixels at left 19, top 119.
+///
+/// # Errors
+/// [`crate::Error::Image`] if the short side is below 2 pixels (nothing left to crop).
+pub fn classifier_crop(image: &DynamicImage) -> Result<RgbImage, crate::Error> {
+    let pixels = rgb_to_tensor(&image.to_rgb8());
+    let crop = tch::no_grad(|| center_crop_resize(&pixels))
+        .map_err(|e| crate::Error::Image(e.to_string()))?;
+    Ok(tensor_to_rgb(&crop, CROP_SIZE, CROP_SIZE))
+}
+
+/// A decoded crop and what it cost.
+struct Compressed {
+    bytes: usize,
+    setting: String,
+    over_target: bool,
+    decoded: RgbImage,
+}
+
+fn budget_bytes(target_bpp: f64, image: &RgbImage) -> f64 {
+    (target_bpp * f64::from(image.width()) * f64::from(image.height()) / 8.0).floor()
+}
+
+fn compress(
+    codec: &BenchCodec,
+    crop: &RgbImage,
+    source: &DynamicImage,
+    target_bpp: f64,
+    image: &str,
+) -> Result<Compressed, BenchError> {
+    match codec {
+        BenchCodec::Ocular { models, .. } => {
+            let fail = |source: crate::Error| BenchError::Ocular {
+                codec: codec.name(),
+                image: image.to_string(),
+                source,
+            };
+            let (bytes, model_index, over_target) =
+                match encode_within_bpp(models, source, target_bpp) {
+                    Ok(done) => (done.bytes, done.model_index, false),
+                    Err(crate::Error::RateTargetUnreachable { .. }) => {
+                        let lowest = models
+                            .first()
+                            .ok_or_else(|| BenchError::Config(format!("{codec} has no models")))?;
+                        (Encoder::new(lowest).encode(source).map_err(fail)?, 0, true)
+                    }
+                    Err(other) => return Err(fail(other)),
+                };
+            let model = models.get(model_index).ok_or_else(|| {
+                fail(crate::Error::Internal("rate control chose no model".into()))
+            })?;
+            let decoded = Decoder::new(model).decode(&bytes).map_err(fail)?.to_rgb8();
+            Ok(Compressed {
+                bytes: bytes.len(),
+                setting: model.name().to_string(),
+                over_target,
+                decoded,
+            })
+        }
+        &BenchCodec::Baseline(baseline) => {
+            let fail = |source: EvalError| BenchError::Baseline {
+                codec: baseline,
+                image: image.to_string(),
+                source: Box::new(source),
+            };
+            // `budget_bytes` is a non-negative whole number of bytes far below usize::MAX.
+            let budget = budget_bytes(target_bpp, crop) as usize;
+            let (encoded, over_target) =
+                crate::eval::match_rate(baseline, crop, budget).map_err(fail)?;
+            baseline.verify(&encoded.bytes).map_err(fail)?;
+            let decoded = baseline.decode(&encoded.bytes).map_err(fail)?;
+            Ok(Compressed {
+                bytes: encoded.bytes.len(),
+                setting: encoded.quality.to_string(),
+                over_target,
+                decoded,
+            })
+        }
+    }
+}
+
+/// The rows of one image: the uncompressed crop, then every codec at every target.
+fn bench_image(
+    config: &BenchConfig,
+    classifier: &Classifier,
+    image: &LabeledImage,
+) -> Result<Vec<BenchRow>, BenchError> {
+    let opened = crate::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
+    let crop = classifier_crop(&opened).map_err(|e| {
+        BenchError::Image(crate::Error::Image(format!(
+            "{}: {e}",
+            image.path.display()
+        )))
+    })?;
+    let source = DynamicImage::ImageRgb8(crop.clone());
+    let pixels = f64::from(crop.width()) * f64::from(crop.height());
+
+    let mut rows = vec![BenchRow {
+        image: image.name.clone(),
+        wnid: image.wnid.clone(),
+        label: image.label,
+        codec: REFERENCE_CODEC.to_string(),
+        target_bpp: None,
+        bpp: 24.0,
+        over_target: false,
+        top1_correct: false,
+        top5_correct: false,
+        predicted: 0,
+        psnr: None,
+        ms_ssim: None,
+        setting: String::new(),
+        bytes: crop.as_raw().len(),
+    }];
+    let mut batch = vec![rgb_to_tensor(&crop)];
+    for codec in &config.codecs {
+        for &target_bpp in &config.targets {
+            let compressed = compress(codec, &crop, &source, target_bpp, &image.name)?;
+            let quality = crate::eval::measure(&crop, &compressed.decoded).map_err(|message| {
+                BenchError::Ocular {
+                    codec: codec.name(),
+                    image: image.name.clone(),
+                    source: crate::Error::Internal(message),
+                }
+            })?;
+            batch.push(rgb_to_tensor(&compressed.decoded));
+            rows.push(BenchRow {
+                image: image.name.clone(),
+                wnid: image.wnid.clone(),
+                label: image.label,
+                codec: codec.name(),
+                target_bpp: Some(target_bpp),
+                bpp: compressed.bytes as f64 * 8.0 / pixels,
+                over_target: compressed.over_target,
+                top1_correct: false,
+                top5_correct: false,
+                predicted: 0,
+                psnr: Some(quality.psnr),
+                ms_ssim: quality.ms_ssim,
+                setting: compressed.setting,
+                bytes: compressed.bytes,
+            });
+        }
+    }
+
+    let classifier_failed = |source: ObserverError| BenchError::Classifier {
+        image: image.name.clone(),
+        source,
+    };
+    let predictions = tch::no_grad(|| {
+        let batch = Tensor::f_cat(&batch, 0).map_err(ObserverError::Torch)?;
+        let logits = classifier.logits(&normalize(&batch))?;
+        top_k(&logits, TOP_K)
+    })
+    .map_err(classifier_failed)?;
+    if predictions.len() != rows.len() {
+        return Err(classifier_failed(ObserverError::Input(format!(
+            "{} predictions for {} crops",
+            predictions.len(),
+            rows.len()
+        ))));
+    }
+    for (row, top) in rows.iter_mut().zip(predictions) {
+        row.predicted = top.first().map_or(usize::MAX, |&(class, _)| class);
+        row.top1_correct = row.predicted == image.label;
+        row.top5_correct = top.iter().any(|&(class, _)| class == image.label);
+    }
+    Ok(rows)
+}

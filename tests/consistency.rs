@@ -44,6 +44,10 @@ fn compress_decompress_match_forward_and_predicted_rate() {
         .double_value(&[])
         * pixels as f64;
     let coded_bits = 8.0 * (latents.y_stream.len() + latents.z_stream.len()) as f64;
+    println!(
+        "coded {coded_bits} bits, likelihoods predict {predicted_bits:.0} ({:+.3}%)",
+        100.0 * (coded_bits / predicted_bits - 1.0)
+    );
     // Each stream is padded to whole 32-bit words: up to 8 bytes beyond the information content.
     let slack = 8.0 * 8.0;
     assert!(

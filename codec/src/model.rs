@@ -16,8 +16,12 @@ pub struct BuiltinModel {
     bytes: &'static [u8],
 }
 
-/// The models compiled into this build, trained by `ocular train` (see docs/results.md).
-const BUILTIN: &[BuiltinModel] = &[];
+/// The models compiled into this build, trained by `scripts/train-models.sh` (see
+/// docs/results.md), by increasing quality.
+const BUILTIN: &[BuiltinModel] = &[BuiltinModel {
+    name: "mse-q3",
+    bytes: include_bytes!("../../models/trained/mse-q3.safetensors"),
+}];
 
 /// Quality used when none is asked for.
 pub const DEFAULT_QUALITY: u8 = 3;

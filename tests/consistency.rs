@@ -44,9 +44,14 @@ fn compress_decompress_match_forward_and_predicted_rate() {
         .double_value(&[])
         * pixels as f64;
     let coded_bits = 8.0 * (latents.y_stream.len() + latents.z_stream.len()) as f64;
+    let bits = |likelihoods: &tch::Tensor| -likelihoods.log2().sum(Kind::Double).double_value(&[]);
     println!(
-        "coded {coded_bits} bits, likelihoods predict {predicted_bits:.0} ({:+.3}%)",
-        100.0 * (coded_bits / predicted_bits - 1.0)
+        "coded {coded_bits} bits, likelihoods predict {predicted_bits:.0} ({:+.3}%); z: coded {}, predicted {:.0}; y: coded {}, predicted {:.0}",
+        100.0 * (coded_bits / predicted_bits - 1.0),
+        8 * latents.z_stream.len(),
+        bits(&forward.z_likelihoods),
+        8 * latents.y_stream.len(),
+        bits(&forward.y_likelihoods),
     );
     // Each stream is padded to whole 32-bit words: up to 8 bytes beyond the information content.
     let slack = 8.0 * 8.0;

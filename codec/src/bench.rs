@@ -55,7 +55,6 @@ use std::fmt;
 use std::path::PathBuf;
 
 use image::{DynamicImage, RgbImage};
-use indicatif::{ProgressBar, ProgressStyle};
 use ocular_models::imaging::{rgb_to_tensor, tensor_to_rgb};
 use ocular_models::observer::{center_crop_resize, normalize, top_k, Classifier, ObserverError};
 use tch::Tensor;
@@ -354,7 +353,7 @@ impl BenchConfig {
 pub fn run(config: &BenchConfig, classifier: &Classifier) -> Result<BenchReport, BenchError> {
     config.validate()?;
     let images = config.selected_images();
-    let bar = progress_bar(config.progress, images.len());
+    let bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
     let mut rows = Vec::new();
     for image in images {
         bar.set_message(image.name.clone());
@@ -363,20 +362,6 @@ pub fn run(config: &BenchConfig, classifier: &Classifier) -> Result<BenchReport,
     }
     bar.finish_and_clear();
     Ok(BenchReport { rows })
-}
-
-fn progress_bar(shown: bool, images: usize) -> ProgressBar {
-    if !shown {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(images as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "benchmarking [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// The classifier's input for `image` as 8-bit RGB, 224x224: the center square of side

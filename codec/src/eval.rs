@@ -183,7 +183,7 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
         }
     }
     let names = image_names(&config.images);
-    let bar = progress_bar(config.progress, config.images.len());
+    let bar = progress_bar(config.progress, "evaluating", config.images.len());
     let mut rows = Vec::new();
     for (path, name) in config.images.iter().zip(&names) {
         bar.set_message(name.clone());
@@ -229,16 +229,17 @@ fn image_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-fn progress_bar(shown: bool, images: usize) -> ProgressBar {
+/// A progress bar over `images` images labelled `verb` (hidden unless `shown`).
+pub(crate) fn progress_bar(shown: bool, verb: &str, images: usize) -> ProgressBar {
     if !shown {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(images as u64);
+    let template = format!(
+        "{verb} [{{bar:30}}] {{pos}}/{{len}} images, {{elapsed}} elapsed, eta {{eta}} {{wide_msg}}"
+    );
     bar.set_style(
-        ProgressStyle::with_template(
-            "evaluating [{bar:30}] {pos}/{len} images, {elapsed} elapsed, eta {eta} {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }

@@ -137,21 +137,14 @@ struct EvalArgs {
     /// Baselines coded at matched bpp
     #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
     against: Vec<ocular::eval::Baseline>,
-    /// Write every image's figures as CSV
-    #[arg(long)]
-    csv: Option<PathBuf>,
-    /// Write per-image figures and means as JSON
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write the rate-distortion plot (PSNR and MS-SSIM dB against bpp) as SVG
-    #[arg(long)]
-    plot: Option<PathBuf>,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
     /// No progress bar
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    outputs: ReportOutputs,
 }
 
 #[derive(Subcommand)]
@@ -169,16 +162,43 @@ enum BenchCommand {
 }
 
 #[derive(Args)]
-struct BenchOutputs {
-    /// Write per-image rows as CSV
+struct ReportOutputs {
+    /// Write the per-image rows as CSV
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Write rows and summaries as JSON
+    /// Write the rows and the means as JSON
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write the plots (top-1 against bpp; MS-SSIM against top-1 at 0.25 bpp) as SVG
+    /// Write the plots as SVG (eval: PSNR and MS-SSIM against bpp; bench: top-1 against bpp and
+    /// MS-SSIM against top-1 at 0.25 bpp)
     #[arg(long)]
     plot: Option<PathBuf>,
+}
+
+impl ReportOutputs {
+    /// Prints the table and writes the files asked for.
+    fn write(
+        &self,
+        table: String,
+        csv: impl FnOnce() -> String,
+        json: impl FnOnce() -> String,
+        plot: impl FnOnce(&std::path::Path) -> Result<()>,
+    ) -> Result<()> {
+        println!("{table}");
+        let write = |path: &PathBuf, text: String| {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        };
+        if let Some(path) = &self.csv {
+            write(path, csv())?;
+        }
+        if let Some(path) = &self.json {
+            write(path, json())?;
+        }
+        if let Some(path) = &self.plot {
+            plot(path)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -214,7 +234,7 @@ struct BenchImagenetArgs {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    outputs: BenchOutputs,
+    outputs: ReportOutputs,
 }
 
 #[derive(Args)]
@@ -223,7 +243,7 @@ struct BenchMergeArgs {
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     #[command(flatten)]
-    outputs: BenchOutputs,
+    outputs: ReportOutputs,
 }
 
 #[derive(Args)]
@@ -587,37 +607,21 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     config.baselines = args.against;
     config.progress = !args.quiet;
     let report = evaluate(&config)?;
-    println!("{}", report.table());
-    let write = |path: &PathBuf, text: String| {
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    if let Some(path) = &args.csv {
-        write(path, report.to_csv())?;
-    }
-    if let Some(path) = &args.json {
-        write(path, report.to_json())?;
-    }
-    if let Some(path) = &args.plot {
-        report.plot_svg(path)?;
-    }
-    Ok(())
+    args.outputs.write(
+        report.table(),
+        || report.to_csv(),
+        || report.to_json(),
+        |path| Ok(report.plot_svg(path)?),
+    )
 }
 
-fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &BenchOutputs) -> Result<()> {
-    println!("{}", report.table());
-    let write = |path: &PathBuf, text: String| {
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-    };
-    if let Some(path) = &outputs.csv {
-        write(path, report.to_csv())?;
-    }
-    if let Some(path) = &outputs.json {
-        write(path, report.to_json())?;
-    }
-    if let Some(path) = &outputs.plot {
-        report.plot_svg(path)?;
-    }
-    Ok(())
+fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutputs) -> Result<()> {
+    outputs.write(
+        report.table(),
+        || report.to_csv(),
+        || report.to_json(),
+        |path| Ok(report.plot_svg(path)?),
+    )
 }
 
 fn run_bench(command: BenchCommand) -> Result<()> {

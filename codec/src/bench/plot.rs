@@ -6,7 +6,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{BenchReport, BenchSummary, REFERENCE_CODEC};
 use super::BenchError;
-use crate::eval::plot::{padded, FONT, JPEG_COLOR, OCULAR_COLORS, WEBP_COLOR};
+use crate::eval::plot::{legend_style, padded, FONT, OCULAR_COLORS};
 
 const WIDTH: u32 = 1280;
 /// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
@@ -34,11 +34,7 @@ fn codecs(summaries: &[BenchSummary]) -> Vec<Codec> {
         if summary.codec == REFERENCE_CODEC || codecs.iter().any(|c| c.name == summary.codec) {
             continue;
         }
-        let (label, color) = match summary.codec.as_str() {
-            "jpeg" => ("JPEG (4:2:0)".to_string(), JPEG_COLOR),
-            "webp" => ("WebP (lossy)".to_string(), WEBP_COLOR),
-            other => (other.to_string(), *ocular_colors.next().unwrap_or(&BLACK)),
-        };
+        let (label, color) = legend_style(&summary.codec, &mut ocular_colors);
         codecs.push(Codec {
             name: summary.codec.clone(),
             label,

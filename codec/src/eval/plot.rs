@@ -25,6 +25,19 @@ pub(crate) const OCULAR_COLORS: [RGBColor; 6] = [
 pub(crate) const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
 pub(crate) const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
 
+/// Legend label and colour of a codec: fixed for the baselines, the next of `ocular_colors` for
+/// ocular models.
+pub(crate) fn legend_style<'a>(
+    codec: &str,
+    ocular_colors: &mut impl Iterator<Item = &'a RGBColor>,
+) -> (String, RGBColor) {
+    match codec {
+        "jpeg" => ("JPEG (4:2:0)".to_string(), JPEG_COLOR),
+        "webp" => ("WebP (lossy)".to_string(), WEBP_COLOR),
+        other => (other.to_string(), *ocular_colors.next().unwrap_or(&BLACK)),
+    }
+}
+
 fn plot_error(error: impl std::fmt::Display) -> EvalError {
     EvalError::Plot(error.to_string())
 }
@@ -81,11 +94,7 @@ fn families(means: &[EvalMean]) -> Vec<Family<'_>> {
         if families.iter().any(|f| f.name == mean.family) {
             continue;
         }
-        let (label, color) = match mean.family.as_str() {
-            "jpeg" => ("JPEG (4:2:0)".to_string(), JPEG_COLOR),
-            "webp" => ("WebP (lossy)".to_string(), WEBP_COLOR),
-            other => (other.to_string(), *ocular_colors.next().unwrap_or(&BLACK)),
-        };
+        let (label, color) = legend_style(&mean.family, &mut ocular_colors);
         families.push(Family {
             name: &mean.family,
             label,

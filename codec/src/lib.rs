@@ -60,6 +60,9 @@ pub mod observer {
 /// Training of new models (for the `ocular train` command and for embedding programs).
 #[cfg(feature = "neural")]
 pub mod train {
+    pub use ocular_models::losses::{
+        FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
+    };
     pub use ocular_models::model_file::untrained_model_bytes;
     pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};

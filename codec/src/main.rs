@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ocular::train::{
-    self, ComputePrecision, Distortion, HyperpriorConfig, TrainConfig, TrainOutcome,
+    self, ComputePrecision, Distortion, HyperpriorConfig, ObserverDistortion, TrainConfig,
+    TrainOutcome,
 };
 use ocular::{Bitstream, Decoder, Encoder, Limits, Model};
 
@@ -275,6 +276,9 @@ enum DistortionArg {
     Mse,
     /// 1 - MS-SSIM (needs --crop-size >= 192)
     MsSsim,
+    /// (1 - alpha) w_ms (1 - MS-SSIM) + alpha w_f L_features: a person (alpha 0), the ImageNet
+    /// classifier (alpha 1) or a mix looks at the images (needs --alpha; --crop-size >= 192 unless alpha is 1)
+    Observer,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -308,9 +312,21 @@ struct TrainArgs {
     /// Distortion term of the loss
     #[arg(long, value_enum, default_value_t = DistortionArg::Mse)]
     distortion: DistortionArg,
-    /// Rate-distortion trade-off (MSE: 0.0018..0.18; MS-SSIM: 2.4..220)
+    /// Rate-distortion trade-off (MSE: 0.0018..0.18; MS-SSIM and observer: 2.4..220)
     #[arg(long, default_value_t = 0.0067)]
     lambda: f64,
+    /// Observer mix for --distortion observer: 0 = human (MS-SSIM), 1 = classifier features
+    #[arg(long, required_if_eq("distortion", "observer"))]
+    alpha: Option<f64>,
+    /// Weight w_f of the classifier-feature term (observer distortion)
+    #[arg(long, default_value_t = ocular::train::DEFAULT_FEATURE_WEIGHT)]
+    feature_weight: f64,
+    /// Classifier layers whose features are compared, e.g. stage1,head (observer distortion)
+    #[arg(long, default_value = "stage1,head")]
+    feature_layers: ocular::train::FeatureLayers,
+    /// Observer classifier weights (default: where `make setup` converts them)
+    #[arg(long)]
+    observer_weights: Option<PathBuf>,
     /// Channels of the hidden layers and of z
     #[arg(long, default_value_t = HyperpriorConfig::default().n)]
     n: i64,
@@ -369,7 +385,14 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.distortion = match args.distortion {
         DistortionArg::Mse => Distortion::Mse,
         DistortionArg::MsSsim => Distortion::MsSsim,
+        DistortionArg::Observer => {
+            let mut observer = ObserverDistortion::new(args.alpha.unwrap_or(0.5));
+            observer.feature_weight = args.feature_weight;
+            observer.layers = args.feature_layers;
+            Distortion::Observer(observer)
+        }
     };
+    config.observer_weights = args.observer_weights;
     config.lambda = args.lambda;
     config.network = HyperpriorConfig {
         n: args.n,

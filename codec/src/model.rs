@@ -139,7 +139,8 @@ impl Model {
         self.inner.info().quality
     }
 
-    /// What its training measured distortion with: `mse` or `ms-ssim`.
+    /// What its training measured distortion with, which is also its family name: `mse`,
+    /// `ms-ssim` or `observer-<alpha>`.
     pub fn distortion(&self) -> String {
         self.inner.info().distortion.to_string()
     }

@@ -152,20 +152,20 @@ pub const DEFAULT_MS_SSIM_WEIGHT: f64 = 1.0;
 /// Default `w_f`, measured so that `w_f * L_f` has the mean of `1 - MS-SSIM` at the start of
 /// fine-tuning from a human-oriented model: on 48 random 192x192 training crops
 /// (`../shared/data/train`) reconstructed by the N=64, M=96 `mse` model of lambda 0.0067
-/// (checkpoint at step 7583 of `mse-q3`: 0.52 bpp, 25.9 dB on these crops), the mean of
-/// `1 - MS-SSIM` is 0.0514 and the mean of `L_f` over the default layers 0.588 (Stage(1)
-/// 0.476, Head 0.699): a ratio of 0.087. JPEG reconstructions of the same crops at quality
-/// 20, 40, 60, 80 (0.9 to 2.4 bpp) give 0.089, 0.069, 0.065, 0.062, so the value holds within
-/// about 30% across rates.
+/// (`models/trained/mse-q3.safetensors`, 65 minutes of training: 0.51 bpp, 27.0 dB on these
+/// crops), the mean of `1 - MS-SSIM` is 0.0395 and the mean of `L_f` over the default layers
+/// 0.496 (Stage(1) 0.404, Head 0.588): a ratio of 0.080. JPEG reconstructions of the same
+/// crops at quality 20, 40, 60, 80 (0.9 to 2.4 bpp) give 0.089, 0.069, 0.065, 0.062, so the
+/// value holds within about 30% across rates.
 ///
 /// Matching the values does not match the gradients: at the same reconstructions the
-/// gradient norm of `L_f` with respect to `x_hat` is about 100 times that of `1 - MS-SSIM`
-/// (ratio 0.010 for the model, 0.005 to 0.010 for JPEG), so with this `w_f` the feature term
-/// pulls about 9 times harder per unit of `alpha`, and an `alpha` = 0.5 update is dominated by
-/// it; `w_f` near 0.01 would balance the gradients instead.
-/// (`OBSERVER_CALIBRATION_MODEL=<model or checkpoint> cargo test -p ocular-models --test
+/// gradient norm of `L_f` with respect to `x_hat` is about 125 times that of `1 - MS-SSIM`
+/// (ratio 0.008 for the model, 0.005 to 0.010 for JPEG), so with this `w_f` the feature term
+/// pulls about 10 times harder per unit of `alpha`, and an `alpha` = 0.5 update is dominated
+/// by it; `w_f` near 0.008 would balance the gradients instead.
+/// (`OBSERVER_CALIBRATION_MODEL=<model file or checkpoint> cargo test -p ocular-models --test
 /// observer_loss calibrate -- --ignored --nocapture`.)
-pub const DEFAULT_FEATURE_WEIGHT: f64 = 0.09;
+pub const DEFAULT_FEATURE_WEIGHT: f64 = 0.08;
 
 /// `eps` of the feature normalisation: keeps the division finite for a (degenerate) layer whose
 /// features are all zero; negligible next to real mean squared features (about 0.8 for Head,

@@ -199,7 +199,11 @@ fn every_command_explains_itself() {
     }
     for subcommand in ["imagenet", "merge"] {
         let out = ocular(&["bench", subcommand, "--help"]);
-        assert!(out.status.success(), "bench {subcommand} --help: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "bench {subcommand} --help: {}",
+            text(&out)
+        );
         assert!(text(&out).contains("Usage"), "{}", text(&out));
     }
 }

@@ -18,10 +18,16 @@ pub struct BuiltinModel {
 
 /// The models compiled into this build, trained by `scripts/train-models.sh` (see
 /// docs/results.md), by increasing quality.
-const BUILTIN: &[BuiltinModel] = &[BuiltinModel {
-    name: "mse-q3",
-    bytes: include_bytes!("../../models/trained/mse-q3.safetensors"),
-}];
+const BUILTIN: &[BuiltinModel] = &[
+    BuiltinModel {
+        name: "mse-q2",
+        bytes: include_bytes!("../../models/trained/mse-q2.safetensors"),
+    },
+    BuiltinModel {
+        name: "mse-q3",
+        bytes: include_bytes!("../../models/trained/mse-q3.safetensors"),
+    },
+];
 
 /// Quality used when none is asked for.
 pub const DEFAULT_QUALITY: u8 = 3;

@@ -14,7 +14,7 @@ ocular=target/debug/ocular
 data=${DATA:-../shared/data/train}
 validation=${VALIDATION:-../shared/data/kodak}
 
-# name | init from | distortion | lambda | quality | minutes | crop
+# name | init from | distortion (mse, ms-ssim, observer:ALPHA) | lambda | quality | minutes | crop
 plan=(
   "mse-q3|-|mse|0.0067|3|65|128"
   "mse-q2|mse-q3|mse|0.0035|2|20|128"
@@ -23,6 +23,9 @@ plan=(
   "mse-q5|mse-q4|mse|0.0250|5|20|128"
   "msssim-q2|mse-q2|ms-ssim|4.58|2|25|192"
   "msssim-q3|mse-q3|ms-ssim|8.73|3|25|192"
+  "machine-q2|mse-q2|observer:1|4.58|2|20|128"
+  "human-q2|mse-q2|observer:0|4.58|2|25|192"
+  "mixed-q2|mse-q2|observer:0.5|4.58|2|25|192"
 )
 
 wanted=("$@")
@@ -33,8 +36,10 @@ for entry in "${plan[@]}"; do
   if [ -f "$output" ]; then echo "$name: done ($output)"; continue; fi
   init_args=()
   if [ "$init" != "-" ]; then init_args=(--init "models/trained/$init.safetensors"); fi
+  distortion_args=(--distortion "$distortion")
+  if [[ $distortion == observer:* ]]; then distortion_args=(--distortion observer --alpha "${distortion#observer:}"); fi
   echo "$name: training (lambda $lambda, $distortion, $minutes min)"
   "$ocular" train --data "$data" --validation "$validation" --output "$output" --run-dir "runs/$name" \
-    --name "$name" --quality "$quality" --distortion "$distortion" --lambda "$lambda" \
+    --name "$name" --quality "$quality" "${distortion_args[@]}" --lambda "$lambda" \
     --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 --resume "${init_args[@]}"
 done

@@ -270,3 +270,26 @@ fn train_writes_a_usable_model_and_resumes_only_when_asked() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("trained 3 steps"), "{}", text(&out));
 }
+
+#[test]
+fn rate_control_reaches_the_target_or_says_it_cannot() {
+    let f = Fixture::new();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ladybird.png");
+    let out = ocular(&["encode", sample, "-o", &f.arg("r.ocu"), "--bpp", "0.25"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::metadata(f.path("r.ocu")).expect("written").len();
+    assert!(
+        bytes as f64 * 8.0 / (768.0 * 512.0) <= 0.25,
+        "{bytes} bytes exceed 0.25 bpp"
+    );
+    assert!(text(&out).contains("reached"), "{}", text(&out));
+
+    assert_clean_failure(
+        &ocular(&["encode", sample, "-o", &f.arg("s.ocu"), "--bpp", "0.001"]),
+        "no model reaches",
+    );
+    assert_clean_failure(
+        &ocular(&["encode", sample, "-o", &f.arg("s.ocu"), "--bpp", "0"]),
+        "positive",
+    );
+}

@@ -231,17 +231,15 @@ impl fmt::Display for BenchCodec {
     }
 }
 
-/// The built-in models of a family, by increasing quality: `human` is the MSE-trained family
-/// (`mse`); any other name is a distortion the built-in models were trained for (`mse`,
-/// `ms-ssim`). Meant as the resolver of [`BenchCodec::parse`].
+/// The built-in models of a family, by increasing quality: an observer name as
+/// [`Model::builtin_observer_family`] takes (`human`, `machine`, an alpha such as `0.5`) or a family
+/// name as [`Model::distortion`] prints it (`mse`, `ms-ssim`, `observer-0.25`). Meant as the
+/// resolver of [`BenchCodec::parse`].
 ///
 /// # Errors
 /// [`crate::Error::NoSuchModel`] if no built-in model belongs to the family.
 pub fn builtin_family(family: &str) -> Result<Vec<Model>, crate::Error> {
-    match family {
-        "human" => Model::builtin_family("mse"),
-        other => Model::builtin_family(other),
-    }
+    Model::builtin_observer_family(family).or_else(|_| Model::builtin_family(family))
 }
 
 /// What to benchmark.

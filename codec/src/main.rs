@@ -83,10 +83,14 @@ struct EncodeArgs {
     output: PathBuf,
     #[command(flatten)]
     model: ModelChoice,
-    /// Target bits per pixel instead of a quality: picks the built-in MSE model whose file comes
-    /// closest to the target without exceeding it (reports the bpp reached)
+    /// Target bits per pixel instead of a quality: picks the built-in model of the --observer
+    /// family whose file comes closest to the target without exceeding it (reports the bpp reached)
     #[arg(long, conflicts_with_all = ["quality", "model"])]
     bpp: Option<f64>,
+    /// With --bpp: who looks at the image: human, machine (the ImageNet classifier) or an alpha
+    /// in 0..=1 mixing them (the families available are listed by `ocular models`)
+    #[arg(long, requires = "bpp", default_value = "human")]
+    observer: String,
 }
 
 #[derive(Args)]
@@ -213,7 +217,7 @@ struct BenchImagenetArgs {
     /// Target bits per pixel (of the 224x224 crop)
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
     bpp: Vec<f64>,
-    /// Codecs: ocular:<family> (human = the MSE-trained built-in models, or a --family name), jpeg, webp
+    /// Codecs: ocular:<family> (human, machine, an alpha such as 0.5, mse, ms-ssim, or a --family name), jpeg, webp
     #[arg(long, value_delimiter = ',', default_value = "ocular:human,jpeg,webp")]
     codecs: Vec<String>,
     /// A model family from files, by increasing rate: NAME=FILE[,FILE...] (repeatable); use as ocular:NAME
@@ -442,7 +446,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
             if !(target.is_finite() && target > 0.0) {
                 bail!("--bpp must be a positive number, got {target}");
             }
-            let mut family = Model::builtin_family("mse")?;
+            let mut family = Model::builtin_observer_family(&args.observer)?;
             let found = ocular::encode_within_bpp(&family, &image, target)?;
             println!("target {target} bpp: reached {:.4} bpp", found.bpp);
             (family.swap_remove(found.model_index), found.bytes)

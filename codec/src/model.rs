@@ -114,6 +114,25 @@ impl Model {
         Ok(family)
     }
 
+    /// The built-in family made for an observer, by increasing quality: `machine` (the classifier:
+    /// `observer-1`), a number `a` (the mix trained with alpha `a`, e.g. `0.5`), or `human` (alpha
+    /// 0, `observer-0`; while none is built in, the MSE-trained family).
+    ///
+    /// # Errors
+    /// [`Error::NoSuchModel`] for another name or a family not built in.
+    pub fn builtin_observer_family(observer: &str) -> Result<Vec<Self>, Error> {
+        match observer {
+            "human" => Self::builtin_family("observer-0").or_else(|_| Self::builtin_family("mse")),
+            "machine" => Self::builtin_family("observer-1"),
+            alpha => match alpha.parse::<f64>() {
+                Ok(a) if (0.0..=1.0).contains(&a) => Self::builtin_family(&format!("observer-{a}")),
+                _ => Err(Error::NoSuchModel(format!(
+                    "for observer '{observer}' (human, machine, or an alpha in 0..=1)"
+                ))),
+            },
+        }
+    }
+
     /// The built-in model whose fingerprint is `fingerprint` (to decode a file).
     ///
     /// # Errors

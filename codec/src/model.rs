@@ -27,6 +27,10 @@ const BUILTIN: &[BuiltinModel] = &[
         name: "mse-q3",
         bytes: include_bytes!("../../models/trained/mse-q3.safetensors"),
     },
+    BuiltinModel {
+        name: "mse-q4",
+        bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
+    },
 ];
 
 /// Quality used when none is asked for.

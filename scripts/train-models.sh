@@ -23,7 +23,7 @@ plan=(
   "mse-q5|mse-q4|mse|0.0250|5|20|128"
   "msssim-q2|mse-q2|ms-ssim|4.58|2|25|192"
   "msssim-q3|mse-q3|ms-ssim|8.73|3|25|192"
-  "machine-q2|mse-q2|observer:1|4.58|2|20|128"
+  "machine-q2|mse-q2|observer:1|13|2|15|128"
   "human-q2|mse-q2|observer:0|4.58|2|25|192"
   "mixed-q2|mse-q2|observer:0.5|4.58|2|25|192"
 )
@@ -34,6 +34,9 @@ for entry in "${plan[@]}"; do
   if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then continue; fi
   output=models/trained/$name.safetensors
   if [ -f "$output" ]; then echo "$name: done ($output)"; continue; fi
+  extra_args=()
+  # Fine-tuning onto a new objective from a human model: a gentler rate keeps it from collapsing.
+  if [[ $distortion == observer:* ]]; then extra_args=(--learning-rate 1e-4); fi
   init_args=()
   if [ "$init" != "-" ]; then init_args=(--init "models/trained/$init.safetensors"); fi
   distortion_args=(--distortion "$distortion")
@@ -41,5 +44,5 @@ for entry in "${plan[@]}"; do
   echo "$name: training (lambda $lambda, $distortion, $minutes min)"
   "$ocular" train --data "$data" --validation "$validation" --output "$output" --run-dir "runs/$name" \
     --name "$name" --quality "$quality" "${distortion_args[@]}" --lambda "$lambda" \
-    --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 --resume "${init_args[@]}"
+    --steps 100000 --minutes "$minutes" --crop-size "$crop" --validate-every 3000 --threads 2 --resume "${init_args[@]}" "${extra_args[@]}"
 done

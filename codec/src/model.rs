@@ -17,7 +17,7 @@ pub struct BuiltinModel {
 }
 
 /// The models compiled into this build, trained by `scripts/train-models.sh` (see
-/// docs/results.md), by increasing quality.
+/// docs/results.md); within a family by increasing quality.
 const BUILTIN: &[BuiltinModel] = &[
     BuiltinModel {
         name: "mse-q2",
@@ -30,6 +30,10 @@ const BUILTIN: &[BuiltinModel] = &[
     BuiltinModel {
         name: "mse-q4",
         bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
+    },
+    BuiltinModel {
+        name: "machine-q2",
+        bytes: include_bytes!("../../models/trained/machine-q2.safetensors"),
     },
 ];
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ocular_models::{CodecModel, Distortion};
+use ocular_models::{CodecModel, Distortion, ModelInfo};
 
 use crate::container::ModelFingerprint;
 use crate::Error;
@@ -88,10 +88,9 @@ impl Model {
     /// # Errors
     /// [`Error::NoSuchModel`] if no built-in model has that quality.
     pub fn builtin_quality(quality: u8) -> Result<Self, Error> {
-        for candidate in BUILTIN {
-            let model = Self::from_bytes(candidate.bytes)?;
-            if model.quality() == quality && model.inner.info().distortion == Distortion::Mse {
-                return Ok(model);
+        for (candidate, info) in builtin_infos()? {
+            if info.quality == quality && info.distortion == Distortion::Mse {
+                return Self::from_bytes(candidate.bytes);
             }
         }
         Err(Error::NoSuchModel(format!(
@@ -105,20 +104,21 @@ impl Model {
     /// # Errors
     /// [`Error::NoSuchModel`] if there is none.
     pub fn builtin_family(distortion: &str) -> Result<Vec<Self>, Error> {
-        let mut family = Vec::new();
-        for candidate in BUILTIN {
-            let model = Self::from_bytes(candidate.bytes)?;
-            if model.distortion() == distortion {
-                family.push(model);
-            }
-        }
+        let mut members: Vec<_> = builtin_infos()?
+            .into_iter()
+            .filter(|(_, info)| info.distortion.to_string() == distortion)
+            .collect();
+        members.sort_by_key(|(_, info)| info.quality);
+        let family = members
+            .into_iter()
+            .map(|(candidate, _)| Self::from_bytes(candidate.bytes))
+            .collect::<Result<Vec<_>, _>>()?;
         if family.is_empty() {
             return Err(Error::NoSuchModel(format!(
                 "trained for {distortion} (built in: {})",
                 builtin_list()
             )));
         }
-        family.sort_by_key(Model::quality);
         Ok(family)
     }
 
@@ -201,6 +201,20 @@ impl Model {
     pub(crate) fn inner(&self) -> &CodecModel {
         &self.inner
     }
+}
+
+/// Every built-in model with its description, read from the metadata alone (choosing a model
+/// must not pay for loading the others).
+fn builtin_infos() -> Result<Vec<(&'static BuiltinModel, ModelInfo)>, Error> {
+    BUILTIN
+        .iter()
+        .map(|candidate| {
+            Ok((
+                candidate,
+                ocular_models::model_file::read_info(candidate.bytes)?,
+            ))
+        })
+        .collect()
 }
 
 fn builtin_list() -> String {

@@ -86,27 +86,8 @@ impl CodecModel {
     /// [`ModelError::InvalidModel`] if the bytes are not a valid ocular model file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
         let invalid = |what: String| ModelError::InvalidModel(what);
-        let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
-        let entries = metadata
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| invalid("no ocular metadata".into()))?;
-        let info_json = entries
-            .get(INFO_KEY)
-            .ok_or_else(|| invalid(format!("no {INFO_KEY} entry")))?;
-        let info: ModelInfo =
-            serde_json::from_str(info_json).map_err(|e| invalid(format!("bad {INFO_KEY}: {e}")))?;
-        if info.format_version != MODEL_FORMAT_VERSION {
-            return Err(invalid(format!(
-                "model format version {} is not supported (this build reads {MODEL_FORMAT_VERSION})",
-                info.format_version
-            )));
-        }
-        let HyperpriorConfig { n, m } = info.network;
-        if !(1..=1024).contains(&n) || !(1..=1024).contains(&m) {
-            return Err(invalid(format!("implausible network shape N={n}, M={m}")));
-        }
+        let (info, entries) = read_metadata(bytes)?;
+        let HyperpriorConfig { n, .. } = info.network;
         let tables_json = entries
             .get(TABLES_KEY)
             .ok_or_else(|| invalid(format!("no {TABLES_KEY} entry")))?;
@@ -192,6 +173,42 @@ impl CodecModel {
     pub fn copy_weights_to(&self, variables: &mut nn::VarStore) -> Result<(), ModelError> {
         Ok(variables.copy(&self.variables)?)
     }
+}
+
+/// The description stored in a model file, read from its metadata alone (no weights are
+/// loaded): for choosing among model files cheaply.
+///
+/// # Errors
+/// [`ModelError::InvalidModel`] if the metadata is missing, malformed or of another version.
+pub fn read_info(bytes: &[u8]) -> Result<ModelInfo, ModelError> {
+    Ok(read_metadata(bytes)?.0)
+}
+
+/// The validated description and the raw metadata entries of a model file.
+fn read_metadata(bytes: &[u8]) -> Result<(ModelInfo, HashMap<String, String>), ModelError> {
+    let invalid = |what: String| ModelError::InvalidModel(what);
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
+    let entries = metadata
+        .metadata()
+        .clone()
+        .ok_or_else(|| invalid("no ocular metadata".into()))?;
+    let info_json = entries
+        .get(INFO_KEY)
+        .ok_or_else(|| invalid(format!("no {INFO_KEY} entry")))?;
+    let info: ModelInfo =
+        serde_json::from_str(info_json).map_err(|e| invalid(format!("bad {INFO_KEY}: {e}")))?;
+    if info.format_version != MODEL_FORMAT_VERSION {
+        return Err(invalid(format!(
+            "model format version {} is not supported (this build reads {MODEL_FORMAT_VERSION})",
+            info.format_version
+        )));
+    }
+    let HyperpriorConfig { n, m } = info.network;
+    if !(1..=1024).contains(&n) || !(1..=1024).contains(&m) {
+        return Err(invalid(format!("implausible network shape N={n}, M={m}")));
+    }
+    Ok((info, entries))
 }
 
 /// First 8 bytes of the SHA-256 of a model file's bytes.

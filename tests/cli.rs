@@ -176,9 +176,52 @@ fn failures_are_clean() {
         &f.arg("in.png"),
     ]);
     assert_clean_failure(&out, "invalid model");
+    // Neither a file nor a built-in model name.
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("z.ocu"),
+        "--model",
+        "no-such-model",
+    ]);
+    assert_clean_failure(&out, "nor a built-in model");
+    // A TorchScript observer that is not there.
+    let out = ocular(&[
+        "classify",
+        &f.arg("in.png"),
+        "--observer-torchscript",
+        &f.arg("absent.pt"),
+    ]);
+    assert_clean_failure(&out, "absent.pt");
     // Bad arguments.
     let out = ocular(&["encode", &f.arg("in.png")]);
     assert_clean_failure(&out, "--output");
+}
+
+#[test]
+fn a_builtin_model_can_be_chosen_by_name() {
+    let f = Fixture::new();
+    let Some(name) = ocular::Model::builtin_names().next() else {
+        eprintln!("skipping: no built-in model");
+        return;
+    };
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("named.ocu"),
+        "--model",
+        name,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("model {name}")),
+        "{}",
+        text(&out)
+    );
+    let out = ocular(&["decode", &f.arg("named.ocu"), "-o", &f.arg("named.png")]);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]

@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ocular_models::losses::{
-    feature_distance, observer_input, Distortion, DistortionMeasure, FeatureLayers,
-    ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
+    feature_distance, observer_feature_distance, observer_input, Distortion, DistortionMeasure,
+    FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
 };
 use ocular_models::model_file::ModelInfo;
-use ocular_models::observer::{default_weights_path, Classifier, FeatureLayer};
+use ocular_models::observer::{
+    default_weights_path, Classifier, FeatureLayer, TorchScriptObserver,
+};
 use ocular_models::train::{train, TrainConfig, TrainOutcome};
 use ocular_models::{CodecModel, HyperpriorConfig, MeanScaleHyperprior, ModelError};
 use tch::nn::OptimizerConfig;
@@ -148,7 +150,7 @@ fn invalid_parameters_and_missing_weights_are_errors() {
     let missing = Path::new("/nonexistent/observer.safetensors");
     // alpha = 0 never needs the classifier, so missing weights do not matter.
     let pure = DistortionMeasure::new(Distortion::observer(0.0), missing).expect("alpha 0");
-    assert!(pure.classifier().is_none());
+    assert!(pure.observer().is_none());
     match DistortionMeasure::new(Distortion::observer(0.5), missing) {
         Err(ModelError::InvalidModel(m)) => assert!(m.contains("setup-observer"), "{m}"),
         other => panic!("expected a missing-weights error, got {other:?}"),
@@ -214,14 +216,8 @@ fn alpha_zero_is_ms_ssim_and_alpha_one_is_the_feature_term() {
     let one =
         DistortionMeasure::with_classifier(Distortion::observer(1.0), Some(c)).expect("alpha 1");
     let features = scalar(
-        &feature_distance(
-            one.classifier().expect("classifier"),
-            &ocular_models::observer::DEFAULT_FEATURE_LAYERS,
-            &x,
-            &x_hat,
-            false,
-        )
-        .expect("features"),
+        &observer_feature_distance(one.observer().expect("observer"), &x, &x_hat, false)
+            .expect("features"),
     );
     assert!(features > 0.0);
     let terms = one.compute(&x, &x_hat).expect("alpha 1");
@@ -306,7 +302,10 @@ fn gradients_reach_the_codec_not_the_classifier() {
             "{name} has a zero gradient"
         );
     }
-    let classifier = measure.classifier().expect("classifier");
+    assert!(measure.observer().is_some());
+    let Some(classifier) = self::classifier() else {
+        return;
+    };
     assert!(classifier.is_frozen());
     // The original's features carry no graph, the reconstruction's do.
     let features = classifier
@@ -371,6 +370,62 @@ fn observer_training_writes_a_model_file() {
         std::fs::read_to_string(dir.join("run").join("config.json")).expect("config.json");
     let saved: TrainConfig = serde_json::from_str(&config_json).expect("config parses");
     assert_eq!(saved.distortion, Distortion::observer(0.5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A user's TorchScript observer that returns logits only (what tracing from Rust can make):
+/// the feature term then compares the logits, and a model trains with it, without the
+/// built-in classifier's weights.
+#[test]
+fn torchscript_observer_trains_a_model() {
+    let dir = temp_dir("torchscript");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    write_png(&data.join("a.png"), 3);
+    let module_path = dir.join("pooled.pt");
+    // "Logits": the 4x4 average-pooled image, 48 values per image.
+    let example = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let module = tch::CModule::create_by_tracing("Pooled", "forward", &[example], &mut |x| {
+        vec![x[0].adaptive_avg_pool2d([4, 4]).flatten(1, -1)]
+    })
+    .expect("trace");
+    module.save(&module_path).expect("save");
+
+    let observer = TorchScriptObserver::load(&module_path).expect("load");
+    let measure =
+        DistortionMeasure::with_observer(Distortion::observer(1.0), Some(Box::new(observer)))
+            .expect("measure");
+    let x = images(2, 64, 64);
+    let leaf = (&x * 0.9).set_requires_grad(true);
+    let terms = measure.compute(&x, &leaf).expect("distortion");
+    let f = terms.features.expect("feature term");
+    assert!(scalar(&f) > 0.0);
+    terms.total.backward();
+    assert!(scalar(&leaf.grad().abs().sum(Kind::Float)) > 0.0);
+    let same = measure.compute(&x, &x.copy()).expect("distortion");
+    assert!(scalar(&same.total) < 1e-9);
+
+    let output = dir.join("ts.safetensors");
+    let mut config = TrainConfig::new(data, output.clone(), dir.join("run"));
+    config.distortion = Distortion::observer(1.0);
+    config.observer_torchscript = Some(module_path.clone());
+    config.observer_weights = Some(dir.join("absent.safetensors"));
+    config.lambda = 8.0;
+    config.network = HyperpriorConfig { n: 8, m: 12 };
+    config.steps = 2;
+    config.batch_size = 1;
+    config.crop_size = 128;
+    config.validate_every = 0;
+    config.progress = false;
+    train(&config).expect("training with a TorchScript observer");
+    let model = CodecModel::load(&output).expect("the model file loads");
+    let observer = model
+        .info()
+        .training
+        .observer
+        .clone()
+        .expect("observer recorded");
+    assert!(observer.starts_with("torchscript:"), "{observer}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -31,7 +31,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig};
-//! use ocular::observer::{default_weights_path, Classifier, Synsets};
+//! use ocular::observer::{load_observer, Synsets};
 //! let synsets = Synsets::load("synsets.txt".as_ref())?;
 //! let images = scan_folder("imagenet/val".as_ref(), &synsets)?;
 //! let codecs = ["ocular:human", "jpeg", "webp"]
@@ -40,7 +40,7 @@
 //!     .collect::<Result<Vec<_>, _>>()?;
 //! let mut config = BenchConfig::new(images, codecs, vec![0.1, 0.25, 0.5]);
 //! config.limit = Some(1000);
-//! let report = run(&config, &Classifier::load(&default_weights_path())?)?;
+//! let report = run(&config, load_observer(None, None)?.as_ref())?;
 //! println!("{}", report.table());
 //! report.plot_svg("accuracy.svg".as_ref())?;
 //! # Ok(()) }
@@ -56,7 +56,7 @@ use std::path::PathBuf;
 
 use image::{DynamicImage, RgbImage};
 use ocular_models::imaging::{rgb_to_tensor, tensor_to_rgb};
-use ocular_models::observer::{center_crop_resize, normalize, top_k, Classifier, ObserverError};
+use ocular_models::observer::{center_crop_resize, normalize, top_k, Observer, ObserverError};
 use tch::Tensor;
 
 pub use crate::eval::Baseline;
@@ -348,7 +348,7 @@ impl BenchConfig {
 /// [`BenchError::Image`] if an image cannot be read or is too small to crop;
 /// [`BenchError::Ocular`], [`BenchError::Baseline`] or [`BenchError::Classifier`] if a codec or
 /// the classifier fails on an image.
-pub fn run(config: &BenchConfig, classifier: &Classifier) -> Result<BenchReport, BenchError> {
+pub fn run(config: &BenchConfig, classifier: &dyn Observer) -> Result<BenchReport, BenchError> {
     config.validate()?;
     let images = config.selected_images();
     let bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
@@ -449,7 +449,7 @@ fn compress(
 /// The rows of one image: the uncompressed crop, then every codec at every target.
 fn bench_image(
     config: &BenchConfig,
-    classifier: &Classifier,
+    classifier: &dyn Observer,
     image: &LabeledImage,
 ) -> Result<Vec<BenchRow>, BenchError> {
     let opened = crate::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
@@ -515,7 +515,7 @@ fn bench_image(
     };
     let predictions = tch::no_grad(|| {
         let batch = Tensor::f_cat(&batch, 0).map_err(ObserverError::Torch)?;
-        let logits = classifier.logits(&normalize(&batch))?;
+        let logits = classifier.observe_logits(&normalize(&batch))?;
         top_k(&logits, TOP_K)
     })
     .map_err(classifier_failed)?;

@@ -52,8 +52,8 @@ pub use rate_control::{encode_within_bpp, RateControlled};
 #[cfg(feature = "neural")]
 pub mod observer {
     pub use ocular_models::observer::{
-        default_weights_path, load_image, preprocess, top_k, Classifier, FeatureLayer,
-        ObserverError, Synsets,
+        default_weights_path, load_image, load_observer, preprocess, top_k, Classifier,
+        FeatureLayer, Observer, ObserverError, Synsets, TorchScriptObserver,
     };
 }
 

@@ -57,10 +57,11 @@ enum Command {
 
 #[derive(Args)]
 struct ModelChoice {
-    /// Built-in model quality: 1 (fewest bits) and up; see `ocular models`
+    /// Built-in model quality (MSE-trained family): 1 (fewest bits) and up; see `ocular models`
     #[arg(short, long, default_value_t = ocular::DEFAULT_QUALITY)]
     quality: u8,
-    /// Use this model file (.safetensors from `ocular train`) instead of a built-in model
+    /// Use this model instead: a built-in model by name (e.g. msssim-q2; see `ocular models`)
+    /// or a model file (.safetensors from `ocular train`)
     #[arg(long, conflicts_with = "quality")]
     model: Option<PathBuf>,
 }
@@ -68,7 +69,17 @@ struct ModelChoice {
 impl ModelChoice {
     fn load(&self) -> Result<Model> {
         Ok(match &self.model {
-            Some(path) => Model::load(path)?,
+            Some(path) if path.exists() => Model::load(path)?,
+            Some(path) => {
+                let name = path.to_string_lossy();
+                if !Model::builtin_names().any(|builtin| builtin == name) {
+                    bail!(
+                        "--model {name}: no such file, nor a built-in model (built in: {})",
+                        Model::builtin_names().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                Model::builtin(&name)?
+            }
             None => Model::builtin_quality(self.quality)?,
         })
     }
@@ -232,6 +243,10 @@ struct BenchImagenetArgs {
     /// Classifier weights (default: where `make setup` converts them)
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Judge with a user's TorchScript classifier instead of the built-in EfficientNet-Lite0
+    /// (it takes the normalised (N, 3, 224, 224) batch; see docs/observer.md)
+    #[arg(long, conflicts_with = "weights")]
+    observer_torchscript: Option<PathBuf>,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -265,6 +280,9 @@ struct ClassifyArgs {
     /// Classifier weights (default: where `make setup` converts them)
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Classify with a user's TorchScript classifier instead (see docs/observer.md)
+    #[arg(long, conflicts_with = "weights")]
+    observer_torchscript: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -331,6 +349,12 @@ struct TrainArgs {
     /// Observer classifier weights (default: where `make setup` converts them)
     #[arg(long)]
     observer_weights: Option<PathBuf>,
+    /// Observe with a user's TorchScript classifier instead of the built-in EfficientNet-Lite0:
+    /// it takes the normalised (N, 3, H, W) batch and returns (logits, [feature maps]); the
+    /// feature maps it returns are compared (its logits if it returns none). See
+    /// docs/observer.md
+    #[arg(long, conflicts_with_all = ["observer_weights", "feature_layers"])]
+    observer_torchscript: Option<PathBuf>,
     /// Channels of the hidden layers and of z
     #[arg(long, default_value_t = HyperpriorConfig::default().n)]
     n: i64,
@@ -397,6 +421,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         }
     };
     config.observer_weights = args.observer_weights;
+    config.observer_torchscript = args.observer_torchscript;
     config.lambda = args.lambda;
     config.network = HyperpriorConfig {
         n: args.n,
@@ -653,7 +678,7 @@ fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutp
 
 fn run_bench(command: BenchCommand) -> Result<()> {
     use ocular::bench::{self, BenchCodec, BenchConfig, BenchReport};
-    use ocular::observer::{default_weights_path, Classifier, Synsets};
+    use ocular::observer::{load_observer, Synsets};
     match command {
         BenchCommand::Merge(args) => {
             let reports = args
@@ -690,23 +715,26 @@ fn run_bench(command: BenchCommand) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let synsets = Synsets::load(&args.synsets)?;
             let images = bench::scan_folder(&args.data, &synsets)?;
-            let classifier = Classifier::load(&args.weights.unwrap_or_else(default_weights_path))?;
+            let classifier = load_observer(
+                args.observer_torchscript.as_deref(),
+                args.weights.as_deref(),
+            )?;
             let mut config = BenchConfig::new(images, codecs, args.bpp);
             config.limit = args.limit;
             config.shard = args.shard;
             config.progress = !args.quiet;
-            let report = bench::run(&config, &classifier)?;
+            let report = bench::run(&config, classifier.as_ref())?;
             write_bench_outputs(&report, &args.outputs)
         }
     }
 }
 
 fn run_classify(args: ClassifyArgs) -> Result<()> {
-    use ocular::observer::{
-        default_weights_path, load_image, preprocess, top_k, Classifier, Synsets,
-    };
-    let weights = args.weights.unwrap_or_else(default_weights_path);
-    let classifier = Classifier::load(&weights)?;
+    use ocular::observer::{load_image, load_observer, preprocess, top_k, Synsets};
+    let classifier = load_observer(
+        args.observer_torchscript.as_deref(),
+        args.weights.as_deref(),
+    )?;
     let synsets = match Synsets::load(&args.synsets) {
         Ok(synsets) => Some(synsets),
         Err(error) => {
@@ -716,7 +744,7 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
     };
     for path in &args.images {
         let image = load_image(path)?;
-        let logits = classifier.logits(&preprocess(&image)?)?;
+        let logits = classifier.observe_logits(&preprocess(&image)?)?;
         println!("{}:", path.display());
         for (rank, (class, probability)) in
             top_k(&logits, args.top)?.remove(0).into_iter().enumerate()

@@ -124,13 +124,16 @@ impl Model {
 
     /// The built-in family made for an observer, by increasing quality: `machine` (the classifier:
     /// `observer-1`), a number `a` (the mix trained with alpha `a`, e.g. `0.5`), or `human` (alpha
-    /// 0, `observer-0`; while none is built in, the MSE-trained family).
+    /// 0: `observer-0` if built in, else the `ms-ssim` family — the observer loss at alpha 0 *is*
+    /// the MS-SSIM loss — else the MSE-trained family).
     ///
     /// # Errors
     /// [`Error::NoSuchModel`] for another name or a family not built in.
     pub fn builtin_observer_family(observer: &str) -> Result<Vec<Self>, Error> {
         match observer {
-            "human" => Self::builtin_family("observer-0").or_else(|_| Self::builtin_family("mse")),
+            "human" => Self::builtin_family("observer-0")
+                .or_else(|_| Self::builtin_family("ms-ssim"))
+                .or_else(|_| Self::builtin_family("mse")),
             "machine" => Self::builtin_family("observer-1"),
             alpha => match alpha.parse::<f64>() {
                 Ok(a) if (0.0..=1.0).contains(&a) => Self::builtin_family(&format!("observer-{a}")),

@@ -50,7 +50,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Kind, Tensor};
 
 use crate::msssim::ms_ssim;
-use crate::observer::{self, Classifier, FeatureLayer, DEFAULT_FEATURE_LAYERS};
+use crate::observer::{self, Classifier, FeatureLayer, Observer, DEFAULT_FEATURE_LAYERS};
 use crate::ModelError;
 
 /// The distortion term of the training loss.
@@ -365,12 +365,12 @@ pub struct DistortionTerms {
 }
 
 /// Computes a [`Distortion`]: built once per training run, it owns the frozen observer
-/// classifier when the distortion needs one.
+/// classifier when the distortion needs one (the built-in [`Classifier`] looking at the
+/// distortion's layers, or any other [`Observer`], e.g. a user's TorchScript module).
 #[derive(Debug)]
 pub struct DistortionMeasure {
     distortion: Distortion,
-    classifier: Option<Classifier>,
-    layers: Vec<FeatureLayer>,
+    observer: Option<Box<dyn Observer>>,
 }
 
 impl DistortionMeasure {
@@ -391,7 +391,8 @@ impl DistortionMeasure {
         Self::with_classifier(distortion, classifier)
     }
 
-    /// The measure of `distortion` with an already loaded classifier (kept only if needed).
+    /// The measure of `distortion` with an already loaded built-in classifier (kept only if
+    /// needed), set to compare the distortion's layers.
     ///
     /// # Errors
     /// As [`Distortion::validate`]; [`ModelError::InvalidModel`] when the distortion needs a
@@ -400,20 +401,38 @@ impl DistortionMeasure {
         distortion: Distortion,
         classifier: Option<Classifier>,
     ) -> Result<Self, ModelError> {
-        distortion.validate()?;
-        let (classifier, layers) = match distortion {
-            Distortion::Observer(o) if distortion.needs_classifier() => {
-                let classifier = classifier.ok_or_else(|| {
-                    ModelError::InvalidModel(format!("{distortion} needs the observer classifier"))
-                })?;
-                (Some(classifier), o.layers.to_vec())
+        let observer = match (distortion, classifier) {
+            (Distortion::Observer(o), Some(mut classifier)) => {
+                classifier.set_feature_layers(&o.layers.to_vec())?;
+                Some(Box::new(classifier) as Box<dyn Observer>)
             }
-            _ => (None, Vec::new()),
+            _ => None,
+        };
+        Self::with_observer(distortion, observer)
+    }
+
+    /// The measure of `distortion` with any observer (kept only if needed). The feature term
+    /// compares what [`Observer::observe_features`] returns; the distortion's `layers` name
+    /// layers of the built-in classifier and do not apply.
+    ///
+    /// # Errors
+    /// As [`Distortion::validate`]; [`ModelError::InvalidModel`] when the distortion needs a
+    /// classifier and `observer` is `None`.
+    pub fn with_observer(
+        distortion: Distortion,
+        observer: Option<Box<dyn Observer>>,
+    ) -> Result<Self, ModelError> {
+        distortion.validate()?;
+        let observer = if distortion.needs_classifier() {
+            Some(observer.ok_or_else(|| {
+                ModelError::InvalidModel(format!("{distortion} needs the observer classifier"))
+            })?)
+        } else {
+            None
         };
         Ok(Self {
             distortion,
-            classifier,
-            layers,
+            observer,
         })
     }
 
@@ -423,8 +442,8 @@ impl DistortionMeasure {
     }
 
     /// The observer classifier, if the distortion needs one.
-    pub fn classifier(&self) -> Option<&Classifier> {
-        self.classifier.as_ref()
+    pub fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
     }
 
     /// The distortion of `x_hat` against `x` (N, 3, H, W), values nominally in [0, 1], averaged
@@ -469,10 +488,9 @@ impl DistortionMeasure {
                 } else {
                     None
                 };
-                let features = match &self.classifier {
-                    Some(c) if f_coefficient != 0.0 => Some(feature_distance(
-                        c,
-                        &self.layers,
+                let features = match &self.observer {
+                    Some(observer) if f_coefficient != 0.0 => Some(observer_feature_distance(
+                        observer.as_ref(),
                         x,
                         x_hat,
                         o.crop_and_resize,
@@ -546,6 +564,43 @@ pub fn feature_distance(
     x_hat: &Tensor,
     crop_and_resize: bool,
 ) -> Result<Tensor, ModelError> {
+    if layers.is_empty() {
+        return Err(ModelError::Shape("feature distance needs a layer".into()));
+    }
+    relative_feature_mse(
+        |images| classifier.features(images, layers),
+        x,
+        x_hat,
+        crop_and_resize,
+    )
+}
+
+/// `L_f` as [`feature_distance`], over the maps any observer compares
+/// ([`Observer::observe_features`]: its feature maps, or its logits if it returns none).
+///
+/// # Errors
+/// [`ModelError::Shape`] for shapes that differ, an observer that returns no map, or a batch
+/// the observer cannot take.
+pub fn observer_feature_distance(
+    observer: &dyn Observer,
+    x: &Tensor,
+    x_hat: &Tensor,
+    crop_and_resize: bool,
+) -> Result<Tensor, ModelError> {
+    relative_feature_mse(
+        |images| observer.observe_features(images),
+        x,
+        x_hat,
+        crop_and_resize,
+    )
+}
+
+fn relative_feature_mse(
+    features: impl Fn(&Tensor) -> Result<Vec<Tensor>, observer::ObserverError>,
+    x: &Tensor,
+    x_hat: &Tensor,
+    crop_and_resize: bool,
+) -> Result<Tensor, ModelError> {
     if x.size() != x_hat.size() {
         return Err(ModelError::Shape(format!(
             "feature distance needs two equal shapes, got {:?} and {:?}",
@@ -553,14 +608,18 @@ pub fn feature_distance(
             x_hat.size()
         )));
     }
-    if layers.is_empty() {
-        return Err(ModelError::Shape("feature distance needs a layer".into()));
-    }
     let reference = tch::no_grad(|| -> Result<Vec<Tensor>, ModelError> {
-        Ok(classifier.features(&observer_input(x, crop_and_resize)?, layers)?)
+        Ok(features(&observer_input(x, crop_and_resize)?)?)
     })?;
     let clamped = x_hat + (x_hat.clamp(0.0, 1.0) - x_hat).detach();
-    let observed = classifier.features(&observer_input(&clamped, crop_and_resize)?, layers)?;
+    let observed = features(&observer_input(&clamped, crop_and_resize)?)?;
+    if reference.is_empty() || reference.len() != observed.len() {
+        return Err(ModelError::Shape(format!(
+            "the observer returned {} and {} feature maps",
+            reference.len(),
+            observed.len()
+        )));
+    }
     let per_layer: Vec<Tensor> = reference
         .iter()
         .zip(&observed)

@@ -41,6 +41,10 @@ pub struct TrainingSummary {
     pub dataset: String,
     /// Model this one was initialised from, if any.
     pub initialised_from: Option<String>,
+    /// The observer classifier of an observer distortion, when it is not the built-in one
+    /// (e.g. `torchscript:inception_resnet_v2.pt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observer: Option<String>,
 }
 
 /// Description of a model, stored in its file.

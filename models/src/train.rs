@@ -2,8 +2,9 @@
 //! checkpoints, resumption, periodic validation by actual coding, and a CSV log.
 //!
 //! The distortion is computed by a [`DistortionMeasure`] built once per run; for the observer
-//! distortion it loads the frozen classifier once, from [`TrainConfig::observer_weights`] or
-//! [`observer::default_weights_path`].
+//! distortion it loads the frozen classifier once: a user's TorchScript module
+//! ([`TrainConfig::observer_torchscript`]), else the built-in classifier from
+//! [`TrainConfig::observer_weights`] or [`observer::default_weights_path`].
 
 use std::fs::{self, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -53,6 +54,10 @@ pub struct TrainConfig {
     /// [`observer::default_weights_path`].
     #[serde(default)]
     pub observer_weights: Option<PathBuf>,
+    /// A user's TorchScript observer (contract: [`observer::TorchScriptObserver`]) used instead
+    /// of the built-in classifier; its feature maps (or, without any, its logits) are compared.
+    #[serde(default)]
+    pub observer_torchscript: Option<PathBuf>,
     /// Rate-distortion trade-off.
     pub lambda: f64,
     /// Total optimiser steps.
@@ -100,6 +105,7 @@ impl TrainConfig {
             network: HyperpriorConfig::default(),
             distortion: Distortion::Mse,
             observer_weights: None,
+            observer_torchscript: None,
             lambda: 0.0067,
             steps: 10_000,
             time_budget_seconds: None,
@@ -212,13 +218,19 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         )));
     }
     // Before anything is written or loaded: bad parameters and missing weights fail fast.
-    let measure = DistortionMeasure::new(
-        config.distortion,
-        &config
-            .observer_weights
-            .clone()
-            .unwrap_or_else(observer::default_weights_path),
-    )?;
+    let measure = match &config.observer_torchscript {
+        Some(path) if config.distortion.needs_classifier() => DistortionMeasure::with_observer(
+            config.distortion,
+            Some(Box::new(observer::TorchScriptObserver::load(path)?)),
+        )?,
+        _ => DistortionMeasure::new(
+            config.distortion,
+            &config
+                .observer_weights
+                .clone()
+                .unwrap_or_else(observer::default_weights_path),
+        )?,
+    };
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |e| ModelError::Io(path, e)
@@ -404,6 +416,11 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
             learning_rate: config.learning_rate,
             dataset: config.data.display().to_string(),
             initialised_from: config.init_from.as_ref().map(|p| p.display().to_string()),
+            observer: config
+                .observer_torchscript
+                .as_ref()
+                .filter(|_| config.distortion.needs_classifier())
+                .map(|p| format!("torchscript:{}", p.display())),
         },
     };
     network.set_precision(ComputePrecision::F32);

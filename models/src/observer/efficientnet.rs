@@ -663,6 +663,15 @@ impl Observer for Classifier {
         Ok(Observation { logits, features })
     }
 
+    fn observe_logits(&self, preprocessed: &Tensor) -> Result<Tensor, ObserverError> {
+        self.logits(preprocessed)
+    }
+
+    /// Only up to the deepest of [`Classifier::feature_layers`]: no logits are computed.
+    fn observe_features(&self, preprocessed: &Tensor) -> Result<Vec<Tensor>, ObserverError> {
+        self.features(preprocessed, &self.feature_layers)
+    }
+
     fn name(&self) -> String {
         "efficientnet-lite0".into()
     }

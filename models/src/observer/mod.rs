@@ -125,13 +125,36 @@ pub struct Observation {
 ///
 /// Input: a batch made by [`preprocess`] (N, 3, 224, 224). Outputs are differentiable with
 /// respect to the input; the observer's own parameters are frozen.
-pub trait Observer {
+pub trait Observer: std::fmt::Debug {
     /// Logits and feature maps of a preprocessed batch.
     ///
     /// # Errors
     /// [`ObserverError::Input`] for a batch the observer cannot take, [`ObserverError::Torch`]
     /// when the underlying module fails.
     fn observe(&self, preprocessed: &Tensor) -> Result<Observation, ObserverError>;
+
+    /// The logits alone (what a benchmark needs); an observer may skip work the features need.
+    ///
+    /// # Errors
+    /// As [`Observer::observe`].
+    fn observe_logits(&self, preprocessed: &Tensor) -> Result<Tensor, ObserverError> {
+        Ok(self.observe(preprocessed)?.logits)
+    }
+
+    /// The maps the feature loss compares (what training needs): the feature maps, or, for an
+    /// observer that returns none, its logits as the one map compared — the loss then keeps
+    /// the classifier's decision intact rather than its internal representation.
+    ///
+    /// # Errors
+    /// As [`Observer::observe`].
+    fn observe_features(&self, preprocessed: &Tensor) -> Result<Vec<Tensor>, ObserverError> {
+        let observation = self.observe(preprocessed)?;
+        if observation.features.is_empty() {
+            Ok(vec![observation.logits])
+        } else {
+            Ok(observation.features)
+        }
+    }
 
     /// A short name for logs and reports.
     fn name(&self) -> String;
@@ -440,6 +463,23 @@ pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<Vec<(usize, f32)>>, Observ
         .zip(indices.chunks(k as usize))
         .map(|(v, i)| i.iter().zip(v).map(|(&i, &p)| (i as usize, p)).collect())
         .collect())
+}
+
+/// The observer a user chose: the TorchScript module at `torchscript` if given, else the
+/// built-in classifier with the weights at `weights` (default [`default_weights_path`]).
+///
+/// # Errors
+/// As [`TorchScriptObserver::load`] or [`Classifier::load`].
+pub fn load_observer(
+    torchscript: Option<&Path>,
+    weights: Option<&Path>,
+) -> Result<Box<dyn Observer>, ObserverError> {
+    Ok(match torchscript {
+        Some(path) => Box::new(TorchScriptObserver::load(path)?),
+        None => Box::new(Classifier::load(
+            &weights.map_or_else(default_weights_path, Path::to_path_buf),
+        )?),
+    })
 }
 
 /// A user's observer: a TorchScript module (`torch.jit.save`) that takes the preprocessed

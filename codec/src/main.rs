@@ -1,6 +1,6 @@
 //! The `ocular` command-line tool: parses arguments, calls the `ocular` library, prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -68,21 +68,26 @@ struct ModelChoice {
 
 impl ModelChoice {
     fn load(&self) -> Result<Model> {
-        Ok(match &self.model {
-            Some(path) if path.exists() => Model::load(path)?,
-            Some(path) => {
-                let name = path.to_string_lossy();
-                if !Model::builtin_names().any(|builtin| builtin == name) {
-                    bail!(
-                        "--model {name}: no such file, nor a built-in model (built in: {})",
-                        Model::builtin_names().collect::<Vec<_>>().join(", ")
-                    );
-                }
-                Model::builtin(&name)?
-            }
-            None => Model::builtin_quality(self.quality)?,
-        })
+        match &self.model {
+            Some(spec) => model_file_or_builtin(spec),
+            None => Ok(Model::builtin_quality(self.quality)?),
+        }
     }
+}
+
+/// The model a `--model` argument names: a file if one is there, else a built-in model.
+fn model_file_or_builtin(spec: &Path) -> Result<Model> {
+    if spec.exists() {
+        return Ok(Model::load(spec)?);
+    }
+    let name = spec.to_string_lossy();
+    if !Model::builtin_names().any(|builtin| builtin == name) {
+        bail!(
+            "--model {name}: no such file, nor a built-in model (built in: {})",
+            Model::builtin_names().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(Model::builtin(&name)?)
 }
 
 #[derive(Args)]
@@ -147,7 +152,7 @@ struct EvalArgs {
     /// Built-in models by quality, e.g. 1,2,3 (default: every built-in model)
     #[arg(short, long, value_delimiter = ',')]
     quality: Vec<u8>,
-    /// Model files to evaluate as well (repeatable)
+    /// Models to evaluate as well: built-in names (e.g. msssim-q2) or model files (repeatable)
     #[arg(long)]
     model: Vec<PathBuf>,
     /// Baselines coded at matched bpp
@@ -198,7 +203,7 @@ impl ReportOutputs {
         table: String,
         csv: impl FnOnce() -> String,
         json: impl FnOnce() -> String,
-        plot: impl FnOnce(&std::path::Path) -> Result<()>,
+        plot: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
         println!("{table}");
         let write = |path: &PathBuf, text: String| {
@@ -500,14 +505,14 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_ocu(path: &std::path::Path) -> Result<(Vec<u8>, Bitstream)> {
+fn read_ocu(path: &Path) -> Result<(Vec<u8>, Bitstream)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let bitstream = Bitstream::parse(&bytes, &Limits::default())
         .with_context(|| format!("{} is not a valid .ocu file", path.display()))?;
     Ok((bytes, bitstream))
 }
 
-fn model_for(bitstream: &Bitstream, path: Option<&std::path::Path>) -> Result<Model> {
+fn model_for(bitstream: &Bitstream, path: Option<&Path>) -> Result<Model> {
     Ok(match path {
         Some(path) => Model::load(path)?,
         None => Model::builtin_for(
@@ -644,8 +649,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     for &quality in &args.quality {
         models.push(EvalModel::new(Model::builtin_quality(quality)?));
     }
-    for path in &args.model {
-        models.push(EvalModel::new(Model::load(path)?));
+    for spec in &args.model {
+        models.push(EvalModel::new(model_file_or_builtin(spec)?));
     }
     if args.quality.is_empty() && args.model.is_empty() {
         for name in Model::builtin_names() {

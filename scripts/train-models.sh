@@ -27,9 +27,9 @@ plan=(
   "mse-q4|mse-q3|mse|0.0130|4|20|128"
   # MS-SSIM is also the human observer: alpha 0 with w_ms = 1 is exactly this loss.
   "msssim-q2|mse-q2|ms-ssim|4.58|2|25|192"
+  "msssim-q1|msssim-q2|ms-ssim|2.40|1|25|192"
   "mse-q1|mse-q2|mse|0.0009|1|25|128"
   "mse-q5|mse-q4|mse|0.0350|5|25|128"
-  "msssim-q1|msssim-q2|ms-ssim|2.40|1|25|192"
   "msssim-q3|mse-q3|ms-ssim|8.73|3|25|192"
   "machine-q2|mse-q2|observer:1|13|2|15|128"
   "machine-q1|machine-q2|observer:1|7|1|30|128"

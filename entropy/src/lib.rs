@@ -11,7 +11,10 @@
 //! - [`scale_table`], [`scale_index`], [`gaussian_tables`]: the 64 log-spaced Gaussian scales,
 //!   the one mapping from a predicted scale to a table index, and the tables themselves;
 //! - [`CodingTables`], [`encode`], [`decode`]: constriction's range coder with one table per
-//!   symbol, lossless for every `i32`, and robust against corrupt input.
+//!   symbol, lossless for every `i32`, and robust against corrupt input;
+//! - [`HyperSynthesis`]: the hyperprior's `z -> (mean, table index)` network evaluated in a
+//!   fixed order of `f32` operations, so encoder and decoder agree on every index on every
+//!   machine and thread count.
 //!
 //! # Example
 //!
@@ -36,10 +39,12 @@
 mod coder;
 mod escape;
 mod gaussian;
+mod hyper;
 mod table;
 
 pub use coder::{decode, encode, CodingTables, DecodeError, EncodeError, MAX_TABLES};
 pub use gaussian::{
     gaussian_tables, scale_index, scale_table, GAUSSIAN_TAIL_MASS, NUM_SCALES, SCALE_MAX, SCALE_MIN,
 };
+pub use hyper::{ConvKind, ConvLayer, ConvShape, HyperError, HyperSynthesis, YParameters};
 pub use table::{CdfTable, TableError, MAX_TABLE_LEN, PRECISION};

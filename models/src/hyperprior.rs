@@ -309,12 +309,12 @@ impl MeanScaleHyperprior {
             let y_shape = shape3(&y);
             let z_shape = shape3(&z);
             let medians = self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
-            let z_symbols = (&z - &medians).round();
+            let z_symbols = tensor_to_symbols(&(&z - &medians).round())?;
             let z_stream =
-                encode_tensor(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
-            let (means, scales) = self.y_parameters(&z_symbols, y_shape);
-            let y_symbols = (&y - &means).round();
-            let y_stream = encode_tensor(&y_symbols, &scale_indices(&scales)?, &tables.y_coders)?;
+                ocular_entropy::encode(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
+            let (means, y_indices) = self.y_parameters(&z_symbols, z_shape, y_shape)?;
+            let y_symbols = tensor_to_symbols(&(&y - &means).round())?;
+            let y_stream = ocular_entropy::encode(&y_symbols, &y_indices, &tables.y_coders)?;
             Ok(CompressedLatents {
                 z_stream,
                 y_stream,
@@ -336,7 +336,6 @@ impl MeanScaleHyperprior {
         tables: &ModelTables,
     ) -> Result<Tensor, ModelError> {
         let [y_channels, y_height, y_width] = latents.y_shape;
-        let [z_channels, z_height, z_width] = latents.z_shape;
         let expected_z = [self.config.n, ceil_div(y_height, 4), ceil_div(y_width, 4)];
         if y_channels != self.config.m
             || latents.z_shape != expected_z
@@ -350,21 +349,51 @@ impl MeanScaleHyperprior {
         }
         tch::no_grad(|| {
             let z_indices = z_channel_indices(latents.z_shape);
-            let z_values = ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
-            let z_symbols = symbols_to_tensor(&z_values, [1, z_channels, z_height, z_width]);
-            let (means, scales) = self.y_parameters(&z_symbols, latents.y_shape);
-            let y_indices = scale_indices(&scales)?;
+            let z_symbols =
+                ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
+            let (means, y_indices) =
+                self.y_parameters(&z_symbols, latents.z_shape, latents.y_shape)?;
             let y_values = ocular_entropy::decode(&latents.y_stream, &y_indices, &tables.y_coders)?;
             let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width]) + means;
             Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
         })
     }
 
-    /// Means and scales of `y` from the integer symbols of `z`. The encoder and the decoder both
-    /// go through here, so they compute the same tables from the same `z_hat`.
-    fn y_parameters(&self, z_symbols: &Tensor, y_shape: [i64; 3]) -> (Tensor, Tensor) {
-        let z_hat = z_symbols + self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
-        self.hyper_synthesis(&z_hat, y_shape[1], y_shape[2])
+    /// Means (1, M, h, w) and table indices of `y` from the integer symbols of `z`, by the
+    /// reproducible hyper-synthesis ([`ocular_entropy::HyperSynthesis`]: the same weights as
+    /// [`Self::forward`]'s, evaluated in a fixed order of `f32` operations). The encoder and the
+    /// decoder both go through here, so every machine and thread count derives the same
+    /// indices and means from the same symbols.
+    fn y_parameters(
+        &self,
+        z_symbols: &[i32],
+        [_, z_height, z_width]: [i64; 3],
+        [y_channels, y_height, y_width]: [i64; 3],
+    ) -> Result<(Tensor, Vec<u16>), ModelError> {
+        let medians = Vec::<f32>::try_from(
+            self.entropy_bottleneck
+                .medians()
+                .detach()
+                .to_kind(Kind::Float)
+                .flatten(0, -1),
+        )?;
+        let layers = vec![
+            self.h_s[0].coding_layer(true)?,
+            self.h_s[1].coding_layer(true)?,
+            self.h_s[2].coding_layer(false)?,
+        ];
+        let hyper = ocular_entropy::HyperSynthesis::new(medians, layers)
+            .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
+        let side = |v: i64| usize::try_from(v).unwrap_or(0);
+        let parameters = hyper
+            .y_parameters(
+                z_symbols,
+                [side(z_height), side(z_width)],
+                [side(y_height), side(y_width)],
+            )
+            .map_err(|e| ModelError::Shape(e.to_string()))?;
+        let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
+        Ok((means, parameters.scale_indices))
     }
 }
 
@@ -385,25 +414,11 @@ fn z_channel_indices([channels, height, width]: [i64; 3]) -> Vec<u16> {
         .collect()
 }
 
-/// Table index of every element of `y`, from its predicted scale through the one mapping
-/// [`ocular_entropy::scale_index`].
-fn scale_indices(scales: &Tensor) -> Result<Vec<u16>, ModelError> {
-    let scales = Vec::<f32>::try_from(scales.to_kind(Kind::Float).flatten(0, -1))?;
-    Ok(scales
-        .into_iter()
-        .map(|s| u16::from(ocular_entropy::scale_index(s)))
-        .collect())
-}
-
-fn encode_tensor(
-    symbols: &Tensor,
-    indices: &[u16],
-    coders: &CodingTables,
-) -> Result<Vec<u8>, ModelError> {
+/// The rounded values of `symbols` as integers, in `(channel, row, column)` order.
+fn tensor_to_symbols(symbols: &Tensor) -> Result<Vec<i32>, ModelError> {
     // Latents of a sane network stay far inside i32; saturate rather than wrap if one does not.
     let values = Vec::<f32>::try_from(symbols.flatten(0, -1))?;
-    let values: Vec<i32> = values.into_iter().map(|v| v as i32).collect();
-    Ok(ocular_entropy::encode(&values, indices, coders)?)
+    Ok(values.into_iter().map(|v| v as i32).collect())
 }
 
 fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
@@ -411,4 +426,61 @@ fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
     Tensor::from_slice(&floats)
         .view(shape)
         .to_device(Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The coder's reproducible hyper-synthesis computes what the training network computes,
+    /// up to float rounding: the same means, the same table for (nearly) every element.
+    #[test]
+    fn reproducible_hyper_synthesis_agrees_with_libtorch() {
+        tch::manual_seed(3);
+        let variables = nn::VarStore::new(Device::Cpu);
+        let network = MeanScaleHyperprior::new(&variables.root(), HyperpriorConfig::default());
+        // Larger weights than at initialisation, so the scales spread over many tables.
+        tch::no_grad(|| {
+            for (name, mut v) in variables.variables() {
+                if name.starts_with("h_s.") && name.ends_with("weight") {
+                    let _ = v.g_mul_scalar_(8.0);
+                }
+            }
+        });
+        let (n, m) = (network.config.n, network.config.m);
+        let z_shape = [n, 3, 5];
+        let z_symbols: Vec<i32> = (0..n * 15).map(|i| ((i * 7919) % 11) as i32 - 5).collect();
+        let y_shape = [m, 11, 18];
+        let (means, indices) = network
+            .y_parameters(&z_symbols, z_shape, y_shape)
+            .expect("parameters");
+        let z_hat = symbols_to_tensor(&z_symbols, [1, n, 3, 5])
+            + network.entropy_bottleneck.medians().view([1, -1, 1, 1]);
+        let (torch_means, torch_scales) =
+            tch::no_grad(|| network.hyper_synthesis(&z_hat, y_shape[1], y_shape[2]));
+        let difference = (&means - &torch_means).abs().max().double_value(&[]);
+        let magnitude = torch_means.abs().max().double_value(&[]);
+        assert!(
+            difference <= 1e-5 * magnitude.max(1.0),
+            "{difference} of {magnitude}"
+        );
+        let torch_indices: Vec<u16> = Vec::<f32>::try_from(torch_scales.flatten(0, -1))
+            .expect("scales")
+            .into_iter()
+            .map(|s| u16::from(ocular_entropy::scale_index(s)))
+            .collect();
+        assert_eq!(indices.len(), torch_indices.len());
+        let distinct: std::collections::BTreeSet<_> = indices.iter().collect();
+        assert!(distinct.len() > 10, "{} distinct tables", distinct.len());
+        let differing = indices
+            .iter()
+            .zip(&torch_indices)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(
+            differing * 1000 <= indices.len(),
+            "{differing} of {}",
+            indices.len()
+        );
+    }
 }

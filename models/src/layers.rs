@@ -5,6 +5,7 @@
 
 use std::borrow::Borrow;
 
+use crate::ModelError;
 use tch::{nn, Kind, Tensor};
 
 /// Numeric type the convolutions compute in.
@@ -95,6 +96,51 @@ impl Conv {
                 self.apply(&x, &weight, &bias).to_kind(Kind::Float)
             }
         }
+    }
+
+    /// The layer as the coder's reproducible hyper-synthesis runs it (f32 weights), with a
+    /// ReLU after it if `relu`.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] for a layer the reproducible path does not support (padding
+    /// other than `kernel / 2`, non-square or even kernels).
+    pub fn coding_layer(&self, relu: bool) -> Result<ocular_entropy::ConvLayer, ModelError> {
+        let invalid = |m: String| ModelError::InvalidModel(format!("hyper-synthesis layer: {m}"));
+        let size = self.weight.size();
+        let [a, b, k, k2] = size[..] else {
+            return Err(invalid(format!("weight of shape {size:?}")));
+        };
+        if k != k2 || self.padding != k / 2 {
+            return Err(invalid(format!(
+                "weight of shape {size:?} with padding {}",
+                self.padding
+            )));
+        }
+        let (in_channels, out_channels) = if self.transposed { (a, b) } else { (b, a) };
+        let to_usize = |v: i64| usize::try_from(v).map_err(|_| invalid(format!("size {v}")));
+        let shape = ocular_entropy::ConvShape {
+            kind: if self.transposed {
+                ocular_entropy::ConvKind::Transposed
+            } else {
+                ocular_entropy::ConvKind::Regular
+            },
+            in_channels: to_usize(in_channels)?,
+            out_channels: to_usize(out_channels)?,
+            kernel: to_usize(k)?,
+            stride: to_usize(self.stride)?,
+            relu,
+        };
+        let values = |t: &Tensor| -> Result<Vec<f32>, ModelError> {
+            Ok(Vec::<f32>::try_from(
+                t.detach().to_kind(Kind::Float).contiguous().flatten(0, -1),
+            )?)
+        };
+        ocular_entropy::ConvLayer::from_torch_layout(
+            shape,
+            &values(&self.weight)?,
+            &values(&self.bias)?,
+        )
+        .map_err(|e| invalid(e.to_string()))
     }
 
     fn apply(&self, x: &Tensor, weight: &Tensor, bias: impl Borrow<Tensor>) -> Tensor {

@@ -1,0 +1,545 @@
+//! The hyper-synthesis as the coder runs it: from the integer symbols of `z` to the mean and
+//! the table index of every element of `y`, in plain `f32` arithmetic whose every operation
+//! happens in one fixed order.
+//!
+//! # Why not the training network
+//!
+//! The encoder and the decoder must derive *bit-identical* table indices from `z`, or the range
+//! decoder desynchronises. A libtorch convolution does not promise that: its summation order
+//! depends on the kernel it picks, the CPU's vector width and the thread count (measured: a
+//! Kodak image encoded with two threads failed to decode with one). Ballé, Johnston and Minnen
+//! ("Integer networks for data compression with latent-variable models", ICLR 2019) cure this
+//! with integer networks; ocular keeps the trained float weights and instead fixes the order of
+//! evaluation, which IEEE 754 then makes reproducible:
+//!
+//! * every product and every sum is one correctly rounded `f32` operation — Rust never fuses a
+//!   multiply and an add, nor reassociates floating point, at any optimisation level;
+//! * each output value is accumulated by one loop in a fixed order (bias, then kernel rows,
+//!   kernel columns, input channels), never split across threads;
+//! * the vectorisable inner loop runs over *output channels*, independent accumulators, so
+//!   SIMD changes how many are updated at once, never the order of any one of them.
+//!
+//! The result equals libtorch's up to rounding (about 1e-6 relative), so a model trained with
+//! libtorch codes at the rate its likelihoods predict, while every machine, thread count and
+//! build agrees on every bit.
+//!
+//! # Shapes and layouts
+//!
+//! Layers take and return feature maps stored height-major, channels last (`HWC`). Weights
+//! come in PyTorch's layouts — `(out, in, k, k)` for a convolution, `(in, out, k, k)` for a
+//! transposed one — and are stored as `[ky][kx][in][out]` so the inner loop reads contiguous
+//! memory. Padding is `k / 2` on every side; a transposed layer adds `stride - 1` rows and
+//! columns of output padding, so it multiplies each side by its stride exactly.
+
+use thiserror::Error;
+
+use crate::gaussian::scale_index;
+
+/// Whether a layer is a plain or a transposed convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    /// `out[y, x] = sum in[y * s + ky - p, x * s + kx - p] * w[ky, kx]`.
+    Regular,
+    /// The adjoint: `in[y, x]` adds `w[ky, kx]` times itself into `out[y * s + ky - p, x * s + kx - p]`.
+    Transposed,
+}
+
+/// Shapes or values the hyper-synthesis cannot work with.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum HyperError {
+    /// Weights, biases or inputs whose sizes do not fit the declared shapes.
+    #[error("hyper-synthesis: {0}")]
+    Shape(String),
+}
+
+/// The geometry of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Plain or transposed.
+    pub kind: ConvKind,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Side of the square kernel (odd).
+    pub kernel: usize,
+    /// Stride (up-sampling factor of a transposed layer).
+    pub stride: usize,
+    /// Whether a ReLU follows.
+    pub relu: bool,
+}
+
+/// One convolution layer with an optional ReLU after it.
+#[derive(Clone, Debug)]
+pub struct ConvLayer {
+    shape: ConvShape,
+    /// `[ky][kx][in][out]`.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl ConvLayer {
+    /// A layer from weights in PyTorch's layout (`(out, in, k, k)` for [`ConvKind::Regular`],
+    /// `(in, out, k, k)` for [`ConvKind::Transposed`]) and one bias per output channel.
+    ///
+    /// # Errors
+    /// [`HyperError::Shape`] when a size is zero, the kernel is even, or the weight and bias
+    /// lengths do not match the channels and kernel.
+    pub fn from_torch_layout(
+        shape: ConvShape,
+        weights: &[f32],
+        bias: &[f32],
+    ) -> Result<Self, HyperError> {
+        let ConvShape {
+            kind,
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            ..
+        } = shape;
+        if in_channels == 0 || out_channels == 0 || stride == 0 || kernel % 2 == 0 {
+            return Err(HyperError::Shape(format!(
+                "unsupported layer: {in_channels} -> {out_channels} channels, kernel {kernel}, stride {stride}"
+            )));
+        }
+        let taps = kernel * kernel;
+        if weights.len() != in_channels * out_channels * taps || bias.len() != out_channels {
+            return Err(HyperError::Shape(format!(
+                "{} weights and {} biases for {in_channels} -> {out_channels} channels, kernel {kernel}",
+                weights.len(),
+                bias.len()
+            )));
+        }
+        let mut reordered = vec![0.0f32; weights.len()];
+        for o in 0..out_channels {
+            for i in 0..in_channels {
+                let source = match kind {
+                    ConvKind::Regular => (o * in_channels + i) * taps,
+                    ConvKind::Transposed => (i * out_channels + o) * taps,
+                };
+                for tap in 0..taps {
+                    reordered[(tap * in_channels + i) * out_channels + o] = weights[source + tap];
+                }
+            }
+        }
+        Ok(Self {
+            shape,
+            weights: reordered,
+            bias: bias.to_vec(),
+        })
+    }
+
+    /// Output height and width for an input of `height` x `width`.
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let stride = self.shape.stride;
+        let side = |n: usize| match self.shape.kind {
+            // (n + 2p - k) / s + 1 with p = k / 2 and k odd.
+            ConvKind::Regular => n.saturating_sub(1) / stride + 1,
+            // (n - 1) s - 2p + k + (s - 1) with p = k / 2 and k odd.
+            ConvKind::Transposed => n * stride,
+        };
+        (side(height), side(width))
+    }
+
+    /// Applies the layer to an `HWC` map of `height` x `width` x `in_channels`.
+    fn forward(&self, input: &[f32], height: usize, width: usize) -> Vec<f32> {
+        let (out_height, out_width) = self.output_size(height, width);
+        let ConvShape {
+            kind,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride,
+            relu,
+        } = self.shape;
+        let padding = k / 2;
+        let mut output = vec![0.0f32; out_height * out_width * cout];
+        // Input index of kernel tap `t` for output index `o`, if there is one.
+        let source = |o: usize, t: usize, n: usize| -> Option<usize> {
+            match kind {
+                ConvKind::Regular => (o * stride + t).checked_sub(padding).filter(|&i| i < n),
+                ConvKind::Transposed => (o + padding)
+                    .checked_sub(t)
+                    .filter(|d| d % stride == 0)
+                    .map(|d| d / stride)
+                    .filter(|&i| i < n),
+            }
+        };
+        for oy in 0..out_height {
+            for ox in 0..out_width {
+                let start = (oy * out_width + ox) * cout;
+                let acc = &mut output[start..start + cout];
+                acc.copy_from_slice(&self.bias);
+                for ky in 0..k {
+                    let Some(iy) = source(oy, ky, height) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let Some(ix) = source(ox, kx, width) else {
+                            continue;
+                        };
+                        let pixel = &input[(iy * width + ix) * cin..][..cin];
+                        let tap = &self.weights[(ky * k + kx) * cin * cout..][..cin * cout];
+                        for (&value, row) in pixel.iter().zip(tap.chunks_exact(cout)) {
+                            // Adding `0 * w` changes no accumulator (ReLU makes zeros common).
+                            if value == 0.0 {
+                                continue;
+                            }
+                            for (a, &w) in acc.iter_mut().zip(row) {
+                                *a += value * w;
+                            }
+                        }
+                    }
+                }
+                if relu {
+                    for a in acc.iter_mut() {
+                        *a = a.max(0.0);
+                    }
+                }
+            }
+        }
+        output
+    }
+}
+
+/// Means and table indices of every element of `y`, in `(channel, row, column)` order (the
+/// order in which `y` is coded).
+#[derive(Clone, Debug, PartialEq)]
+pub struct YParameters {
+    /// The predicted mean of each element.
+    pub means: Vec<f32>,
+    /// [`scale_index`] of each element's predicted scale.
+    pub scale_indices: Vec<u16>,
+}
+
+/// The hyper-synthesis `h_s` of a mean-scale hyperprior, evaluated reproducibly (module docs).
+///
+/// Invariant: the layers chain (each one's input channels are the previous one's outputs), the
+/// first takes the channels of `z`, the last returns `2 M` channels: `M` scales, then `M`
+/// means.
+#[derive(Clone, Debug)]
+pub struct HyperSynthesis {
+    z_medians: Vec<f32>,
+    layers: Vec<ConvLayer>,
+    y_channels: usize,
+}
+
+impl HyperSynthesis {
+    /// Chains `layers` after adding `z_medians` (one per channel of `z`) to the symbols.
+    ///
+    /// # Errors
+    /// [`HyperError::Shape`] if there is no layer, the channels do not chain, or the last layer's
+    /// output channels are odd.
+    pub fn new(z_medians: Vec<f32>, layers: Vec<ConvLayer>) -> Result<Self, HyperError> {
+        let (Some(first), Some(last)) = (layers.first(), layers.last()) else {
+            return Err(HyperError::Shape("no layer".into()));
+        };
+        if first.shape.in_channels != z_medians.len() || last.shape.out_channels % 2 != 0 {
+            return Err(HyperError::Shape(format!(
+                "{} medians for a first layer of {} channels, last layer of {} channels",
+                z_medians.len(),
+                first.shape.in_channels,
+                last.shape.out_channels
+            )));
+        }
+        if let Some(pair) = layers
+            .windows(2)
+            .find(|pair| pair[0].shape.out_channels != pair[1].shape.in_channels)
+        {
+            return Err(HyperError::Shape(format!(
+                "a layer of {} output channels feeds one of {} input channels",
+                pair[0].shape.out_channels, pair[1].shape.in_channels
+            )));
+        }
+        let y_channels = last.shape.out_channels / 2;
+        Ok(Self {
+            z_medians,
+            layers,
+            y_channels,
+        })
+    }
+
+    /// Channels of `y` (`M`).
+    pub fn y_channels(&self) -> usize {
+        self.y_channels
+    }
+
+    /// Channels of `z`.
+    pub fn z_channels(&self) -> usize {
+        self.z_medians.len()
+    }
+
+    /// The height and width the layers turn a `z` of `z_height` x `z_width` into.
+    pub fn output_size(&self, z_height: usize, z_width: usize) -> (usize, usize) {
+        self.layers
+            .iter()
+            .fold((z_height, z_width), |(h, w), layer| layer.output_size(h, w))
+    }
+
+    /// Means and table indices of `y` (`y_height` x `y_width`, the top-left of the output) from
+    /// the symbols of `z` in `(channel, row, column)` order: `z_hat = symbol + median`, then
+    /// the layers, then `scale_index` of each scale.
+    ///
+    /// # Errors
+    /// [`HyperError::Shape`] if `z_symbols` is not `z_channels * z_height * z_width` long or
+    /// `y` is not inside the output.
+    pub fn y_parameters(
+        &self,
+        z_symbols: &[i32],
+        [z_height, z_width]: [usize; 2],
+        [y_height, y_width]: [usize; 2],
+    ) -> Result<YParameters, HyperError> {
+        let channels = self.z_channels();
+        let (out_height, out_width) = self.output_size(z_height, z_width);
+        if z_symbols.len() != channels * z_height * z_width
+            || z_height == 0
+            || z_width == 0
+            || y_height == 0
+            || y_width == 0
+            || y_height > out_height
+            || y_width > out_width
+        {
+            return Err(HyperError::Shape(format!(
+                "{} symbols for z {channels}x{z_height}x{z_width} and y {y_height}x{y_width}",
+                z_symbols.len()
+            )));
+        }
+        // CHW symbols to HWC values.
+        let plane = z_height * z_width;
+        let mut map = vec![0.0f32; z_symbols.len()];
+        for (c, median) in self.z_medians.iter().enumerate() {
+            for (p, &symbol) in z_symbols[c * plane..(c + 1) * plane].iter().enumerate() {
+                // Exact: symbols of a sane model are far below 2^24.
+                map[p * channels + c] = symbol as f32 + median;
+            }
+        }
+        let (mut height, mut width) = (z_height, z_width);
+        for layer in &self.layers {
+            map = layer.forward(&map, height, width);
+            (height, width) = layer.output_size(height, width);
+        }
+        // HWC (2M channels: scales, then means) to CHW of the y crop.
+        let m = self.y_channels;
+        let count = m * y_height * y_width;
+        let mut means = vec![0.0f32; count];
+        let mut scale_indices = vec![0u16; count];
+        for c in 0..m {
+            for y in 0..y_height {
+                for x in 0..y_width {
+                    let pixel = (y * width + x) * 2 * m;
+                    let at = (c * y_height + y) * y_width + x;
+                    scale_indices[at] = u16::from(scale_index(map[pixel + c]));
+                    means[at] = map[pixel + m + c];
+                }
+            }
+        }
+        Ok(YParameters {
+            means,
+            scale_indices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct evaluation of the definitions (no reordering, no skipping, f64) for comparison.
+    fn reference(
+        shape: ConvShape,
+        w: &[f32],
+        b: &[f32],
+        input: &[f32],
+        (h, wd): (usize, usize),
+    ) -> Vec<f32> {
+        let ConvShape {
+            kind,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride: s,
+            ..
+        } = shape;
+        let p = k / 2;
+        let (oh, ow) = match kind {
+            ConvKind::Regular => ((h - 1) / s + 1, (wd - 1) / s + 1),
+            ConvKind::Transposed => (h * s, wd * s),
+        };
+        let mut out = vec![0.0f64; oh * ow * cout];
+        for (o, v) in out.iter_mut().enumerate() {
+            *v = f64::from(b[o % cout]);
+        }
+        for iy in 0..h {
+            for ix in 0..wd {
+                for i in 0..cin {
+                    for o in 0..cout {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let x = f64::from(input[(iy * wd + ix) * cin + i]);
+                                match kind {
+                                    ConvKind::Transposed => {
+                                        let wv = f64::from(w[((i * cout + o) * k + ky) * k + kx]);
+                                        let (oy, ox) = (iy * s + ky, ix * s + kx);
+                                        if oy >= p && ox >= p && oy - p < oh && ox - p < ow {
+                                            out[((oy - p) * ow + ox - p) * cout + o] += x * wv;
+                                        }
+                                    }
+                                    ConvKind::Regular => {
+                                        let wv = f64::from(w[((o * cin + i) * k + ky) * k + kx]);
+                                        // out[oy] takes in[oy * s + ky - p]
+                                        let (ty, tx) = (iy + p, ix + p);
+                                        if ty >= ky && tx >= kx {
+                                            let (ny, nx) = (ty - ky, tx - kx);
+                                            if ny % s == 0
+                                                && nx % s == 0
+                                                && ny / s < oh
+                                                && nx / s < ow
+                                            {
+                                                out[((ny / s) * ow + nx / s) * cout + o] += x * wv;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (t % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layers_match_the_definitions() {
+        for (kind, stride) in [
+            (ConvKind::Transposed, 2),
+            (ConvKind::Regular, 1),
+            (ConvKind::Regular, 2),
+            (ConvKind::Transposed, 1),
+        ] {
+            let (cin, cout, k, h, w) = (3, 4, 5, 3, 4);
+            let shape = ConvShape {
+                kind,
+                in_channels: cin,
+                out_channels: cout,
+                kernel: k,
+                stride,
+                relu: false,
+            };
+            let weights = values(cin * cout * k * k, 1);
+            let bias = values(cout, 2);
+            let input = values(h * w * cin, 3);
+            let layer = ConvLayer::from_torch_layout(shape, &weights, &bias).expect("layer");
+            let fast = layer.forward(&input, h, w);
+            let slow = reference(shape, &weights, &bias, &input, (h, w));
+            assert_eq!(fast.len(), slow.len());
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() < 1e-5, "{kind:?}/{stride}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// A small network of the hyperprior's shape with fixed weights.
+    fn small_network() -> HyperSynthesis {
+        let layer = |kind, cin, cout, kernel, stride, relu, seed| {
+            let shape = ConvShape {
+                kind,
+                in_channels: cin,
+                out_channels: cout,
+                kernel,
+                stride,
+                relu,
+            };
+            let weights: Vec<f32> = values(cin * cout * kernel * kernel, seed)
+                .iter()
+                .map(|w| w * 0.3)
+                .collect();
+            ConvLayer::from_torch_layout(shape, &weights, &values(cout, seed + 1)).expect("layer")
+        };
+        HyperSynthesis::new(
+            values(4, 7),
+            vec![
+                layer(ConvKind::Transposed, 4, 5, 5, 2, true, 11),
+                layer(ConvKind::Transposed, 5, 6, 5, 2, true, 13),
+                layer(ConvKind::Regular, 6, 6, 3, 1, false, 17),
+            ],
+        )
+        .expect("network")
+    }
+
+    /// The exact bits of the output are part of the format: encoders and decoders built at
+    /// other times, on other machines, must derive the same indices and means. A change of
+    /// this fingerprint means files written before it may no longer decode.
+    #[test]
+    fn output_bits_are_pinned() {
+        let network = small_network();
+        let symbols: Vec<i32> = values(4 * 2 * 3, 23)
+            .iter()
+            .map(|v| (v * 6.0).round() as i32)
+            .collect();
+        let p = network
+            .y_parameters(&symbols, [2, 3], [7, 11])
+            .expect("parameters");
+        // FNV-1a over the means' bits and the indices.
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let words = p
+            .means
+            .iter()
+            .map(|m| m.to_bits())
+            .chain(p.scale_indices.iter().map(|&i| u32::from(i)));
+        for word in words {
+            for byte in word.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        assert_eq!(p.means.len(), 3 * 7 * 11);
+        assert!(p.scale_indices.iter().any(|&i| i > 0));
+        assert_eq!(
+            hash, 0xb51d_434d_e096_29b6,
+            "output fingerprint {hash:#018x}"
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let shape = |cin, cout, kernel| ConvShape {
+            kind: ConvKind::Regular,
+            in_channels: cin,
+            out_channels: cout,
+            kernel,
+            stride: 1,
+            relu: false,
+        };
+        let layer = |cin, cout| {
+            ConvLayer::from_torch_layout(
+                shape(cin, cout, 3),
+                &vec![0.5; cin * cout * 9],
+                &vec![0.0; cout],
+            )
+            .expect("layer")
+        };
+        assert!(ConvLayer::from_torch_layout(shape(1, 1, 2), &[0.0; 4], &[0.0]).is_err());
+        assert!(ConvLayer::from_torch_layout(shape(1, 1, 3), &[0.0; 8], &[0.0]).is_err());
+        assert!(HyperSynthesis::new(vec![0.0; 2], vec![]).is_err());
+        assert!(HyperSynthesis::new(vec![0.0; 2], vec![layer(2, 3), layer(4, 2)]).is_err());
+        assert!(HyperSynthesis::new(vec![0.0; 2], vec![layer(2, 3)]).is_err());
+        let h = HyperSynthesis::new(vec![0.0; 2], vec![layer(2, 4)]).expect("chain");
+        assert_eq!(h.y_channels(), 2);
+        assert!(h.y_parameters(&[0; 7], [2, 2], [2, 2]).is_err());
+        assert!(h.y_parameters(&[0; 8], [2, 2], [3, 2]).is_err());
+        assert!(h.y_parameters(&[0; 0], [0, 2], [1, 1]).is_err());
+        let p = h.y_parameters(&[1; 8], [2, 2], [2, 1]).expect("parameters");
+        assert_eq!(p.means.len(), 4);
+        assert_eq!(p.scale_indices.len(), 4);
+    }
+}

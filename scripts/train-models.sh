@@ -33,7 +33,8 @@ plan=(
   "msssim-q3|mse-q3|ms-ssim|8.73|3|25|192"
   "machine-q2|mse-q2|observer:1|13|2|15|128"
   "machine-q1|machine-q2|observer:1|7|1|30|128"
-  "mixed-q2|msssim-q2|observer:0.5|6|2|40|192"
+  "mixed-q2|msssim-q2|observer:0.5|9|2|35|192"
+  "mixed-q1|mixed-q2|observer:0.5|4.5|1|20|192"
 )
 
 wanted=("$@")

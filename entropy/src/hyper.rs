@@ -15,7 +15,8 @@
 //! * every product and every sum is one correctly rounded `f32` operation — Rust never fuses a
 //!   multiply and an add, nor reassociates floating point, at any optimisation level;
 //! * each output value is accumulated by one loop in a fixed order (bias, then kernel rows,
-//!   kernel columns, input channels), never split across threads;
+//!   kernel columns, input channels), never split across threads (rows of the output are
+//!   computed in parallel, each by one thread);
 //! * the vectorisable inner loop runs over *output channels*, independent accumulators, so
 //!   SIMD changes how many are updated at once, never the order of any one of them.
 //!
@@ -31,6 +32,7 @@
 //! memory. Padding is `k / 2` on every side; a transposed layer adds `stride - 1` rows and
 //! columns of output padding, so it multiplies each side by its stride exactly.
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::gaussian::scale_index;
@@ -166,39 +168,41 @@ impl ConvLayer {
                     .filter(|&i| i < n),
             }
         };
-        for oy in 0..out_height {
-            for ox in 0..out_width {
-                let start = (oy * out_width + ox) * cout;
-                let acc = &mut output[start..start + cout];
-                acc.copy_from_slice(&self.bias);
-                for ky in 0..k {
-                    let Some(iy) = source(oy, ky, height) else {
-                        continue;
-                    };
-                    for kx in 0..k {
-                        let Some(ix) = source(ox, kx, width) else {
+        // Rows in parallel: each output value is still computed by one thread, in one order.
+        output
+            .par_chunks_mut(out_width * cout)
+            .enumerate()
+            .for_each(|(oy, output_row)| {
+                for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
+                    acc.copy_from_slice(&self.bias);
+                    for ky in 0..k {
+                        let Some(iy) = source(oy, ky, height) else {
                             continue;
                         };
-                        let pixel = &input[(iy * width + ix) * cin..][..cin];
-                        let tap = &self.weights[(ky * k + kx) * cin * cout..][..cin * cout];
-                        for (&value, row) in pixel.iter().zip(tap.chunks_exact(cout)) {
-                            // Adding `0 * w` changes no accumulator (ReLU makes zeros common).
-                            if value == 0.0 {
+                        for kx in 0..k {
+                            let Some(ix) = source(ox, kx, width) else {
                                 continue;
-                            }
-                            for (a, &w) in acc.iter_mut().zip(row) {
-                                *a += value * w;
+                            };
+                            let pixel = &input[(iy * width + ix) * cin..][..cin];
+                            let tap = &self.weights[(ky * k + kx) * cin * cout..][..cin * cout];
+                            for (&value, row) in pixel.iter().zip(tap.chunks_exact(cout)) {
+                                // Adding `0 * w` changes no accumulator (ReLU makes zeros common).
+                                if value == 0.0 {
+                                    continue;
+                                }
+                                for (a, &w) in acc.iter_mut().zip(row) {
+                                    *a += value * w;
+                                }
                             }
                         }
                     }
-                }
-                if relu {
-                    for a in acc.iter_mut() {
-                        *a = a.max(0.0);
+                    if relu {
+                        for a in acc.iter_mut() {
+                            *a = a.max(0.0);
+                        }
                     }
                 }
-            }
-        }
+            });
         output
     }
 }

@@ -514,6 +514,23 @@ mod tests {
         );
     }
 
+    /// Symbols from a hostile stream (escape-coded extremes) make infinities and NaNs, never a
+    /// panic or an index outside the tables.
+    #[test]
+    fn extreme_symbols_give_valid_indices() {
+        let network = small_network();
+        let symbols: Vec<i32> = (0..24)
+            .map(|i| [i32::MAX, i32::MIN, 0, 1 << 30][i % 4])
+            .collect();
+        let p = network
+            .y_parameters(&symbols, [2, 3], [8, 12])
+            .expect("parameters");
+        assert!(p
+            .scale_indices
+            .iter()
+            .all(|&i| usize::from(i) < crate::NUM_SCALES));
+    }
+
     #[test]
     fn bad_shapes_are_errors() {
         let shape = |cin, cout, kernel| ConvShape {

@@ -32,6 +32,14 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
     },
     BuiltinModel {
+        name: "msssim-q2",
+        bytes: include_bytes!("../../models/trained/msssim-q2.safetensors"),
+    },
+    BuiltinModel {
+        name: "machine-q1",
+        bytes: include_bytes!("../../models/trained/machine-q1.safetensors"),
+    },
+    BuiltinModel {
         name: "machine-q2",
         bytes: include_bytes!("../../models/trained/machine-q2.safetensors"),
     },

@@ -212,6 +212,16 @@ fn report_matches_rates_and_writes_every_format() {
     ] {
         assert!(svg.contains(text), "the SVG lacks '{text}'");
     }
+    assert!(!svg.contains("published"));
+    // With the published Kodak references: their legend entries, dashed.
+    report
+        .plot_svg_with(&svg_path, &ocular::eval::PUBLISHED_KODAK)
+        .expect("plot");
+    let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
+    for curve in ocular::eval::PUBLISHED_KODAK {
+        assert!(svg.contains(curve.label), "the SVG lacks '{}'", curve.label);
+    }
+    assert!(svg.contains("ocular (mse)"));
 }
 
 #[test]

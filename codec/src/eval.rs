@@ -45,6 +45,34 @@ pub use baseline::Baseline;
 pub(crate) use report::csv_field;
 pub use report::{EvalMean, EvalReport, EvalRow};
 
+/// Published results drawn as dashed reference curves beside measured ones (they are not
+/// measured here: the plot labels them "published").
+#[derive(Clone, Copy, Debug)]
+pub struct PublishedCurve {
+    /// Legend text.
+    pub label: &'static str,
+    /// (bpp, PSNR dB) points.
+    pub psnr: &'static [(f64, f64)],
+    /// (bpp, MS-SSIM dB) points.
+    pub ms_ssim_db: &'static [(f64, f64)],
+}
+
+/// Ballé, Minnen, Singh, Hwang, Johnston, "Variational image compression with a scale
+/// hyperprior" (ICLR 2018) on Kodak, as collected in the project's DESIGN.md: the
+/// MSE-trained and the MS-SSIM-trained hyperprior models (GPU, ~1M+ steps).
+pub const PUBLISHED_KODAK: [PublishedCurve; 2] = [
+    PublishedCurve {
+        label: "Ballé 2018, MSE (published)",
+        psnr: &[(0.25, 29.9), (0.5, 33.1), (1.0, 37.1)],
+        ms_ssim_db: &[(0.25, 13.0), (0.5, 16.2)],
+    },
+    PublishedCurve {
+        label: "Ballé 2018, MS-SSIM (published)",
+        psnr: &[(0.25, 27.1), (0.5, 29.2), (1.0, 32.4)],
+        ms_ssim_db: &[(0.25, 15.4), (0.5, 19.0)],
+    },
+];
+
 use crate::metrics::{self, Quality};
 use crate::{Decoder, Encoder, Limits, Model};
 

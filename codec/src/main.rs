@@ -158,6 +158,10 @@ struct EvalArgs {
     /// Baselines coded at matched bpp
     #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
     against: Vec<ocular::eval::Baseline>,
+    /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
+    /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
+    #[arg(long)]
+    published_kodak: bool,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -668,7 +672,14 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         report.table(),
         || report.to_csv(),
         || report.to_json(),
-        |path| Ok(report.plot_svg(path)?),
+        |path| {
+            let published: &[ocular::eval::PublishedCurve] = if args.published_kodak {
+                &ocular::eval::PUBLISHED_KODAK
+            } else {
+                &[]
+            };
+            Ok(report.plot_svg_with(path, published)?)
+        },
     )
 }
 

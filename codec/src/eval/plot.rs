@@ -1,11 +1,12 @@
 //! Rate–distortion plots as SVG (plotters' SVG backend: text is left to the viewer's fonts).
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::EvalMean;
-use super::EvalError;
+use super::{EvalError, PublishedCurve};
 
 const WIDTH: u32 = 1280;
 /// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
@@ -24,6 +25,12 @@ pub(crate) const OCULAR_COLORS: [RGBColor; 6] = [
 ];
 pub(crate) const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
 pub(crate) const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
+/// Colours of published reference curves (drawn dashed).
+const PUBLISHED_COLORS: [RGBColor; 3] = [
+    RGBColor(60, 60, 60),
+    RGBColor(150, 150, 150),
+    RGBColor(188, 189, 34),
+];
 
 /// Legend label and colour of a codec: fixed for the baselines, the next of `ocular_colors` for
 /// ocular models.
@@ -47,21 +54,44 @@ struct Family<'a> {
     name: &'a str,
     label: String,
     color: RGBColor,
+    dashed: bool,
 }
 
-/// One curve: its colour and (bpp, value) points sorted by bpp.
+/// One curve: its colour, style and (bpp, value) points sorted by bpp.
 struct Curve {
     color: RGBColor,
+    dashed: bool,
     points: Vec<(f64, f64)>,
 }
 
 /// The SVG text of the two panels (PSNR and MS-SSIM dB against bpp) for `means`, with one
 /// legend for both below them (outside the charts, so it never hides a point).
-pub(super) fn svg(means: &[EvalMean]) -> Result<String, EvalError> {
+pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<String, EvalError> {
     if means.is_empty() {
         return Err(EvalError::Plot("the report has no rows".into()));
     }
-    let families = families(means);
+    let mut families = families(means);
+    families.extend(
+        published
+            .iter()
+            .zip(PUBLISHED_COLORS.iter().cycle())
+            .map(|(p, &color)| Family {
+                name: p.label,
+                label: p.label.to_string(),
+                color,
+                dashed: true,
+            }),
+    );
+    let reference = |select: fn(&PublishedCurve) -> &'static [(f64, f64)]| {
+        published
+            .iter()
+            .zip(PUBLISHED_COLORS.iter().cycle())
+            .map(move |(p, &color)| Curve {
+                color,
+                dashed: true,
+                points: select(p).to_vec(),
+            })
+    };
     let images = match means.iter().map(|m| m.images).max().unwrap_or(0) {
         1 => "1 image".to_string(),
         n => format!("{n} images"),
@@ -73,10 +103,12 @@ pub(super) fn svg(means: &[EvalMean]) -> Result<String, EvalError> {
         root.fill(&WHITE).map_err(plot_error)?;
         let (panels, legend_strip) = root.split_vertically(HEIGHT);
         let (left, right) = panels.split_horizontally(WIDTH / 2);
-        let psnr = curves(means, &families, |m| Some(m.psnr));
+        let mut psnr = curves(means, &families, |m| Some(m.psnr));
+        psnr.extend(reference(|p| p.psnr));
         let title = format!("PSNR (RGB), mean of {images}");
         panel(&left, &psnr, &title, "PSNR (dB)")?;
-        let ms_ssim = curves(means, &families, |m| m.ms_ssim_db);
+        let mut ms_ssim = curves(means, &families, |m| m.ms_ssim_db);
+        ms_ssim.extend(reference(|p| p.ms_ssim_db));
         let title = format!("MS-SSIM, mean of {images}");
         panel(&right, &ms_ssim, &title, "MS-SSIM (dB)")?;
         legend(&legend_strip, &families)?;
@@ -99,6 +131,7 @@ fn families(means: &[EvalMean]) -> Vec<Family<'_>> {
             name: &mean.family,
             label,
             color,
+            dashed: false,
         });
     }
     families
@@ -122,6 +155,7 @@ fn curves(
         if !points.is_empty() {
             curves.push(Curve {
                 color: family.color,
+                dashed: family.dashed,
                 points,
             });
         }
@@ -174,8 +208,14 @@ fn panel(
         .map_err(plot_error)?;
     for curve in curves {
         let color = curve.color;
-        let line = LineSeries::new(curve.points.iter().copied(), color.stroke_width(2));
-        chart.draw_series(line).map_err(plot_error)?;
+        let points = curve.points.iter().copied();
+        if curve.dashed {
+            let line = DashedLineSeries::new(points, 8, 5, color.stroke_width(2));
+            chart.draw_series(line).map_err(plot_error)?;
+        } else {
+            let line = LineSeries::new(points, color.stroke_width(2));
+            chart.draw_series(line).map_err(plot_error)?;
+        }
         let markers = curve
             .points
             .iter()
@@ -201,8 +241,15 @@ fn legend(
     let mut x = ((WIDTH as i32 - total) / 2).max(8);
     let y = (LEGEND_HEIGHT / 2) as i32;
     for family in families {
-        let line = PathElement::new(vec![(x, y), (x + SAMPLE, y)], family.color.stroke_width(2));
-        area.draw(&line).map_err(plot_error)?;
+        let sample = vec![(x, y), (x + SAMPLE, y)];
+        let style = family.color.stroke_width(2);
+        if family.dashed {
+            area.draw(&DashedPathElement::new(sample, 8, 5, style))
+                .map_err(plot_error)?;
+        } else {
+            area.draw(&PathElement::new(sample, style))
+                .map_err(plot_error)?;
+        }
         let marker = Circle::new((x + SAMPLE / 2, y), 3, family.color.filled());
         area.draw(&marker).map_err(plot_error)?;
         let font = (FONT, FONT_SIZE)

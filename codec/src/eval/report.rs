@@ -227,7 +227,20 @@ impl EvalReport {
     /// [`EvalError::Plot`] if the report has no rows or drawing fails, [`EvalError::Io`] if the
     /// file cannot be written.
     pub fn plot_svg(&self, path: &Path) -> Result<(), EvalError> {
-        let svg = super::plot::svg(&self.means())?;
+        self.plot_svg_with(path, &[])
+    }
+
+    /// [`Self::plot_svg`] with `published` results drawn as dashed reference curves (e.g.
+    /// [`super::PUBLISHED_KODAK`] for a Kodak evaluation).
+    ///
+    /// # Errors
+    /// As [`Self::plot_svg`].
+    pub fn plot_svg_with(
+        &self,
+        path: &Path,
+        published: &[super::PublishedCurve],
+    ) -> Result<(), EvalError> {
+        let svg = super::plot::svg(&self.means(), published)?;
         std::fs::write(path, svg).map_err(|source| EvalError::Io {
             path: path.to_path_buf(),
             source,

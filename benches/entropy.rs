@@ -5,10 +5,7 @@
 //! prints the coded size against the ideal `sum -log2 p` under the integer tables.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use ocular_entropy::{
-    decode, encode, gaussian_tables, scale_table, CodingTables, ConvKind, ConvLayer, ConvShape,
-    HyperSynthesis,
-};
+use ocular_entropy::{decode, encode, gaussian_tables, scale_table, CodingTables, HyperSynthesis};
 
 #[path = "../tests/entropy_ylike.rs"]
 mod ylike;
@@ -57,38 +54,11 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-/// The default model's hyper-synthesis shape with arbitrary weights (the time does not depend on
-/// their values, except through how many ReLU outputs are zero: here about half).
+/// The default model's hyper-synthesis shape (N=64, M=96) with arbitrary weights (the time does
+/// not depend on their values, except through how many ReLU outputs are zero).
 fn kodak_hyper_synthesis(c: &mut Criterion) {
-    let (n, m) = (64, 96);
-    let mut seed = 1u32;
-    let mut values = |count: usize| -> Vec<f32> {
-        (0..count)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    };
-    let mut layer = |kind, cin: usize, cout: usize, kernel: usize, stride, relu| {
-        let shape = ConvShape {
-            kind,
-            in_channels: cin,
-            out_channels: cout,
-            kernel,
-            stride,
-            relu,
-        };
-        let weights = values(cin * cout * kernel * kernel);
-        let bias = values(cout);
-        ConvLayer::from_torch_layout(shape, &weights, &bias).expect("layer")
-    };
-    let layers = vec![
-        layer(ConvKind::Transposed, n, m, 5, 2, true),
-        layer(ConvKind::Transposed, m, m * 3 / 2, 5, 2, true),
-        layer(ConvKind::Regular, m * 3 / 2, 2 * m, 3, 1, false),
-    ];
-    let network = HyperSynthesis::new(vec![0.0; n], layers).expect("network");
+    let n = 64;
+    let network = HyperSynthesis::pseudo_random(n, 96, 1);
     let symbols: Vec<i32> = (0..n * 8 * 12).map(|i| (i % 7) as i32 - 3).collect();
     c.bench_function("hyper_synthesis/kodak_768x512", |b| {
         b.iter(|| network.y_parameters(black_box(&symbols), [8, 12], [32, 48]))

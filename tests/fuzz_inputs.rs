@@ -11,12 +11,13 @@ use ocular::container::{
     Bitstream, ContainerError, Extension, Header, Latent, LatentShape, ModelFingerprint,
 };
 use ocular::limits::Limits;
-use ocular_entropy::{
-    decode, encode, gaussian_tables, scale_table, CodingTables, ConvKind, ConvLayer, ConvShape,
-    HyperSynthesis,
-};
+use ocular_entropy::{decode, encode, gaussian_tables, scale_table, CodingTables};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[path = "support/decode_like_the_codec.rs"]
+mod support;
+use support::decode_like_the_codec;
 
 /// At most this many symbols are decoded from one stream.
 const MAX_SYMBOLS: u64 = 1 << 16;
@@ -32,45 +33,6 @@ fn indices(shape: LatentShape) -> Vec<u16> {
     (0..n).map(table_index).collect()
 }
 
-/// Channels up to which decoded `z` also goes through a hyper-synthesis (larger counts are
-/// legal in the container; they only make the harness slow).
-const MAX_HYPER_CHANNELS: u32 = 16;
-
-/// A hyper-synthesis of the codec's shape (two 5x5 stride-2 transposed layers with ReLU, a 3x3
-/// layer to 2 * `y_channels`) with fixed pseudo-random weights, for `z_channels` channels.
-fn hyper_synthesis(z_channels: usize, y_channels: usize) -> HyperSynthesis {
-    let mut state = (z_channels * 131 + y_channels) as u64;
-    let mut values = |n: usize, scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect()
-    };
-    let mut layer = |kind, cin: usize, cout: usize, kernel: usize, stride, relu| {
-        let shape = ConvShape {
-            kind,
-            in_channels: cin,
-            out_channels: cout,
-            kernel,
-            stride,
-            relu,
-        };
-        let weights = values(cin * cout * kernel * kernel, 1.0);
-        ConvLayer::from_torch_layout(shape, &weights, &values(cout, 4.0)).expect("layer")
-    };
-    let wide = 3 * y_channels / 2 + 1;
-    let layers = vec![
-        layer(ConvKind::Transposed, z_channels, y_channels, 5, 2, true),
-        layer(ConvKind::Transposed, y_channels, wide, 5, 2, true),
-        layer(ConvKind::Regular, wide, 2 * y_channels, 3, 1, false),
-    ];
-    HyperSynthesis::new(values(z_channels, 2.0), layers).expect("network")
-}
-
 #[derive(Default)]
 struct Stats {
     inputs: usize,
@@ -84,7 +46,6 @@ struct Stats {
 struct Harness {
     tables: CodingTables,
     stats: Stats,
-    networks: std::collections::HashMap<(u32, u32), HyperSynthesis>,
 }
 
 impl Harness {
@@ -93,44 +54,7 @@ impl Harness {
         Harness {
             tables: CodingTables::new(&tables).expect("coding tables"),
             stats: Stats::default(),
-            networks: std::collections::HashMap::new(),
         }
-    }
-
-    /// Decodes `y` as the codec does: tables from the hyper-synthesis of the decoded `z`.
-    fn decode_like_the_codec(&mut self, bitstream: &Bitstream) {
-        let (z, y) = (bitstream.header.z_shape, bitstream.header.y_shape);
-        if z.channels > MAX_HYPER_CHANNELS
-            || y.channels > MAX_HYPER_CHANNELS
-            || z.elements() > MAX_SYMBOLS
-            || y.elements() > MAX_SYMBOLS
-        {
-            return;
-        }
-        let z_indices: Vec<u16> = (0..z.channels as u16)
-            .flat_map(|c| std::iter::repeat_n(c % 64, (z.height * z.width) as usize))
-            .collect();
-        let Ok(z_symbols) = decode(&bitstream.z_stream, &z_indices, &self.tables) else {
-            return;
-        };
-        let network = self
-            .networks
-            .entry((z.channels, y.channels))
-            .or_insert_with(|| hyper_synthesis(z.channels as usize, y.channels as usize));
-        let parameters = network.y_parameters(
-            &z_symbols,
-            [z.height as usize, z.width as usize],
-            [y.height as usize, y.width as usize],
-        );
-        let Ok(parameters) = parameters else {
-            return;
-        };
-        assert_eq!(parameters.scale_indices.len() as u64, y.elements());
-        assert!(parameters.means.len() == parameters.scale_indices.len());
-        if let Ok(symbols) = decode(&bitstream.y_stream, &parameters.scale_indices, &self.tables) {
-            assert_eq!(symbols.len(), parameters.scale_indices.len());
-        }
-        self.stats.hyper_decodes += 1;
     }
 
     /// Parses `input` both ways and decodes what parses.
@@ -181,7 +105,9 @@ impl Harness {
                 }
             }
         }
-        self.decode_like_the_codec(&bitstream);
+        if decode_like_the_codec(&bitstream, &self.tables, MAX_SYMBOLS).is_some() {
+            self.stats.hyper_decodes += 1;
+        }
     }
 }
 

@@ -264,6 +264,47 @@ impl HyperSynthesis {
         })
     }
 
+    /// A network of the codec's shape — two 5x5 stride-2 transposed layers with ReLU (`z` ->
+    /// `M` -> `3M/2` channels), a 3x3 layer to `2 M` — with deterministic pseudo-random weights
+    /// of `seed`, for tests, benchmarks and fuzzing: its outputs mean nothing, but it costs what
+    /// a trained network of that size costs and exercises every code path.
+    ///
+    /// # Panics
+    /// If `z_channels` or `y_channels` is 0.
+    pub fn pseudo_random(z_channels: usize, y_channels: usize, seed: u64) -> Self {
+        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut values = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                })
+                .collect()
+        };
+        let mut layer = |kind, in_channels: usize, out_channels: usize, kernel: usize, relu| {
+            let shape = ConvShape {
+                kind,
+                in_channels,
+                out_channels,
+                kernel,
+                stride: if kernel == 5 { 2 } else { 1 },
+                relu,
+            };
+            let weights = values(in_channels * out_channels * kernel * kernel, 0.5);
+            ConvLayer::from_torch_layout(shape, &weights, &values(out_channels, 4.0))
+                .expect("consistent shapes")
+        };
+        let wide = (3 * y_channels).div_ceil(2);
+        let layers = vec![
+            layer(ConvKind::Transposed, z_channels, y_channels, 5, true),
+            layer(ConvKind::Transposed, y_channels, wide, 5, true),
+            layer(ConvKind::Regular, wide, 2 * y_channels, 3, false),
+        ];
+        Self::new(values(z_channels, 2.0), layers).expect("consistent shapes")
+    }
+
     /// Channels of `y` (`M`).
     pub fn y_channels(&self) -> usize {
         self.y_channels

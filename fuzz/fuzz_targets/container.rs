@@ -14,8 +14,13 @@ use ocular::container::{Bitstream, LatentShape};
 use ocular::limits::Limits;
 use ocular_entropy::{decode, gaussian_tables, scale_table, CodingTables};
 
+#[path = "../../tests/support/decode_like_the_codec.rs"]
+mod support;
+use support::decode_like_the_codec;
+
 /// At most this many symbols are decoded from one stream.
 const MAX_SYMBOLS: u64 = 1 << 16;
+
 
 fn tables() -> &'static CodingTables {
     static TABLES: OnceLock<CodingTables> = OnceLock::new();
@@ -75,4 +80,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+
+    // As the codec decodes: y's tables chosen by a hyper-synthesis from the decoded z.
+    let _ = decode_like_the_codec(&bitstream, tables(), MAX_SYMBOLS);
 });

@@ -32,6 +32,10 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
     },
     BuiltinModel {
+        name: "msssim-q1",
+        bytes: include_bytes!("../../models/trained/msssim-q1.safetensors"),
+    },
+    BuiltinModel {
         name: "msssim-q2",
         bytes: include_bytes!("../../models/trained/msssim-q2.safetensors"),
     },

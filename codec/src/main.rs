@@ -296,7 +296,8 @@ struct ClassifyArgs {
 
 #[derive(Args)]
 struct ModelsArgs {
-    /// Describe this model file instead (its full stored description, as JSON)
+    /// Describe this model instead (a built-in name or a model file): its full stored
+    /// description, as JSON
     #[arg(long)]
     model: Option<PathBuf>,
 }
@@ -786,8 +787,8 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
 }
 
 fn run_models(args: ModelsArgs) -> Result<()> {
-    if let Some(path) = args.model {
-        let model = Model::load(&path)?;
+    if let Some(spec) = args.model {
+        let model = model_file_or_builtin(&spec)?;
         println!("fingerprint: {}", model.fingerprint());
         println!("{}", model.description_json());
         return Ok(());

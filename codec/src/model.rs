@@ -47,6 +47,10 @@ const BUILTIN: &[BuiltinModel] = &[
         name: "machine-q2",
         bytes: include_bytes!("../../models/trained/machine-q2.safetensors"),
     },
+    BuiltinModel {
+        name: "mixed-q2",
+        bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
+    },
 ];
 
 /// Quality used when none is asked for.

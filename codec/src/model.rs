@@ -20,6 +20,10 @@ pub struct BuiltinModel {
 /// docs/results.md); within a family by increasing quality.
 const BUILTIN: &[BuiltinModel] = &[
     BuiltinModel {
+        name: "mse-q1",
+        bytes: include_bytes!("../../models/trained/mse-q1.safetensors"),
+    },
+    BuiltinModel {
         name: "mse-q2",
         bytes: include_bytes!("../../models/trained/mse-q2.safetensors"),
     },

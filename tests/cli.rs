@@ -336,3 +336,21 @@ fn rate_control_reaches_the_target_or_says_it_cannot() {
         "positive",
     );
 }
+
+/// A reader that goes away (`ocular models | head -1`) ends the command quietly, not in a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .arg("models")
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // Closed before the program (which first loads libtorch) writes a line.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("it ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}

@@ -14,6 +14,15 @@ use ocular::train::{
 use ocular::{Bitstream, Decoder, Encoder, Limits, Model};
 
 /// ocular: a learned lossy image codec (mean-scale hyperprior autoencoder + range coder).
+/// `println!` that returns the write error instead of panicking: a closed pipe (`ocular models |
+/// head`) ends the command quietly in `main`, anything else is reported.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 #[derive(Parser)]
 #[command(version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -209,7 +218,7 @@ impl ReportOutputs {
         json: impl FnOnce() -> String,
         plot: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
-        println!("{table}");
+        out!("{table}");
         let write = |path: &PathBuf, text: String| {
             std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
         };
@@ -454,16 +463,16 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.progress = !args.quiet;
     match train::train(&config).context("training failed")? {
         TrainOutcome::Finished { steps, validation } => {
-            println!(
+            out!(
                 "trained {steps} steps; model written to {}",
                 config.output.display()
             );
             if let Some(v) = validation {
-                println!("validation: {}", v.summary());
+                out!("validation: {}", v.summary());
             }
         }
         TrainOutcome::Interrupted { steps } => {
-            println!("interrupted at step {steps}; run the same command with --resume to continue");
+            out!("interrupted at step {steps}; run the same command with --resume to continue");
         }
     }
     Ok(())
@@ -483,7 +492,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
             }
             let mut family = Model::builtin_observer_family(&args.observer)?;
             let found = ocular::encode_within_bpp(&family, &image, target)?;
-            println!("target {target} bpp: reached {:.4} bpp", found.bpp);
+            out!("target {target} bpp: reached {:.4} bpp", found.bpp);
             (family.swap_remove(found.model_index), found.bytes)
         }
         None => {
@@ -496,7 +505,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     std::fs::write(&args.output, &bytes)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     let (width, height) = (image.width(), image.height());
-    println!(
+    out!(
         "{} -> {}: {width}x{height}, {} bytes, {:.4} bpp, model {}, {seconds:.2} s",
         args.input.display(),
         args.output.display(),
@@ -536,7 +545,7 @@ fn run_decode(args: DecodeArgs) -> Result<()> {
     image
         .save(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
-    println!(
+    out!(
         "{} -> {}: {}x{}, {:.4} bpp, model {}, {seconds:.2} s",
         args.input.display(),
         args.output.display(),
@@ -562,38 +571,42 @@ fn run_info(args: InfoArgs) -> Result<()> {
             "y_stream_bytes": bitstream.y_stream.len(),
             "overhead_bytes": bitstream.overhead_bytes(),
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        out!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!(
+    out!(
         "file:      {} ({} bytes, {bpp:.4} bpp)",
         args.input.display(),
         bytes.len()
     );
-    println!(
+    out!(
         "image:     {}x{}, {} source channel(s)",
-        header.width, header.height, header.channels
+        header.width,
+        header.height,
+        header.channels
     );
-    println!(
+    out!(
         "model:     {} (quality {}, fingerprint {})",
-        header.model_name, header.quality, header.model_fingerprint
+        header.model_name,
+        header.quality,
+        header.model_fingerprint
     );
     let (y, z) = (header.y_shape, header.z_shape);
-    println!(
+    out!(
         "latent y:  {}x{}x{}, {} bytes",
         y.channels,
         y.height,
         y.width,
         bitstream.y_stream.len()
     );
-    println!(
+    out!(
         "latent z:  {}x{}x{}, {} bytes",
         z.channels,
         z.height,
         z.width,
         bitstream.z_stream.len()
     );
-    println!(
+    out!(
         "overhead:  {} bytes (header, lengths, CRC)",
         bitstream.overhead_bytes()
     );
@@ -611,29 +624,29 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let decoded = Decoder::new(&model).decode(&bytes)?;
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality = ocular::metrics::measure(&image.to_rgb8(), &decoded.to_rgb8());
-    println!("image:    {} ({width}x{height})", args.input.display());
-    println!(
+    out!("image:    {} ({width}x{height})", args.input.display());
+    out!(
         "model:    {} ({}-trained, quality {})",
         model.name(),
         model.distortion(),
         model.quality()
     );
-    println!(
+    out!(
         "size:     {} bytes, {:.4} bpp",
         bytes.len(),
         bits_per_pixel(bytes.len(), width, height)
     );
-    println!("PSNR:     {:.2} dB (RGB)", quality.psnr);
+    out!("PSNR:     {:.2} dB (RGB)", quality.psnr);
     match (quality.ms_ssim, quality.ms_ssim_db()) {
-        (Some(ms_ssim), Some(db)) => println!("MS-SSIM:  {ms_ssim:.4} ({db:.2} dB)"),
-        _ => println!("MS-SSIM:  n/a (image side below 161 px)"),
+        (Some(ms_ssim), Some(db)) => out!("MS-SSIM:  {ms_ssim:.4} ({db:.2} dB)"),
+        _ => out!("MS-SSIM:  n/a (image side below 161 px)"),
     }
-    println!("time:     encode {encode_seconds:.2} s, decode {decode_seconds:.2} s");
+    out!("time:     encode {encode_seconds:.2} s, decode {decode_seconds:.2} s");
     if let Some(output) = &args.output {
         decoded
             .save(output)
             .with_context(|| format!("cannot write {}", output.display()))?;
-        println!("decoded:  {}", output.display());
+        out!("decoded:  {}", output.display());
     }
     Ok(())
 }
@@ -762,7 +775,7 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
     for path in &args.images {
         let image = load_image(path)?;
         let logits = classifier.observe_logits(&preprocess(&image)?)?;
-        println!("{}:", path.display());
+        out!("{}:", path.display());
         for (rank, (class, probability)) in
             top_k(&logits, args.top)?.remove(0).into_iter().enumerate()
         {
@@ -776,7 +789,7 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
                     )
                 })
                 .unwrap_or_default();
-            println!(
+            out!(
                 "  {}. {:>6.2}%  {class:>4}  {label}",
                 rank + 1,
                 probability * 100.0
@@ -789,23 +802,26 @@ fn run_classify(args: ClassifyArgs) -> Result<()> {
 fn run_models(args: ModelsArgs) -> Result<()> {
     if let Some(spec) = args.model {
         let model = model_file_or_builtin(&spec)?;
-        println!("fingerprint: {}", model.fingerprint());
-        println!("{}", model.description_json());
+        out!("fingerprint: {}", model.fingerprint());
+        out!("{}", model.description_json());
         return Ok(());
     }
     let names: Vec<&str> = Model::builtin_names().collect();
     if names.is_empty() {
-        println!(
-            "no built-in models in this build; use --model FILE (train one with `ocular train`)"
-        );
+        out!("no built-in models in this build; use --model FILE (train one with `ocular train`)");
     }
-    println!(
+    out!(
         "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
-        "name", "quality", "trained", "lambda", "steps", "fingerprint"
+        "name",
+        "quality",
+        "trained",
+        "lambda",
+        "steps",
+        "fingerprint"
     );
     for name in names {
         let model = Model::builtin(name)?;
-        println!(
+        out!(
             "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
             model.name(),
             model.quality(),
@@ -833,6 +849,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (e.g. `| head`): nothing left to say.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -52,6 +52,10 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/machine-q2.safetensors"),
     },
     BuiltinModel {
+        name: "mixed-q1",
+        bytes: include_bytes!("../../models/trained/mixed-q1.safetensors"),
+    },
+    BuiltinModel {
         name: "mixed-q2",
         bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
     },

@@ -351,14 +351,14 @@ impl BenchConfig {
 pub fn run(config: &BenchConfig, classifier: &dyn Observer) -> Result<BenchReport, BenchError> {
     config.validate()?;
     let images = config.selected_images();
-    let bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
+    let mut bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
     let mut rows = Vec::new();
     for image in images {
         bar.set_message(image.name.clone());
         rows.extend(bench_image(config, classifier, image)?);
-        bar.inc(1);
+        bar.inc();
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(BenchReport { rows })
 }
 

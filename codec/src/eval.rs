@@ -35,6 +35,7 @@ pub(crate) mod plot;
 mod report;
 
 use std::collections::HashSet;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -211,7 +212,7 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
         }
     }
     let names = image_names(&config.images);
-    let bar = progress_bar(config.progress, "evaluating", config.images.len());
+    let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
     let mut rows = Vec::new();
     for (path, name) in config.images.iter().zip(&names) {
         bar.set_message(name.clone());
@@ -229,9 +230,9 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
             rows.push(ocular);
             rows.extend(matched);
         }
-        bar.inc(1);
+        bar.inc();
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(EvalReport { rows })
 }
 
@@ -257,10 +258,20 @@ fn image_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// A progress bar over `images` images labelled `verb` (hidden unless `shown`).
-pub(crate) fn progress_bar(shown: bool, verb: &str, images: usize) -> ProgressBar {
+/// Progress over `images` images labelled `verb` (nothing unless `shown`): a bar on a terminal;
+/// elsewhere (a log under `nohup`) a plain line every 5% with the time elapsed and left.
+pub(crate) fn progress_bar(shown: bool, verb: &str, images: usize) -> Progress {
     if !shown {
-        return ProgressBar::hidden();
+        return Progress::Hidden;
+    }
+    if !std::io::stderr().is_terminal() {
+        return Progress::Lines {
+            verb: verb.to_string(),
+            total: images,
+            done: 0,
+            every: (images / 20).max(1),
+            start: Instant::now(),
+        };
     }
     let bar = ProgressBar::new(images as u64);
     let template = format!(
@@ -269,7 +280,60 @@ pub(crate) fn progress_bar(shown: bool, verb: &str, images: usize) -> ProgressBa
     bar.set_style(
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar
+    Progress::Bar(bar)
+}
+
+/// See [`progress_bar`].
+pub(crate) enum Progress {
+    Hidden,
+    Bar(ProgressBar),
+    Lines {
+        verb: String,
+        total: usize,
+        done: usize,
+        every: usize,
+        start: Instant,
+    },
+}
+
+impl Progress {
+    /// Shows which image is being worked on (on the bar only).
+    pub(crate) fn set_message(&self, message: String) {
+        if let Progress::Bar(bar) = self {
+            bar.set_message(message);
+        }
+    }
+
+    /// One more image done.
+    pub(crate) fn inc(&mut self) {
+        match self {
+            Progress::Hidden => {}
+            Progress::Bar(bar) => bar.inc(1),
+            Progress::Lines {
+                verb,
+                total,
+                done,
+                every,
+                start,
+            } => {
+                *done += 1;
+                if *done % *every == 0 || *done == *total {
+                    let elapsed = start.elapsed().as_secs_f64();
+                    let left = elapsed / *done as f64 * (*total - *done) as f64;
+                    eprintln!(
+                        "{verb}: {done}/{total} images, {elapsed:.0} s elapsed, ~{left:.0} s left"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes the bar.
+    pub(crate) fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn bits_per_pixel(bytes: usize, image: &RgbImage) -> f64 {

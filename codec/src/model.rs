@@ -36,6 +36,10 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
     },
     BuiltinModel {
+        name: "mse-q5",
+        bytes: include_bytes!("../../models/trained/mse-q5.safetensors"),
+    },
+    BuiltinModel {
         name: "msssim-q1",
         bytes: include_bytes!("../../models/trained/msssim-q1.safetensors"),
     },

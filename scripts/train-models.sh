@@ -34,6 +34,9 @@ plan=(
   "machine-q2|mse-q2|observer:1|13|2|15|128"
   "machine-q1|machine-q2|observer:1|7|1|30|128"
   "mixed-q2|msssim-q2|observer:0.5|9|2|35|192"
+  # The shipped mixed-q1 then had 22 more minutes at lambda 3 (its 224x224 ImageNet crops were
+  # above 0.25 bpp): ocular train --init models/trained/mixed-q1.safetensors --lambda 3
+  # --distortion observer --alpha 0.5 --learning-rate 1e-4 --crop-size 192 --minutes 22 ...
   "mixed-q1|mixed-q2|observer:0.5|4.5|1|20|192"
 )
 

@@ -48,6 +48,10 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/msssim-q2.safetensors"),
     },
     BuiltinModel {
+        name: "msssim-q3",
+        bytes: include_bytes!("../../models/trained/msssim-q3.safetensors"),
+    },
+    BuiltinModel {
         name: "machine-q1",
         bytes: include_bytes!("../../models/trained/machine-q1.safetensors"),
     },

@@ -167,6 +167,10 @@ struct EvalArgs {
     /// Baselines coded at matched bpp
     #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
     against: Vec<ocular::eval::Baseline>,
+    /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
+    /// draw its plot with --published-kodak)
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit"])]
+    from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
     #[arg(long)]
@@ -656,6 +660,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         train::set_threads(threads);
     }
+    if let Some(path) = &args.from_json {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let report: ocular::eval::EvalReport = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an `ocular eval --json` report", path.display()))?;
+        return write_eval_outputs(&report, &args);
+    }
     let mut images = train::image_files(&args.data)?;
     if let Some(limit) = args.limit {
         images.truncate(limit);
@@ -679,9 +690,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
     }
     let mut config = EvalConfig::new(images, models);
-    config.baselines = args.against;
+    config.baselines = args.against.clone();
     config.progress = !args.quiet;
     let report = evaluate(&config)?;
+    write_eval_outputs(&report, &args)
+}
+
+fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Result<()> {
     args.outputs.write(
         report.table(),
         || report.to_csv(),

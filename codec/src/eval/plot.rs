@@ -98,7 +98,8 @@ pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<St
     };
     let mut svg = String::new();
     {
-        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT);
+        let rows = legend_rows(&families).len() as u32;
+        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let (panels, legend_strip) = root.split_vertically(HEIGHT);
@@ -225,21 +226,59 @@ fn panel(
     Ok(())
 }
 
-/// A line sample, marker and label per family, centred in `area`.
+const LEGEND_FONT_SIZE: f64 = 15.0;
+const LEGEND_SAMPLE: i32 = 28;
+const LEGEND_GAP: i32 = 36;
+
+/// Width of a legend entry. The SVG leaves text to the viewer: 0.6 em a character.
+fn entry_width(family: &Family<'_>) -> i32 {
+    let text = (family.label.chars().count() as f64 * LEGEND_FONT_SIZE * 0.6).round() as i32;
+    LEGEND_SAMPLE + 8 + text
+}
+
+/// The families split into legend rows that fit the plot's width.
+fn legend_rows<'f, 'a>(families: &'f [Family<'a>]) -> Vec<&'f [Family<'a>]> {
+    let mut rows = Vec::new();
+    let (mut start, mut width) = (0, 0);
+    for (i, family) in families.iter().enumerate() {
+        let added = entry_width(family) + if i > start { LEGEND_GAP } else { 0 };
+        if i > start && width + added > WIDTH as i32 - 16 {
+            rows.push(&families[start..i]);
+            (start, width) = (i, entry_width(family));
+        } else {
+            width += added;
+        }
+    }
+    rows.push(&families[start..]);
+    rows
+}
+
+/// A line sample, marker and label per family, each row centred in `area`.
 fn legend(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     families: &[Family<'_>],
 ) -> Result<(), EvalError> {
-    const FONT_SIZE: f64 = 15.0;
-    const SAMPLE: i32 = 28;
-    const GAP: i32 = 36;
-    // The SVG leaves text to the viewer: estimate its width at 0.6 em a character.
-    let text_width = |text: &str| (text.chars().count() as f64 * FONT_SIZE * 0.6).round() as i32;
-    let entry_width = |family: &Family<'_>| SAMPLE + 8 + text_width(&family.label);
+    for (row, entries) in legend_rows(families).into_iter().enumerate() {
+        legend_row(
+            area,
+            entries,
+            (LEGEND_HEIGHT * row as u32 + LEGEND_HEIGHT / 2) as i32,
+        )?;
+    }
+    Ok(())
+}
+
+fn legend_row(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    families: &[Family<'_>],
+    y: i32,
+) -> Result<(), EvalError> {
+    const FONT_SIZE: f64 = LEGEND_FONT_SIZE;
+    const SAMPLE: i32 = LEGEND_SAMPLE;
+    const GAP: i32 = LEGEND_GAP;
     let total = families.iter().map(entry_width).sum::<i32>()
         + GAP * (families.len().saturating_sub(1) as i32);
     let mut x = ((WIDTH as i32 - total) / 2).max(8);
-    let y = (LEGEND_HEIGHT / 2) as i32;
     for family in families {
         let sample = vec![(x, y), (x + SAMPLE, y)];
         let style = family.color.stroke_width(2);

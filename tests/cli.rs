@@ -354,3 +354,24 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(output.status.success(), "{stderr}");
 }
+
+/// A saved `eval --json` report is drawn again without evaluating anything.
+#[test]
+fn eval_redraws_a_saved_report() {
+    let f = Fixture::new();
+    let saved = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results/kodak.json");
+    let out = ocular(&[
+        "eval",
+        "--from-json",
+        &path_str(&saved),
+        "--published-kodak",
+        "--plot",
+        &f.arg("rd.svg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("ocular:mse-q3"), "{}", text(&out));
+    let svg = std::fs::read_to_string(f.path("rd.svg")).expect("SVG written");
+    assert!(svg.contains("(published)"));
+    let out = ocular(&["eval", "--from-json", &f.arg("in.png")]);
+    assert_clean_failure(&out, "not an `ocular eval --json` report");
+}

@@ -372,6 +372,7 @@ fn eval_redraws_a_saved_report() {
     assert!(text(&out).contains("ocular:mse-q3"), "{}", text(&out));
     let svg = std::fs::read_to_string(f.path("rd.svg")).expect("SVG written");
     assert!(svg.contains("(published)"));
-    let out = ocular(&["eval", "--from-json", &f.arg("in.png")]);
+    std::fs::write(f.path("other.json"), "{\"rows\": 3}").expect("write");
+    let out = ocular(&["eval", "--from-json", &f.arg("other.json")]);
     assert_clean_failure(&out, "not an `ocular eval --json` report");
 }

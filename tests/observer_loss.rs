@@ -317,6 +317,26 @@ fn gradients_reach_the_codec_not_the_classifier() {
     assert!(!features[0].requires_grad());
 }
 
+/// Two steps of observer training (`alpha`) of a tiny network on one-image batches.
+fn two_step_config(
+    data: PathBuf,
+    output: PathBuf,
+    run_dir: PathBuf,
+    alpha: f64,
+    crop_size: i64,
+) -> TrainConfig {
+    let mut config = TrainConfig::new(data, output, run_dir);
+    config.distortion = Distortion::observer(alpha);
+    config.lambda = 8.0;
+    config.network = HyperpriorConfig { n: 8, m: 12 };
+    config.steps = 2;
+    config.batch_size = 1;
+    config.crop_size = crop_size;
+    config.validate_every = 0;
+    config.progress = false;
+    config
+}
+
 fn write_png(path: &Path, seed: u32) {
     let image = image::RgbImage::from_fn(256, 256, |x, y| {
         let v = |c: u32| {
@@ -344,16 +364,8 @@ fn observer_training_writes_a_model_file() {
     write_png(&data.join("a.png"), 1);
     write_png(&data.join("b.png"), 2);
     let output = dir.join("observer.safetensors");
-    let mut config = TrainConfig::new(data, output.clone(), dir.join("run"));
-    config.distortion = Distortion::observer(0.5);
+    let mut config = two_step_config(data, output.clone(), dir.join("run"), 0.5, 192);
     config.observer_weights = Some(weights);
-    config.lambda = 8.0;
-    config.network = HyperpriorConfig { n: 8, m: 12 };
-    config.steps = 2;
-    config.batch_size = 1;
-    config.crop_size = 192;
-    config.validate_every = 0;
-    config.progress = false;
     config.name = "observer-tiny".into();
     let outcome = train(&config).expect("training runs");
     assert_eq!(
@@ -406,17 +418,9 @@ fn torchscript_observer_trains_a_model() {
     assert!(scalar(&same.total) < 1e-9);
 
     let output = dir.join("ts.safetensors");
-    let mut config = TrainConfig::new(data, output.clone(), dir.join("run"));
-    config.distortion = Distortion::observer(1.0);
+    let mut config = two_step_config(data, output.clone(), dir.join("run"), 1.0, 128);
     config.observer_torchscript = Some(module_path.clone());
     config.observer_weights = Some(dir.join("absent.safetensors"));
-    config.lambda = 8.0;
-    config.network = HyperpriorConfig { n: 8, m: 12 };
-    config.steps = 2;
-    config.batch_size = 1;
-    config.crop_size = 128;
-    config.validate_every = 0;
-    config.progress = false;
     train(&config).expect("training with a TorchScript observer");
     let model = CodecModel::load(&output).expect("the model file loads");
     let observer = model

@@ -72,7 +72,8 @@ pub struct CompressedLatents {
     pub z_shape: [i64; 3],
 }
 
-/// The integer tables a model codes with, and their prepared coders.
+/// What a model codes with: its integer tables, their prepared coders, and the reproducible
+/// hyper-synthesis that picks a `y` table per element — all derived once per model.
 #[derive(Debug)]
 pub struct ModelTables {
     /// One table per channel of `z`.
@@ -81,14 +82,21 @@ pub struct ModelTables {
     pub y: Vec<CdfTable>,
     z_coders: CodingTables,
     y_coders: CodingTables,
+    hyper_synthesis: ocular_entropy::HyperSynthesis,
 }
 
 impl ModelTables {
-    /// Validates the tables and prepares their coders.
+    /// Validates the tables, prepares their coders and takes the reproducible hyper-synthesis
+    /// from `network`'s current weights (so build these after the weights are final).
     ///
     /// # Errors
     /// [`ModelError::InvalidModel`] if a table is broken or the counts do not fit the network.
-    pub fn new(z: Vec<CdfTable>, y: Vec<CdfTable>, z_channels: i64) -> Result<Self, ModelError> {
+    pub fn new(
+        z: Vec<CdfTable>,
+        y: Vec<CdfTable>,
+        network: &MeanScaleHyperprior,
+    ) -> Result<Self, ModelError> {
+        let z_channels = network.config.n;
         if z.len() as i64 != z_channels {
             return Err(ModelError::InvalidModel(format!(
                 "{} z tables for {z_channels} channels",
@@ -110,6 +118,7 @@ impl ModelTables {
             y,
             z_coders,
             y_coders,
+            hyper_synthesis: network.coding_hyper_synthesis()?,
         })
     }
 }
@@ -282,7 +291,7 @@ impl MeanScaleHyperprior {
         let z = self.entropy_bottleneck.tables()?;
         let y = ocular_entropy::gaussian_tables(&ocular_entropy::scale_table())
             .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
-        ModelTables::new(z, y, self.config.n)
+        ModelTables::new(z, y, self)
     }
 
     /// Compresses one image (1, 3, H, W) in [0, 1] into its two streams.
@@ -312,7 +321,7 @@ impl MeanScaleHyperprior {
             let z_symbols = tensor_to_symbols(&(&z - &medians).round())?;
             let z_stream =
                 ocular_entropy::encode(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
-            let (means, y_indices) = self.y_parameters(&z_symbols, z_shape, y_shape)?;
+            let (means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape)?;
             let y_symbols = tensor_to_symbols(&(&y - &means).round())?;
             let y_stream = ocular_entropy::encode(&y_symbols, &y_indices, &tables.y_coders)?;
             Ok(CompressedLatents {
@@ -352,24 +361,19 @@ impl MeanScaleHyperprior {
             let z_symbols =
                 ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
             let (means, y_indices) =
-                self.y_parameters(&z_symbols, latents.z_shape, latents.y_shape)?;
+                y_parameters(tables, &z_symbols, latents.z_shape, latents.y_shape)?;
             let y_values = ocular_entropy::decode(&latents.y_stream, &y_indices, &tables.y_coders)?;
             let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width]) + means;
             Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
         })
     }
 
-    /// Means (1, M, h, w) and table indices of `y` from the integer symbols of `z`, by the
-    /// reproducible hyper-synthesis ([`ocular_entropy::HyperSynthesis`]: the same weights as
-    /// [`Self::forward`]'s, evaluated in a fixed order of `f32` operations). The encoder and the
-    /// decoder both go through here, so every machine and thread count derives the same
-    /// indices and means from the same symbols.
-    fn y_parameters(
-        &self,
-        z_symbols: &[i32],
-        [_, z_height, z_width]: [i64; 3],
-        [y_channels, y_height, y_width]: [i64; 3],
-    ) -> Result<(Tensor, Vec<u16>), ModelError> {
+    /// The hyper-synthesis as the coder runs it ([`ocular_entropy::HyperSynthesis`]): the same
+    /// weights as [`Self::forward`]'s, evaluated in a fixed order of `f32` operations.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] if a layer does not fit the reproducible path.
+    fn coding_hyper_synthesis(&self) -> Result<ocular_entropy::HyperSynthesis, ModelError> {
         let medians = Vec::<f32>::try_from(
             self.entropy_bottleneck
                 .medians()
@@ -382,19 +386,31 @@ impl MeanScaleHyperprior {
             self.h_s[1].coding_layer(true)?,
             self.h_s[2].coding_layer(false)?,
         ];
-        let hyper = ocular_entropy::HyperSynthesis::new(medians, layers)
-            .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
-        let side = |v: i64| usize::try_from(v).unwrap_or(0);
-        let parameters = hyper
-            .y_parameters(
-                z_symbols,
-                [side(z_height), side(z_width)],
-                [side(y_height), side(y_width)],
-            )
-            .map_err(|e| ModelError::Shape(e.to_string()))?;
-        let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
-        Ok((means, parameters.scale_indices))
+        ocular_entropy::HyperSynthesis::new(medians, layers)
+            .map_err(|e| ModelError::InvalidModel(e.to_string()))
     }
+}
+
+/// Means (1, M, h, w) and table indices of `y` from the integer symbols of `z`, by the model's
+/// reproducible hyper-synthesis. The encoder and the decoder both go through here, so every
+/// machine and thread count derives the same indices and means from the same symbols.
+fn y_parameters(
+    tables: &ModelTables,
+    z_symbols: &[i32],
+    [_, z_height, z_width]: [i64; 3],
+    [y_channels, y_height, y_width]: [i64; 3],
+) -> Result<(Tensor, Vec<u16>), ModelError> {
+    let side = |v: i64| usize::try_from(v).unwrap_or(0);
+    let parameters = tables
+        .hyper_synthesis
+        .y_parameters(
+            z_symbols,
+            [side(z_height), side(z_width)],
+            [side(y_height), side(y_width)],
+        )
+        .map_err(|e| ModelError::Shape(e.to_string()))?;
+    let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
+    Ok((means, parameters.scale_indices))
 }
 
 fn ceil_div(a: i64, b: i64) -> i64 {
@@ -451,9 +467,9 @@ mod tests {
         let z_shape = [n, 3, 5];
         let z_symbols: Vec<i32> = (0..n * 15).map(|i| ((i * 7919) % 11) as i32 - 5).collect();
         let y_shape = [m, 11, 18];
-        let (means, indices) = network
-            .y_parameters(&z_symbols, z_shape, y_shape)
-            .expect("parameters");
+        let tables = network.build_tables().expect("tables");
+        let (means, indices) =
+            y_parameters(&tables, &z_symbols, z_shape, y_shape).expect("parameters");
         let z_hat = symbols_to_tensor(&z_symbols, [1, n, 3, 5])
             + network.entropy_bottleneck.medians().view([1, -1, 1, 1]);
         let (torch_means, torch_scales) =

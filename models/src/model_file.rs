@@ -91,13 +91,11 @@ impl CodecModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
         let invalid = |what: String| ModelError::InvalidModel(what);
         let (info, entries) = read_metadata(bytes)?;
-        let HyperpriorConfig { n, .. } = info.network;
         let tables_json = entries
             .get(TABLES_KEY)
             .ok_or_else(|| invalid(format!("no {TABLES_KEY} entry")))?;
         let stored: StoredTables = serde_json::from_str(tables_json)
             .map_err(|e| invalid(format!("bad {TABLES_KEY}: {e}")))?;
-        let tables = ModelTables::new(stored.z, stored.y, n)?;
 
         let file =
             safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -130,6 +128,7 @@ impl CodecModel {
             Ok(())
         })?;
         variables.freeze();
+        let tables = ModelTables::new(stored.z, stored.y, &network)?;
         Ok(Self {
             info,
             network,

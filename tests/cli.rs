@@ -14,6 +14,11 @@ fn ocular(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// `ocular encode INPUT -o OUTPUT --model MODEL`.
+fn encode_with(input: &str, output: &str, model: &str) -> Output {
+    ocular(&["encode", input, "-o", output, "--model", model])
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -67,14 +72,7 @@ fn path_str(path: &Path) -> String {
 #[test]
 fn encode_info_decode_round_trip() {
     let f = Fixture::new();
-    let out = ocular(&[
-        "encode",
-        &f.arg("in.png"),
-        "-o",
-        &f.arg("x.ocu"),
-        "--model",
-        &f.arg("a.safetensors"),
-    ]);
+    let out = encode_with(&f.arg("in.png"), &f.arg("x.ocu"), &f.arg("a.safetensors"));
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("bpp"));
 
@@ -111,14 +109,7 @@ fn encode_info_decode_round_trip() {
 #[test]
 fn failures_are_clean() {
     let f = Fixture::new();
-    let out = ocular(&[
-        "encode",
-        &f.arg("in.png"),
-        "-o",
-        &f.arg("x.ocu"),
-        "--model",
-        &f.arg("a.safetensors"),
-    ]);
+    let out = encode_with(&f.arg("in.png"), &f.arg("x.ocu"), &f.arg("a.safetensors"));
     assert!(out.status.success(), "{}", text(&out));
 
     // Wrong model.
@@ -149,42 +140,18 @@ fn failures_are_clean() {
     let out = ocular(&["info", &f.arg("in.png")]);
     assert_clean_failure(&out, "not a valid .ocu file");
     // Missing input, not an image, not a model.
-    let out = ocular(&[
-        "encode",
+    let out = encode_with(
         &f.arg("missing.png"),
-        "-o",
         &f.arg("z.ocu"),
-        "--model",
         &f.arg("a.safetensors"),
-    ]);
+    );
     assert_clean_failure(&out, "missing.png");
-    let out = ocular(&[
-        "encode",
-        &f.arg("x.ocu"),
-        "-o",
-        &f.arg("z.ocu"),
-        "--model",
-        &f.arg("a.safetensors"),
-    ]);
+    let out = encode_with(&f.arg("x.ocu"), &f.arg("z.ocu"), &f.arg("a.safetensors"));
     assert_clean_failure(&out, "unusable input image");
-    let out = ocular(&[
-        "encode",
-        &f.arg("in.png"),
-        "-o",
-        &f.arg("z.ocu"),
-        "--model",
-        &f.arg("in.png"),
-    ]);
+    let out = encode_with(&f.arg("in.png"), &f.arg("z.ocu"), &f.arg("in.png"));
     assert_clean_failure(&out, "invalid model");
     // Neither a file nor a built-in model name.
-    let out = ocular(&[
-        "encode",
-        &f.arg("in.png"),
-        "-o",
-        &f.arg("z.ocu"),
-        "--model",
-        "no-such-model",
-    ]);
+    let out = encode_with(&f.arg("in.png"), &f.arg("z.ocu"), "no-such-model");
     assert_clean_failure(&out, "nor a built-in model");
     // A TorchScript observer that is not there.
     let out = ocular(&[
@@ -206,14 +173,7 @@ fn a_builtin_model_can_be_chosen_by_name() {
         eprintln!("skipping: no built-in model");
         return;
     };
-    let out = ocular(&[
-        "encode",
-        &f.arg("in.png"),
-        "-o",
-        &f.arg("named.ocu"),
-        "--model",
-        name,
-    ]);
+    let out = encode_with(&f.arg("in.png"), &f.arg("named.ocu"), name);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("model {name}")),

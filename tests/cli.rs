@@ -297,6 +297,65 @@ fn rate_control_reaches_the_target_or_says_it_cannot() {
     );
 }
 
+#[test]
+fn refined_files_decode_and_keep_to_the_rate_target() {
+    let f = Fixture::new();
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("r.ocu"),
+        "--model",
+        "mse-q1",
+        "--refine",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["decode", &f.arg("r.ocu"), "-o", &f.arg("r.png")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        image::open(f.path("r.png"))
+            .expect("decoded")
+            .to_rgb8()
+            .dimensions(),
+        (45, 30)
+    );
+
+    // An observer model refines against the classifier: without it, a clear error.
+    let out = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .args(["encode", &f.arg("in.png"), "-o", &f.arg("m.ocu")])
+        .args(["--model", "machine-q1", "--refine", "1"])
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("OCULAR_CACHE", f.path("empty-cache"))
+        .output()
+        .expect("the binary runs");
+    assert_clean_failure(&out, "observer unavailable");
+
+    if !ocular::observer::default_weights_path().exists() {
+        println!("skipping the observer half: no classifier weights (scripts/setup-observer.sh)");
+        return;
+    }
+    // The tiny image costs far more than 0.25 bpp in header alone; 4 bpp leaves room for both
+    // rate points of the family.
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("m.ocu"),
+        "--bpp",
+        "4",
+        "--observer",
+        "machine",
+        "--refine",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::metadata(f.path("m.ocu")).expect("written").len();
+    assert!(bytes as f64 * 8.0 / (45.0 * 30.0) <= 4.0, "{bytes} bytes");
+    let out = ocular(&["decode", &f.arg("m.ocu"), "-o", &f.arg("m.png")]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A reader that goes away (`ocular models | head -1`) ends the command quietly, not in a panic.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

@@ -13,7 +13,7 @@
 //! 2. For every codec and every target bpp the crop is compressed so that the whole file spends
 //!    at most `target * 224 * 224 / 8` bytes (rounded down): JPEG and WebP by a search for the
 //!    highest quality that fits ([`Baseline`], the evaluation's quality search); ocular by
-//!    [`encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
+//!    [`crate::encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
 //!    fits (JPEG quality 1, or the family's lowest rate point, is still larger), that smallest
 //!    file is used and the row is marked [`over_target`](BenchRow::over_target).
 //! 3. Each file is decoded; PSNR (RGB) and MS-SSIM of the decoded crop against the uncompressed
@@ -64,7 +64,8 @@ pub use dataset::{scan_folder, LabeledImage, Shard};
 pub use report::{merge, BenchReport, BenchRow, BenchSummary, REFERENCE_CODEC};
 
 use crate::eval::EvalError;
-use crate::{encode_within_bpp, Decoder, Encoder, Limits, Model};
+use crate::rate_control::refine_within;
+use crate::{encode_within_bpp_refined, Decoder, Encoder, Limits, Model};
 
 /// Side of the classifier's input and of the crops every codec compresses.
 pub const CROP_SIZE: u32 = 224;
@@ -168,7 +169,7 @@ pub enum BenchError {
 #[derive(Debug)]
 pub enum BenchCodec {
     /// A family of ocular models, reported as `ocular:<label>`; each image goes through
-    /// [`encode_within_bpp`], so `models` must be ordered by increasing rate.
+    /// [`crate::encode_within_bpp`], so `models` must be ordered by increasing rate.
     Ocular {
         /// The family name, e.g. `human`.
         label: String,
@@ -259,6 +260,8 @@ pub struct BenchConfig {
     pub shard: Option<Shard>,
     /// Shows a progress bar over the images on standard error.
     pub progress: bool,
+    /// Refinement steps for the ocular codecs ([`crate::Encoder::with_refinement`]; 0 = off).
+    pub refine_steps: usize,
 }
 
 impl BenchConfig {
@@ -271,6 +274,7 @@ impl BenchConfig {
             limit: None,
             shard: None,
             progress: false,
+            refine_steps: 0,
         }
     }
 
@@ -393,6 +397,7 @@ fn compress(
     crop: &RgbImage,
     source: &DynamicImage,
     target_bpp: f64,
+    refine_steps: usize,
     image: &str,
 ) -> Result<Compressed, BenchError> {
     match codec {
@@ -403,13 +408,22 @@ fn compress(
                 source,
             };
             let (bytes, model_index, over_target) =
-                match encode_within_bpp(models, source, target_bpp) {
+                match encode_within_bpp_refined(models, source, target_bpp, refine_steps) {
                     Ok(done) => (done.bytes, done.model_index, false),
                     Err(crate::Error::RateTargetUnreachable { .. }) => {
                         let lowest = models
                             .first()
                             .ok_or_else(|| BenchError::Config(format!("{codec} has no models")))?;
-                        (Encoder::new(lowest).encode(source).map_err(fail)?, 0, true)
+                        let unrefined = Encoder::new(lowest).encode(source).map_err(fail)?;
+                        let bytes = if refine_steps > 0 {
+                            // Over the target already: refine without spending more.
+                            let encoder = Encoder::new(lowest).with_refinement(refine_steps);
+                            let budget = unrefined.len() as f64;
+                            refine_within(&encoder, source, unrefined, budget).map_err(fail)?
+                        } else {
+                            unrefined
+                        };
+                        (bytes, 0, true)
                     }
                     Err(other) => return Err(fail(other)),
                 };
@@ -481,7 +495,14 @@ fn bench_image(
     let mut batch = vec![rgb_to_tensor(&crop)];
     for codec in &config.codecs {
         for &target_bpp in &config.targets {
-            let compressed = compress(codec, &crop, &source, target_bpp, &image.name)?;
+            let compressed = compress(
+                codec,
+                &crop,
+                &source,
+                target_bpp,
+                config.refine_steps,
+                &image.name,
+            )?;
             let quality = crate::eval::measure(&crop, &compressed.decoded).map_err(|message| {
                 BenchError::Ocular {
                     codec: codec.name(),

@@ -53,6 +53,10 @@ pub enum Error {
     /// The input image cannot be read or is empty / too large.
     #[error("unusable input image: {0}")]
     Image(String),
+    /// Refinement needs the model's observer classifier and it cannot be loaded (install the
+    /// built-in one with `make setup`).
+    #[error("observer unavailable: {0}")]
+    ObserverUnavailable(String),
     /// The computation failed inside libtorch (a bug or resource exhaustion, not bad input).
     #[error("internal error: {0}")]
     Internal(String),

@@ -45,7 +45,7 @@ pub use error::Error;
 #[cfg(feature = "neural")]
 pub use model::{Model, DEFAULT_QUALITY};
 #[cfg(feature = "neural")]
-pub use rate_control::{encode_within_bpp, RateControlled};
+pub use rate_control::{encode_within_bpp, encode_within_bpp_refined, RateControlled};
 
 /// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
 /// and observer-dependent training. `make setup` installs its weights.

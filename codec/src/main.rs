@@ -116,6 +116,11 @@ struct EncodeArgs {
     /// in 0..=1 mixing them (the families available are listed by `ocular models`)
     #[arg(long, requires = "bpp", default_value = "human")]
     observer: String,
+    /// Refine each latent with N steps of gradient descent on the model's own objective before
+    /// coding (slower encoding, same decoder; for observer models it needs the classifier of
+    /// `make setup`). 0 = off
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    refine: usize,
 }
 
 #[derive(Args)]
@@ -148,6 +153,11 @@ struct RoundtripArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
+    /// Refine each latent with N steps of gradient descent on the model's own objective before
+    /// coding (slower encoding, same decoder; for observer models it needs the classifier of
+    /// `make setup`). 0 = off
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    refine: usize,
 }
 
 #[derive(Args)]
@@ -194,7 +204,7 @@ enum BenchCommand {
     /// the target), decoded and classified; the table reports top-1 / top-5, bpp reached, PSNR and
     /// MS-SSIM against the uncompressed crop's accuracy. Split big sets with --shard and merge the
     /// CSVs with `ocular bench merge`.
-    Imagenet(BenchImagenetArgs),
+    Imagenet(Box<BenchImagenetArgs>),
     /// Merge the CSVs of `bench imagenet --shard K/N` runs into one report.
     Merge(BenchMergeArgs),
 }
@@ -269,6 +279,10 @@ struct BenchImagenetArgs {
     /// (it takes the normalised (N, 3, 224, 224) batch; see docs/observer.md)
     #[arg(long, conflicts_with = "weights")]
     observer_torchscript: Option<PathBuf>,
+    /// Refine the ocular codecs' latents with N gradient steps each on their model's own
+    /// objective (see `ocular encode --help`). 0 = off
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    refine: usize,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -495,13 +509,15 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
                 bail!("--bpp must be a positive number, got {target}");
             }
             let mut family = Model::builtin_observer_family(&args.observer)?;
-            let found = ocular::encode_within_bpp(&family, &image, target)?;
+            let found = ocular::encode_within_bpp_refined(&family, &image, target, args.refine)?;
             out!("target {target} bpp: reached {:.4} bpp", found.bpp);
             (family.swap_remove(found.model_index), found.bytes)
         }
         None => {
             let model = args.model.load()?;
-            let bytes = Encoder::new(&model).encode(&image)?;
+            let bytes = Encoder::new(&model)
+                .with_refinement(args.refine)
+                .encode(&image)?;
             (model, bytes)
         }
     };
@@ -622,7 +638,9 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let (width, height) = (image.width(), image.height());
     let start = Instant::now();
-    let bytes = Encoder::new(&model).encode(&image)?;
+    let bytes = Encoder::new(&model)
+        .with_refinement(args.refine)
+        .encode(&image)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let decoded = Decoder::new(&model).decode(&bytes)?;
@@ -768,6 +786,7 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             config.limit = args.limit;
             config.shard = args.shard;
             config.progress = !args.quiet;
+            config.refine_steps = args.refine;
             let report = bench::run(&config, classifier.as_ref())?;
             write_bench_outputs(&report, &args.outputs)
         }

@@ -2,7 +2,7 @@
 
 use image::{DynamicImage, GenericImageView};
 
-use crate::{Encoder, Error, Model};
+use crate::{Bitstream, Encoder, Error, Limits, Model};
 
 /// The outcome of [`encode_within_bpp`].
 #[derive(Debug)]
@@ -30,12 +30,37 @@ pub fn encode_within_bpp(
     image: &DynamicImage,
     target_bpp: f64,
 ) -> Result<RateControlled, Error> {
+    encode_within_bpp_refined(models, image, target_bpp, 0)
+}
+
+/// [`encode_within_bpp`], then the chosen model's file made again with
+/// [`Encoder::with_refinement`]`(refine_steps)`, kept if it still fits the target (refinement
+/// trades rate for the model's distortion, so it usually spends a little less). The search
+/// itself runs unrefined: refining costs far more than encoding.
+///
+/// # Errors
+/// As [`encode_within_bpp`], and [`Error::ObserverUnavailable`] when refining an observer
+/// model without its classifier.
+pub fn encode_within_bpp_refined(
+    models: &[Model],
+    image: &DynamicImage,
+    target_bpp: f64,
+    refine_steps: usize,
+) -> Result<RateControlled, Error> {
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
     let budget_bytes = (target_bpp * pixels / 8.0).floor();
     let found = highest_fitting(models.len(), budget_bytes, |index| {
         Encoder::new(&models[index]).encode(image)
     })?;
+    let found = match found {
+        Some((model_index, bytes)) if refine_steps > 0 => {
+            let encoder = Encoder::new(&models[model_index]).with_refinement(refine_steps);
+            let refined = refine_within(&encoder, image, bytes, budget_bytes)?;
+            Some((model_index, refined))
+        }
+        other => other,
+    };
     match found {
         Some((model_index, bytes)) => {
             let bpp = bytes.len() as f64 * 8.0 / pixels;
@@ -47,6 +72,31 @@ pub fn encode_within_bpp(
         }
         None => Err(Error::RateTargetUnreachable { target_bpp }),
     }
+}
+
+/// `encoder`'s (refining) file of `image` if it fits `budget_bytes`, else `unrefined`, the
+/// same model's file without refinement. Refinement may let the `y` stream grow into what
+/// `unrefined` leaves of the budget; the header and `z` stay as they are.
+///
+/// # Errors
+/// As [`Encoder::encode`]; [`Error::Container`] if `unrefined` is not a valid file.
+pub(crate) fn refine_within(
+    encoder: &Encoder<'_>,
+    image: &DynamicImage,
+    unrefined: Vec<u8>,
+    budget_bytes: f64,
+) -> Result<Vec<u8>, Error> {
+    let y_bytes = Bitstream::parse(&unrefined, &Limits::default())?
+        .y_stream
+        .len();
+    // Two bytes of slack for the stream-length fields growing.
+    let max_y_bytes = (budget_bytes as usize + y_bytes).saturating_sub(unrefined.len() + 2);
+    let refined = encoder.encode_with_y_budget(image, Some(max_y_bytes))?;
+    Ok(if refined.len() as f64 <= budget_bytes {
+        refined
+    } else {
+        unrefined
+    })
 }
 
 /// Binary search for the highest `index < count` whose output fits `budget_bytes`, assuming output

@@ -226,7 +226,7 @@ impl MeanScaleHyperprior {
         h
     }
 
-    fn hyper_analysis(&self, y: &Tensor) -> Tensor {
+    pub(crate) fn hyper_analysis(&self, y: &Tensor) -> Tensor {
         let h = self.h_a[0].forward(y, self.precision).relu();
         let h = self.h_a[1].forward(&h, self.precision).relu();
         self.h_a[2].forward(&h, self.precision)
@@ -314,21 +314,35 @@ impl MeanScaleHyperprior {
         }
         tch::no_grad(|| {
             let y = self.analysis(x);
-            let z = self.hyper_analysis(&y);
-            let y_shape = shape3(&y);
+            let hyperprior = self.encode_hyperprior(&y, tables)?;
+            hyperprior.code(&y, tables)
+        })
+    }
+
+    /// The first half of coding `y` (1, M, h, w): its hyperprior `z`, quantised and fixed, and
+    /// what `z` tells the coder about `y`. Runs without gradients.
+    pub(crate) fn encode_hyperprior(
+        &self,
+        y: &Tensor,
+        tables: &ModelTables,
+    ) -> Result<CodedHyperprior, ModelError> {
+        tch::no_grad(|| {
+            let z = self.hyper_analysis(y);
+            let y_shape = shape3(y);
             let z_shape = shape3(&z);
             let medians = self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
-            let z_symbols = tensor_to_symbols(&(&z - &medians).round())?;
-            let z_stream =
-                ocular_entropy::encode(&z_symbols, &z_channel_indices(z_shape), &tables.z_coders)?;
-            let (means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape)?;
-            let y_symbols = tensor_to_symbols(&(&y - &means).round())?;
-            let y_stream = ocular_entropy::encode(&y_symbols, &y_indices, &tables.y_coders)?;
-            Ok(CompressedLatents {
-                z_stream,
-                y_stream,
-                y_shape,
+            let z_integers = (&z - &medians).round();
+            let z_symbols = tensor_to_symbols(&z_integers)?;
+            let (y_means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape)?;
+            let (_, y_scales) =
+                self.hyper_synthesis(&(z_integers + medians), y_shape[1], y_shape[2]);
+            Ok(CodedHyperprior {
+                z_symbols,
                 z_shape,
+                y_shape,
+                y_means,
+                y_indices,
+                y_scales,
             })
         })
     }
@@ -388,6 +402,44 @@ impl MeanScaleHyperprior {
         ];
         ocular_entropy::HyperSynthesis::new(medians, layers)
             .map_err(|e| ModelError::InvalidModel(e.to_string()))
+    }
+}
+
+/// A quantised hyperprior `z` and what it tells the coder about `y`
+/// ([`MeanScaleHyperprior::encode_hyperprior`]).
+pub(crate) struct CodedHyperprior {
+    z_symbols: Vec<i32>,
+    z_shape: [i64; 3],
+    y_shape: [i64; 3],
+    /// The coder's means of `y` (reproducible, [`y_parameters`]): `y` is coded as
+    /// `round(y - y_means)`.
+    pub(crate) y_means: Tensor,
+    y_indices: Vec<u16>,
+    /// The network's (libtorch) scales of `y`, for estimating its rate; the coder uses
+    /// `y_indices` instead.
+    pub(crate) y_scales: Tensor,
+}
+
+impl CodedHyperprior {
+    /// Range-codes `z` and `round(y - y_means)`.
+    pub(crate) fn code(
+        &self,
+        y: &Tensor,
+        tables: &ModelTables,
+    ) -> Result<CompressedLatents, ModelError> {
+        let z_stream = ocular_entropy::encode(
+            &self.z_symbols,
+            &z_channel_indices(self.z_shape),
+            &tables.z_coders,
+        )?;
+        let y_symbols = tch::no_grad(|| tensor_to_symbols(&(y - &self.y_means).round()))?;
+        let y_stream = ocular_entropy::encode(&y_symbols, &self.y_indices, &tables.y_coders)?;
+        Ok(CompressedLatents {
+            z_stream,
+            y_stream,
+            y_shape: self.y_shape,
+            z_shape: self.z_shape,
+        })
     }
 }
 

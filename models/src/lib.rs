@@ -14,6 +14,7 @@ pub mod losses;
 pub mod model_file;
 pub mod msssim;
 pub mod observer;
+pub mod refine;
 pub mod train;
 
 pub use hyperprior::{CompressedLatents, HyperpriorConfig, MeanScaleHyperprior, ModelTables};

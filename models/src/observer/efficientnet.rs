@@ -111,6 +111,7 @@ pub const NUM_STAGES: usize = STAGES.len();
 /// | `Stage(5)` | 192 | 7 (32) |
 /// | `Stage(6)` | 320 | 7 (32) |
 /// | `Head` (conv 1x1 + BN + ReLU6, before pooling) | 1280 | 7 (32) |
+/// | `Logits` (pooled head, linear layer) | 1000 | none: shape (N, 1000) |
 ///
 /// `Stage(k)` is the output of the last block of group `k` (block groups as in the reference
 /// package's `blocks_args`; blocks 0, 1-2, 3-4, 5-7, 8-10, 11-14, 15). Stage outputs have no
@@ -123,6 +124,11 @@ pub enum FeatureLayer {
     Stage(usize),
     /// After the head convolution (the 1280 maps that are average-pooled into the classifier).
     Head,
+    /// The classifier's output scores, (N, [`NUM_CLASSES`]). Compared by the observer loss like
+    /// a feature map (relative MSE), this is logit matching, the distillation loss of Ba and
+    /// Caruana ("Do deep nets really need to be deep?", 2014): the term that asks most
+    /// directly for the same decision.
+    Logits,
 }
 
 impl FeatureLayer {
@@ -131,6 +137,7 @@ impl FeatureLayer {
         let mut v = vec![FeatureLayer::Stem];
         v.extend((0..NUM_STAGES).map(FeatureLayer::Stage));
         v.push(FeatureLayer::Head);
+        v.push(FeatureLayer::Logits);
         v
     }
 
@@ -140,23 +147,26 @@ impl FeatureLayer {
             FeatureLayer::Stem => Some(STEM_CHANNELS),
             FeatureLayer::Stage(k) => STAGES.get(k).map(|s| s.output),
             FeatureLayer::Head => Some(HEAD_CHANNELS),
+            FeatureLayer::Logits => Some(NUM_CLASSES),
         }
     }
 
     /// Downsampling factor relative to the input (output side = ceil(input side / stride)),
-    /// `None` for a stage index out of range.
+    /// `None` for a stage index out of range and for [`FeatureLayer::Logits`] (no spatial
+    /// dimensions).
     pub fn stride(self) -> Option<i64> {
         match self {
             FeatureLayer::Stem => Some(2),
             FeatureLayer::Stage(k) if k < NUM_STAGES => {
                 Some(2 * STAGES[..=k].iter().map(|s| s.stride).product::<i64>())
             }
-            FeatureLayer::Stage(_) => None,
+            FeatureLayer::Stage(_) | FeatureLayer::Logits => None,
             FeatureLayer::Head => Some(32),
         }
     }
 
-    /// Position in the network: 0 = stem, 1 + k = stage k, 1 + NUM_STAGES = head.
+    /// Position in the network: 0 = stem, 1 + k = stage k, 1 + NUM_STAGES = head,
+    /// 2 + NUM_STAGES = logits.
     fn depth(self) -> Result<usize, ObserverError> {
         match self {
             FeatureLayer::Stem => Ok(0),
@@ -165,9 +175,13 @@ impl FeatureLayer {
                 "feature layer stage{k} does not exist (stages 0..{NUM_STAGES})"
             ))),
             FeatureLayer::Head => Ok(1 + NUM_STAGES),
+            FeatureLayer::Logits => Ok(LOGITS_DEPTH),
         }
     }
 }
+
+/// [`FeatureLayer::depth`] of the logits.
+const LOGITS_DEPTH: usize = 2 + NUM_STAGES;
 
 impl fmt::Display for FeatureLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,6 +189,7 @@ impl fmt::Display for FeatureLayer {
             FeatureLayer::Stem => write!(f, "stem"),
             FeatureLayer::Stage(k) => write!(f, "stage{k}"),
             FeatureLayer::Head => write!(f, "head"),
+            FeatureLayer::Logits => write!(f, "logits"),
         }
     }
 }
@@ -182,11 +197,13 @@ impl fmt::Display for FeatureLayer {
 impl FromStr for FeatureLayer {
     type Err = ObserverError;
 
-    /// Parses `stem`, `stage0`..`stage6` or `head` (the [`Display`](fmt::Display) form).
+    /// Parses `stem`, `stage0`..`stage6`, `head` or `logits` (the [`Display`](fmt::Display)
+    /// form).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let layer = match s {
             "stem" => FeatureLayer::Stem,
             "head" => FeatureLayer::Head,
+            "logits" => FeatureLayer::Logits,
             _ => match s
                 .strip_prefix("stage")
                 .and_then(|k| k.parse::<usize>().ok())
@@ -194,7 +211,7 @@ impl FromStr for FeatureLayer {
                 Some(k) => FeatureLayer::Stage(k),
                 None => {
                     return Err(ObserverError::Input(format!(
-                        "unknown feature layer {s:?} (stem, stage0..stage{}, head)",
+                        "unknown feature layer {s:?} (stem, stage0..stage{}, head, logits)",
                         NUM_STAGES - 1
                     )))
                 }
@@ -609,6 +626,7 @@ impl Classifier {
             .iter()
             .map(|l| l.depth())
             .collect::<Result<Vec<_>, _>>()?;
+        let logits = logits || depths.contains(&LOGITS_DEPTH);
         let last = if logits {
             usize::MAX
         } else {
@@ -645,7 +663,9 @@ impl Classifier {
                 keep(1 + NUM_STAGES, &h);
                 if logits {
                     let pooled = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
-                    result = Some(pooled.linear(&self.fc_weight, Some(&self.fc_bias)));
+                    let scores = pooled.linear(&self.fc_weight, Some(&self.fc_bias));
+                    keep(LOGITS_DEPTH, &scores);
+                    result = Some(scores);
                 }
             }
         }
@@ -689,12 +709,14 @@ mod tests {
         let (logits, feats) = c.forward_with_features(&x, &all).expect("forward");
         assert_eq!(logits.size(), vec![2, NUM_CLASSES]);
         for (l, f) in all.iter().zip(&feats) {
-            let side = 224 / l.stride().expect("stride");
-            assert_eq!(
-                f.size(),
-                vec![2, l.channels().expect("channels"), side, side],
-                "{l}"
-            );
+            let channels = l.channels().expect("channels");
+            match l.stride() {
+                Some(stride) => {
+                    let side = 224 / stride;
+                    assert_eq!(f.size(), vec![2, channels, side, side], "{l}");
+                }
+                None => assert!(f.equal(&logits), "{l}"),
+            }
         }
         assert_eq!(c.vs.variables().len(), 296 - 49);
     }

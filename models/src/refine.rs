@@ -1,0 +1,270 @@
+//! Encoder-side refinement of the latent: the encoder searches for better integers to send.
+//!
+//! The decoder only ever sees the integers `round(y - mean)`; which integers the encoder sends
+//! is its own business. The analysis transform `g_a` gives a good guess, amortised over all
+//! images; a few steps of gradient descent on one image's own objective give a better one
+//! (Campos, Meierhans, Djelouah, Schroers, "Content Adaptive Optimization for Neural Image
+//! Compression", CVPR workshops 2019; Yang, Bamler, Mandt, "Improving Inference for Neural
+//! Image Compression", NeurIPS 2020). The bitstream format and the decoder do not change.
+//!
+//! # The objective
+//!
+//! With `z` quantised once from `y_0 = g_a(x)` and then held fixed (so the coder's means `mu`
+//! and the network's scales `sigma` of `y` are fixed), minimise over `y`
+//!
+//! ```text
+//! L(y)   = R(y) + lambda * D(x, g_s(y_hat)),        y_hat = mu + round(y - mu)
+//! R(y)   = -sum_i log2 P(round(y_i - mu_i) | sigma_i) / pixels
+//! P(v|s) = Phi((v + 1/2) / s) - Phi((v - 1/2) / s)
+//! ```
+//!
+//! `D` and `lambda` are the model's own training distortion and trade-off, so refinement
+//! optimises per image exactly what training optimised on average: for an observer model the
+//! classifier's features, for an `mse` model the squared error. `L` is the exact objective of
+//! the integers sent (the coded size is within about 1% of `R`, see the consistency test).
+//!
+//! # The gradient
+//!
+//! `round` has no useful gradient, so, as in training ([`crate::MeanScaleHyperprior::forward`]):
+//! the rate term is evaluated at `y - mu + u` with uniform noise `u` in `[-1/2, 1/2)`, and the
+//! distortion term at `y_hat` with the straight-through estimator
+//! (`d y_hat / d y = 1`). The noise comes from a fixed-seed generator, so refining the same
+//! image with the same libtorch thread count gives the same file.
+//!
+//! # The search
+//!
+//! Adam from `y_0`, its learning rate halved after every step that fails to improve on the
+//! best `L` so far: objectives differ in how fast they turn (the classifier's features want
+//! long steps, the squared error short ones), and halving on overshoot serves both.
+//!
+//! # Invariant
+//!
+//! Every step first evaluates the exact `L` of the current `y` (that costs nothing extra: the
+//! forward pass is shared) and the best `y` seen is the one coded, `y_0` included: refinement
+//! never sends integers with a worse objective than the unrefined encoder would.
+//!
+//! # Rate budget
+//!
+//! Left alone, refinement spends some more bits for a lower `L` (about 10% more on 224x224
+//! crops). Under a budget `B` for the `y` stream (rate control: the file must fit a target
+//! bpp) it solves `min L(y) subject to bytes(y) <= B` instead:
+//!
+//! ```text
+//! gradient of   beta * R(y) + lambda * D        beta_0 = 1
+//! beta <- 1.2 beta            after a step whose latent does not fit
+//! beta <- max(1, 0.97 beta)   after one that does
+//! ```
+//!
+//! (a multiplicative dual ascent on the constraint) and keeps the best latent among those that
+//! fit (or, if none does, the best of all). `bytes(y)` is estimated as `R(y)` scaled by the
+//! ratio of the coded size of `y_0` to its `R`, with a 0.5% margin; the caller checks the file.
+
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::entropy_models::gaussian_likelihood;
+use crate::hyperprior::{CompressedLatents, MeanScaleHyperprior, ModelTables};
+use crate::losses::DistortionMeasure;
+use crate::ModelError;
+
+/// Default initial learning rate of the Adam search over `y` (about the first step's size, in
+/// quantisation bins), halved whenever a step fails to improve.
+///
+/// Measured with 20 steps: on the first 30 `imagenet-dev` crops coded by `machine-q1`, 0.01,
+/// 0.02 and 0.05 all keep the uncompressed top-1 (86.7%, against 50.0% unrefined) at 0.217,
+/// 0.201 and 0.198 bpp; on a 256x256 corner of `kodim05` the objective falls by 2.7%, 2.9%,
+/// 0.4% for `mse-q3` and by 4.4%, 5.1%, 5.0% for `msssim-q2` (0.01, 0.02, 0.05).
+pub const DEFAULT_REFINE_LEARNING_RATE: f64 = 0.02;
+
+/// How to refine: the per-image objective and the search.
+#[derive(Debug)]
+pub struct Refinement<'a> {
+    /// `D`, normally the model's training distortion.
+    pub distortion: &'a DistortionMeasure,
+    /// `lambda`, normally the model's.
+    pub lambda: f64,
+    /// Adam steps (each costs one synthesis and one distortion evaluation, forward and
+    /// backward).
+    pub steps: usize,
+    /// Adam learning rate (see [`DEFAULT_REFINE_LEARNING_RATE`]).
+    pub learning_rate: f64,
+    /// A budget for the coded `y` stream, in bytes: only latents whose stream is estimated to
+    /// fit are kept (see [Rate budget](self#rate-budget)). `None`: no budget.
+    pub max_y_bytes: Option<usize>,
+}
+
+/// What a refinement achieved, in units of the objective `L = R + lambda * D`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefinementReport {
+    /// `L` of the unrefined latent `y_0`.
+    pub initial_objective: f64,
+    /// `L` of the latent coded (never above `initial_objective`).
+    pub final_objective: f64,
+    /// The step whose latent was coded (0 = `y_0`).
+    pub best_step: usize,
+}
+
+impl MeanScaleHyperprior {
+    /// Compresses one image (1, 3, H, W) in [0, 1], H and W multiples of
+    /// [`crate::hyperprior::Y_DOWNSAMPLING`], after refining its latent (see the [module
+    /// documentation](self)). `visible` = (height, width) of the image inside the padding: the
+    /// distortion is measured there only.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] for a batch other than one RGB image or a `visible` area outside
+    /// it; errors of the distortion measure (e.g. MS-SSIM on too small an image) and of coding.
+    pub fn compress_refined(
+        &self,
+        x: &Tensor,
+        visible: (i64, i64),
+        tables: &ModelTables,
+        refinement: &Refinement<'_>,
+    ) -> Result<(CompressedLatents, RefinementReport), ModelError> {
+        let size = x.size();
+        let (height, width) = visible;
+        if size.len() != 4 || size[0] != 1 || size[1] != 3 {
+            return Err(ModelError::Shape(format!(
+                "compress takes one RGB image (1, 3, H, W), got {size:?}"
+            )));
+        }
+        if height < 1 || width < 1 || height > size[2] || width > size[3] {
+            return Err(ModelError::Shape(format!(
+                "visible area {height}x{width} is not inside the {}x{} image",
+                size[2], size[3]
+            )));
+        }
+        let y_0 = tch::no_grad(|| self.analysis(x));
+        let hyperprior = self.encode_hyperprior(&y_0, tables)?;
+        let (means, scales) = (&hyperprior.y_means, &hyperprior.y_scales);
+        let original = x.narrow(2, 0, height).narrow(3, 0, width);
+        let pixels = (height * width) as f64;
+        let lambda = refinement.lambda;
+
+        let variables = nn::VarStore::new(Device::Cpu);
+        let y = variables.root().var_copy("y", &y_0);
+        let mut optimizer = nn::Adam::default().build(&variables, refinement.learning_rate)?;
+        // Coded bytes per estimated bit of y, measured on y_0, for the budget.
+        let bytes_per_bit = match refinement.max_y_bytes {
+            Some(_) => {
+                let coded = hyperprior.code(&y_0, tables)?.y_stream.len() as f64;
+                let estimated = tch::no_grad(|| bits(&(&y_0 - means).round(), scales));
+                coded / estimated.double_value(&[]).max(1.0)
+            }
+            None => 0.0,
+        };
+        let fits = |estimated_bits: f64| match refinement.max_y_bytes {
+            Some(budget) => estimated_bits * bytes_per_bit <= 0.995 * budget as f64,
+            None => true,
+        };
+        let mut rate_weight = 1.0;
+        let mut learning_rate = refinement.learning_rate;
+        let mut noise = UniformNoise::new(y_0.numel());
+        let mut best: Option<(f64, Tensor, usize, bool)> = None;
+        let mut initial_objective = f64::NAN;
+        for step in 0..=refinement.steps {
+            let residual = &y - means;
+            let rounded = residual.round();
+            let y_hat = &y + (&rounded + means - &y).detach();
+            let x_hat = self
+                .synthesis(&y_hat)
+                .narrow(2, 0, height)
+                .narrow(3, 0, width);
+            let distortion = refinement.distortion.compute(&original, &x_hat)?.total;
+            let exact_bits = tch::no_grad(|| bits(&rounded, scales)).double_value(&[]);
+            let objective = exact_bits / pixels + lambda * distortion.double_value(&[]);
+            let feasible = fits(exact_bits);
+            if step == 0 {
+                initial_objective = objective;
+            }
+            // A latent that fits beats one that does not (y_0 may not), then the lower L wins.
+            let better = best
+                .as_ref()
+                .is_none_or(|(b, _, _, b_feasible)| (feasible, -objective) > (*b_feasible, -*b));
+            if better {
+                best = Some((objective, tch::no_grad(|| y.copy()), step, feasible));
+            } else if feasible {
+                // Overshot: a smaller step size (objectives differ in how fast they turn).
+                learning_rate *= 0.5;
+                optimizer.set_lr(learning_rate);
+            }
+            if step == refinement.steps {
+                break;
+            }
+            rate_weight = if feasible {
+                f64::max(1.0, 0.97 * rate_weight)
+            } else {
+                1.2 * rate_weight
+            };
+            let noisy = &residual + noise.sample(&residual);
+            let loss = bits(&noisy, scales) * (rate_weight / pixels) + distortion * lambda;
+            optimizer.backward_step(&loss);
+        }
+        let (final_objective, best_y, best_step, _) =
+            best.ok_or_else(|| ModelError::Shape("refinement evaluated no latent".into()))?;
+        let latents = hyperprior.code(&best_y, tables)?;
+        Ok((
+            latents,
+            RefinementReport {
+                initial_objective,
+                final_objective,
+                best_step,
+            },
+        ))
+    }
+}
+
+/// `-sum log2 P(v | sigma)`, differentiable in `v`.
+fn bits(residuals: &Tensor, scales: &Tensor) -> Tensor {
+    -gaussian_likelihood(residuals, scales)
+        .log2()
+        .sum(Kind::Float)
+}
+
+/// Uniform noise in [-1/2, 1/2) from a fixed-seed SplitMix64 stream: refinement must not
+/// depend on (or disturb) libtorch's global generator.
+struct UniformNoise {
+    state: u64,
+    buffer: Vec<f32>,
+}
+
+impl UniformNoise {
+    fn new(len: usize) -> Self {
+        Self {
+            state: 0x6f63_756c_6172_2121,
+            buffer: vec![0.0; len],
+        }
+    }
+
+    /// Fresh noise shaped like `like` (which has the length given to [`Self::new`]).
+    fn sample(&mut self, like: &Tensor) -> Tensor {
+        for value in &mut self.buffer {
+            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            // The top 24 bits: exactly representable in f32.
+            *value = (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        }
+        Tensor::from_slice(&self.buffer).view(like.size().as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_uniform_in_half_open_unit_interval_and_repeatable() {
+        let like = Tensor::zeros([1, 4, 50, 50], (Kind::Float, Device::Cpu));
+        let a = UniformNoise::new(like.numel()).sample(&like);
+        let b = UniformNoise::new(like.numel()).sample(&like);
+        assert!(a.equal(&b));
+        assert_eq!(a.size(), like.size());
+        let min = a.min().double_value(&[]);
+        let max = a.max().double_value(&[]);
+        let mean = a.mean(Kind::Float).double_value(&[]);
+        assert!((-0.5..-0.49).contains(&min), "{min}");
+        assert!((0.49..0.5).contains(&max), "{max}");
+        assert!(mean.abs() < 0.01, "{mean}");
+    }
+}

@@ -166,6 +166,8 @@ pub struct EvalConfig {
     pub baselines: Vec<Baseline>,
     /// Shows a progress bar over the images on standard error.
     pub progress: bool,
+    /// Refinement steps for the ocular models ([`crate::Encoder::with_refinement`]; 0 = off).
+    pub refine_steps: usize,
 }
 
 impl EvalConfig {
@@ -176,6 +178,7 @@ impl EvalConfig {
             models,
             baselines: Baseline::ALL.to_vec(),
             progress: false,
+            refine_steps: 0,
         }
     }
 }
@@ -222,7 +225,7 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
         // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
         let source = DynamicImage::ImageRgb8(rgb.clone());
         for model in &config.models {
-            let ocular = evaluate_ocular(model, &source, &rgb, name)?;
+            let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps)?;
             let matched = baselines
                 .iter()
                 .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular))
@@ -392,6 +395,7 @@ fn evaluate_ocular(
     source: &DynamicImage,
     rgb: &RgbImage,
     name: &str,
+    refine_steps: usize,
 ) -> Result<EvalRow, EvalError> {
     let codec = format!("ocular:{}", model.label);
     let fail = |source: crate::Error| EvalError::Ocular {
@@ -400,7 +404,10 @@ fn evaluate_ocular(
         source,
     };
     let start = Instant::now();
-    let bytes = Encoder::new(&model.model).encode(source).map_err(fail)?;
+    let bytes = Encoder::new(&model.model)
+        .with_refinement(refine_steps)
+        .encode(source)
+        .map_err(fail)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let decoded = Decoder::new(&model.model)

@@ -179,12 +179,16 @@ struct EvalArgs {
     against: Vec<ocular::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
-    #[arg(long, conflicts_with_all = ["quality", "model", "limit"])]
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "refine"])]
     from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
     #[arg(long)]
     published_kodak: bool,
+    /// Refine the ocular models' latents with N gradient steps each on their own objective
+    /// (see `ocular encode --help`); the baselines then match the refined files' bpp. 0 = off
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    refine: usize,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -707,9 +711,17 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if models.is_empty() {
         bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
     }
+    if args.refine > 0 {
+        // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
+        for model in &mut models {
+            model.label = format!("{}+refine{}", model.label, args.refine);
+            model.family = format!("{} refined", model.family);
+        }
+    }
     let mut config = EvalConfig::new(images, models);
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
+    config.refine_steps = args.refine;
     let report = evaluate(&config)?;
     write_eval_outputs(&report, &args)
 }

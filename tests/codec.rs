@@ -212,3 +212,35 @@ fn model_files_round_trip_and_bad_ones_are_refused() {
         Err(Error::InvalidModel(_))
     ));
 }
+
+/// Refinement (an untrained mse model: it has a gradient, if not a good one) gives ordinary
+/// files of the image's size, odd sizes included; under rate control it never exceeds the
+/// target, and a target the plain file only just meets still yields a file.
+#[test]
+fn refined_files_decode_and_rate_control_keeps_the_target() {
+    let model = tiny_model(1);
+    for (width, height) in [(97, 66), (5, 3)] {
+        let image = DynamicImage::ImageRgb8(photo_like(width, height));
+        let file = Encoder::new(&model)
+            .with_refinement(3)
+            .encode(&image)
+            .expect("refined encode");
+        let decoded = Decoder::new(&model).decode(&file).expect("decode");
+        assert_eq!((decoded.width(), decoded.height()), (width, height));
+    }
+
+    let image = DynamicImage::ImageRgb8(photo_like(97, 66));
+    let pixels = 97.0 * 66.0;
+    let plain = Encoder::new(&model).encode(&image).expect("encode");
+    let families = [tiny_model(1)];
+    for slack in [0.0, 40.0, 400.0] {
+        let target = (plain.len() as f64 + slack) * 8.0 / pixels;
+        let found = ocular::encode_within_bpp_refined(&families, &image, target, 3)
+            .expect("the plain file fits, so something does");
+        assert!(found.bpp <= target, "{} > {target}", found.bpp);
+        assert_eq!(found.bytes.len() as f64 * 8.0 / pixels, found.bpp);
+        Decoder::new(&families[0])
+            .decode(&found.bytes)
+            .expect("decodes");
+    }
+}

@@ -224,6 +224,18 @@ impl BenchCodec {
             BenchCodec::Baseline(baseline) => baseline.name().to_string(),
         }
     }
+
+    /// The name in the rows of a run refining with `refine_steps`: ocular codecs refined are
+    /// other codecs than unrefined ones (`ocular:machine+refine20`), so the reports of both
+    /// can be merged and plotted together.
+    fn row_name(&self, refine_steps: usize) -> String {
+        match self {
+            BenchCodec::Ocular { .. } if refine_steps > 0 => {
+                format!("{}+refine{refine_steps}", self.name())
+            }
+            _ => self.name(),
+        }
+    }
 }
 
 impl fmt::Display for BenchCodec {
@@ -403,7 +415,7 @@ fn compress(
     match codec {
         BenchCodec::Ocular { models, .. } => {
             let fail = |source: crate::Error| BenchError::Ocular {
-                codec: codec.name(),
+                codec: codec.row_name(refine_steps),
                 image: image.to_string(),
                 source,
             };
@@ -503,9 +515,10 @@ fn bench_image(
                 config.refine_steps,
                 &image.name,
             )?;
+            let codec_name = codec.row_name(config.refine_steps);
             let quality = crate::eval::measure(&crop, &compressed.decoded).map_err(|message| {
                 BenchError::Ocular {
-                    codec: codec.name(),
+                    codec: codec_name.clone(),
                     image: image.name.clone(),
                     source: crate::Error::Internal(message),
                 }
@@ -515,7 +528,7 @@ fn bench_image(
                 image: image.name.clone(),
                 wnid: image.wnid.clone(),
                 label: image.label,
-                codec: codec.name(),
+                codec: codec_name,
                 target_bpp: Some(target_bpp),
                 bpp: compressed.bytes as f64 * 8.0 / pixels,
                 over_target: compressed.over_target,
@@ -553,4 +566,18 @@ fn bench_image(
         row.top5_correct = top.iter().any(|&(class, _)| class == image.label);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refined_ocular_rows_are_named_apart() {
+        let ocular = BenchCodec::ocular("machine", Vec::new());
+        let webp = BenchCodec::Baseline(Baseline::Webp);
+        assert_eq!(ocular.row_name(0), "ocular:machine");
+        assert_eq!(ocular.row_name(20), "ocular:machine+refine20");
+        assert_eq!(webp.row_name(20), "webp");
+    }
 }

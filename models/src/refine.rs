@@ -97,7 +97,8 @@ pub struct Refinement<'a> {
 pub struct RefinementReport {
     /// `L` of the unrefined latent `y_0`.
     pub initial_objective: f64,
-    /// `L` of the latent coded (never above `initial_objective`).
+    /// `L` of the latent coded: never above `initial_objective` unless a budget was given
+    /// that `y_0` itself does not fit.
     pub final_objective: f64,
     /// The step whose latent was coded (0 = `y_0`).
     pub best_step: usize,

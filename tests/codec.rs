@@ -244,3 +244,25 @@ fn refined_files_decode_and_rate_control_keeps_the_target() {
             .expect("decodes");
     }
 }
+
+/// A target a little below what the lowest rate point spends: plain rate control cannot reach
+/// it, refinement under the budget can (it trades the model's distortion for rate).
+#[test]
+fn refinement_brings_an_unreachable_target_within_reach() {
+    let model = Model::builtin("mse-q3").expect("built-in model");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ladybird.png");
+    let image = image::open(sample).expect("sample").crop_imm(300, 200, 64, 64);
+    let plain = Encoder::new(&model).encode(&image).expect("encode");
+    let target = 0.95 * plain.len() as f64 * 8.0 / (64.0 * 64.0);
+    let family = [model];
+    assert!(matches!(
+        ocular::encode_within_bpp(&family, &image, target),
+        Err(Error::RateTargetUnreachable { .. })
+    ));
+    let found = ocular::encode_within_bpp_refined(&family, &image, target, 20)
+        .expect("refinement reaches 95% of the plain size");
+    assert!(found.bpp <= target, "{} > {target}", found.bpp);
+    Decoder::new(&family[0])
+        .decode(&found.bytes)
+        .expect("decodes");
+}

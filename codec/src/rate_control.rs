@@ -34,9 +34,10 @@ pub fn encode_within_bpp(
 }
 
 /// [`encode_within_bpp`], then the chosen model's file made again with
-/// [`Encoder::with_refinement`]`(refine_steps)`, kept if it still fits the target (refinement
-/// trades rate for the model's distortion, so it usually spends a little less). The search
-/// itself runs unrefined: refining costs far more than encoding.
+/// [`Encoder::with_refinement`]`(refine_steps)` under the bytes the target leaves, kept if it
+/// fits. When even the lowest rate point's plain file is over the target, its refinement under
+/// that budget is tried too: trading distortion for rate, it often fits where the plain file
+/// did not. The search itself runs unrefined: refining costs far more than encoding.
 ///
 /// # Errors
 /// As [`encode_within_bpp`], and [`Error::ObserverUnavailable`] when refining an observer
@@ -58,6 +59,14 @@ pub fn encode_within_bpp_refined(
             let encoder = Encoder::new(&models[model_index]).with_refinement(refine_steps);
             let refined = refine_within(&encoder, image, bytes, budget_bytes)?;
             Some((model_index, refined))
+        }
+        // Even the lowest rate point is over the target: refinement under the budget trades
+        // its distortion for rate and may still bring it within.
+        None if refine_steps > 0 && !models.is_empty() => {
+            let unrefined = Encoder::new(&models[0]).encode(image)?;
+            let encoder = Encoder::new(&models[0]).with_refinement(refine_steps);
+            let bytes = refine_within(&encoder, image, unrefined, budget_bytes)?;
+            (bytes.len() as f64 <= budget_bytes).then_some((0, bytes))
         }
         other => other,
     };

@@ -251,7 +251,9 @@ fn refined_files_decode_and_rate_control_keeps_the_target() {
 fn refinement_brings_an_unreachable_target_within_reach() {
     let model = Model::builtin("mse-q3").expect("built-in model");
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ladybird.png");
-    let image = image::open(sample).expect("sample").crop_imm(300, 200, 64, 64);
+    let image = image::open(sample)
+        .expect("sample")
+        .crop_imm(300, 200, 64, 64);
     let plain = Encoder::new(&model).encode(&image).expect("encode");
     let target = 0.95 * plain.len() as f64 * 8.0 / (64.0 * 64.0);
     let family = [model];

@@ -6,7 +6,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{BenchReport, BenchSummary, REFERENCE_CODEC};
 use super::BenchError;
-use crate::eval::plot::{legend_style, padded, FONT, OCULAR_COLORS};
+use crate::eval::plot::{legend_row_ranges, legend_style, padded, FONT, OCULAR_COLORS};
 
 const WIDTH: u32 = 1280;
 /// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
@@ -66,7 +66,8 @@ pub(super) fn svg(report: &BenchReport, tradeoff_target: f64) -> Result<String, 
     };
     let mut svg = String::new();
     {
-        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT);
+        let rows = legend_rows(&legend_entries(&codecs, reference.is_some())).len() as u32;
+        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let (panels, legend_strip) = root.split_vertically(HEIGHT);
@@ -205,11 +206,18 @@ fn tradeoff_panel(
         chart
             .draw_series(std::iter::once(Circle::new(*point, 6, color.filled())))
             .map_err(plot_error)?;
+        // Labels of points in the right third go to their left, to stay inside the panel.
+        let on_the_left = point.0 > x_low + (x_high - x_low) * 2.0 / 3.0;
+        let (anchor, offset) = if on_the_left {
+            (HPos::Right, -10)
+        } else {
+            (HPos::Left, 10)
+        };
         let font = (FONT, 13)
             .into_font()
             .color(&color)
-            .pos(Pos::new(HPos::Left, VPos::Center));
-        let label = EmptyElement::at(*point) + Text::new(codec.label.clone(), (10, 0), font);
+            .pos(Pos::new(anchor, VPos::Center));
+        let label = EmptyElement::at(*point) + Text::new(codec.label.clone(), (offset, 0), font);
         chart
             .draw_series(std::iter::once(label))
             .map_err(plot_error)?;
@@ -217,30 +225,64 @@ fn tradeoff_panel(
     Ok(())
 }
 
-/// A line sample, marker and label per codec (and the dashed reference line), centred in `area`.
-fn legend(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
-    codecs: &[Codec],
-    with_reference: bool,
-) -> Result<(), BenchError> {
-    const FONT_SIZE: f64 = 15.0;
-    const SAMPLE: i32 = 28;
-    const GAP: i32 = 36;
-    let mut entries: Vec<(String, RGBColor, bool)> = codecs
+const LEGEND_FONT_SIZE: f64 = 15.0;
+const LEGEND_SAMPLE: i32 = 28;
+const LEGEND_GAP: i32 = 36;
+
+/// A legend entry: label, colour, dashed.
+type LegendEntry = (String, RGBColor, bool);
+
+/// One entry per codec, then the dashed reference line.
+fn legend_entries(codecs: &[Codec], with_reference: bool) -> Vec<LegendEntry> {
+    let mut entries: Vec<LegendEntry> = codecs
         .iter()
         .map(|c| (c.label.clone(), c.color, false))
         .collect();
     if with_reference {
         entries.push(("uncompressed crop".into(), REFERENCE_COLOR, true));
     }
-    // The SVG leaves text to the viewer: estimate its width at 0.6 em a character.
-    let text_width = |text: &str| (text.chars().count() as f64 * FONT_SIZE * 0.6).round() as i32;
-    let entry_width = |label: &str| SAMPLE + 8 + text_width(label);
+    entries
+}
+
+/// Width of an entry. The SVG leaves text to the viewer: 0.6 em a character.
+fn entry_width(label: &str) -> i32 {
+    LEGEND_SAMPLE + 8 + (label.chars().count() as f64 * LEGEND_FONT_SIZE * 0.6).round() as i32
+}
+
+/// The entries split into rows that fit the plot's width.
+fn legend_rows(entries: &[LegendEntry]) -> Vec<&[LegendEntry]> {
+    let widths: Vec<i32> = entries.iter().map(|e| entry_width(&e.0)).collect();
+    legend_row_ranges(&widths, LEGEND_GAP, WIDTH as i32 - 16)
+        .into_iter()
+        .map(|range| &entries[range])
+        .collect()
+}
+
+/// A line sample, marker and label per codec (and the dashed reference line), each row centred
+/// in `area`.
+fn legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    codecs: &[Codec],
+    with_reference: bool,
+) -> Result<(), BenchError> {
+    let entries = legend_entries(codecs, with_reference);
+    for (row, entries) in legend_rows(&entries).into_iter().enumerate() {
+        let y = (LEGEND_HEIGHT * row as u32 + LEGEND_HEIGHT / 2) as i32;
+        legend_row(area, entries, y)?;
+    }
+    Ok(())
+}
+
+fn legend_row(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    entries: &[LegendEntry],
+    y: i32,
+) -> Result<(), BenchError> {
+    const SAMPLE: i32 = LEGEND_SAMPLE;
     let total = entries.iter().map(|e| entry_width(&e.0)).sum::<i32>()
-        + GAP * (entries.len().saturating_sub(1) as i32);
+        + LEGEND_GAP * (entries.len().saturating_sub(1) as i32);
     let mut x = ((WIDTH as i32 - total) / 2).max(8);
-    let y = (LEGEND_HEIGHT / 2) as i32;
-    for (label, color, dashed) in &entries {
+    for (label, color, dashed) in entries {
         if *dashed {
             for start in (0..SAMPLE).step_by(10) {
                 let end = (start + 6).min(SAMPLE);
@@ -254,13 +296,13 @@ fn legend(
             let marker = Circle::new((x + SAMPLE / 2, y), 3, color.filled());
             area.draw(&marker).map_err(plot_error)?;
         }
-        let font = (FONT, FONT_SIZE)
+        let font = (FONT, LEGEND_FONT_SIZE)
             .into_font()
             .color(&BLACK)
             .pos(Pos::new(HPos::Left, VPos::Center));
         area.draw(&Text::new(label.clone(), (x + SAMPLE + 8, y), font))
             .map_err(plot_error)?;
-        x += entry_width(label) + GAP;
+        x += entry_width(label) + LEGEND_GAP;
     }
     Ok(())
 }

@@ -14,14 +14,19 @@ const HEIGHT: u32 = 500;
 const LEGEND_HEIGHT: u32 = 40;
 pub(crate) const FONT: &str = "sans-serif";
 
-/// Colours of the ocular families, in order of appearance (tab10 without red and green).
-pub(crate) const OCULAR_COLORS: [RGBColor; 6] = [
+/// Colours of the ocular families, in order of appearance (tab10 without red and green, then
+/// tab20b's darker shades for long lists).
+pub(crate) const OCULAR_COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
+    RGBColor(57, 59, 121),
+    RGBColor(140, 109, 49),
+    RGBColor(132, 60, 57),
+    RGBColor(99, 121, 57),
 ];
 pub(crate) const JPEG_COLOR: RGBColor = RGBColor(214, 39, 40);
 pub(crate) const WEBP_COLOR: RGBColor = RGBColor(44, 160, 44);
@@ -236,21 +241,35 @@ fn entry_width(family: &Family<'_>) -> i32 {
     LEGEND_SAMPLE + 8 + text
 }
 
-/// The families split into legend rows that fit the plot's width.
-fn legend_rows<'f, 'a>(families: &'f [Family<'a>]) -> Vec<&'f [Family<'a>]> {
+/// Splits legend entries of these widths, `gap` apart, into rows no wider than `max_width`
+/// (an entry wider than that gets a row of its own): the index range of each row.
+pub(crate) fn legend_row_ranges(
+    widths: &[i32],
+    gap: i32,
+    max_width: i32,
+) -> Vec<std::ops::Range<usize>> {
     let mut rows = Vec::new();
     let (mut start, mut width) = (0, 0);
-    for (i, family) in families.iter().enumerate() {
-        let added = entry_width(family) + if i > start { LEGEND_GAP } else { 0 };
-        if i > start && width + added > WIDTH as i32 - 16 {
-            rows.push(&families[start..i]);
-            (start, width) = (i, entry_width(family));
+    for (i, &entry) in widths.iter().enumerate() {
+        let added = entry + if i > start { gap } else { 0 };
+        if i > start && width + added > max_width {
+            rows.push(start..i);
+            (start, width) = (i, entry);
         } else {
             width += added;
         }
     }
-    rows.push(&families[start..]);
+    rows.push(start..widths.len());
     rows
+}
+
+/// The families split into legend rows that fit the plot's width.
+fn legend_rows<'f, 'a>(families: &'f [Family<'a>]) -> Vec<&'f [Family<'a>]> {
+    let widths: Vec<i32> = families.iter().map(entry_width).collect();
+    legend_row_ranges(&widths, LEGEND_GAP, WIDTH as i32 - 16)
+        .into_iter()
+        .map(|range| &families[range])
+        .collect()
 }
 
 /// A line sample, marker and label per family, each row centred in `area`.

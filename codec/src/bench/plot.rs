@@ -6,7 +6,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{BenchReport, BenchSummary, REFERENCE_CODEC};
 use super::BenchError;
-use crate::eval::plot::{legend_row_ranges, legend_style, padded, FONT, OCULAR_COLORS};
+use crate::eval::plot::{legend_rows, legend_style, padded, FONT, LEGEND_GAP, OCULAR_COLORS};
 
 const WIDTH: u32 = 1280;
 /// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
@@ -66,7 +66,10 @@ pub(super) fn svg(report: &BenchReport, tradeoff_target: f64) -> Result<String, 
     };
     let mut svg = String::new();
     {
-        let rows = legend_rows(&legend_entries(&codecs, reference.is_some())).len() as u32;
+        let rows = legend_rows(&legend_entries(&codecs, reference.is_some()), |e| {
+            entry_width(&e.0)
+        })
+        .len() as u32;
         let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
@@ -227,7 +230,6 @@ fn tradeoff_panel(
 
 const LEGEND_FONT_SIZE: f64 = 15.0;
 const LEGEND_SAMPLE: i32 = 28;
-const LEGEND_GAP: i32 = 36;
 
 /// A legend entry: label, colour, dashed.
 type LegendEntry = (String, RGBColor, bool);
@@ -249,15 +251,6 @@ fn entry_width(label: &str) -> i32 {
     LEGEND_SAMPLE + 8 + (label.chars().count() as f64 * LEGEND_FONT_SIZE * 0.6).round() as i32
 }
 
-/// The entries split into rows that fit the plot's width.
-fn legend_rows(entries: &[LegendEntry]) -> Vec<&[LegendEntry]> {
-    let widths: Vec<i32> = entries.iter().map(|e| entry_width(&e.0)).collect();
-    legend_row_ranges(&widths, LEGEND_GAP, WIDTH as i32 - 16)
-        .into_iter()
-        .map(|range| &entries[range])
-        .collect()
-}
-
 /// A line sample, marker and label per codec (and the dashed reference line), each row centred
 /// in `area`.
 fn legend(
@@ -266,7 +259,10 @@ fn legend(
     with_reference: bool,
 ) -> Result<(), BenchError> {
     let entries = legend_entries(codecs, with_reference);
-    for (row, entries) in legend_rows(&entries).into_iter().enumerate() {
+    for (row, entries) in legend_rows(&entries, |e| entry_width(&e.0))
+        .into_iter()
+        .enumerate()
+    {
         let y = (LEGEND_HEIGHT * row as u32 + LEGEND_HEIGHT / 2) as i32;
         legend_row(area, entries, y)?;
     }

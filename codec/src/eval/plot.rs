@@ -103,7 +103,7 @@ pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<St
     };
     let mut svg = String::new();
     {
-        let rows = legend_rows(&families).len() as u32;
+        let rows = legend_rows(&families, entry_width).len() as u32;
         let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
@@ -233,7 +233,7 @@ fn panel(
 
 const LEGEND_FONT_SIZE: f64 = 15.0;
 const LEGEND_SAMPLE: i32 = 28;
-const LEGEND_GAP: i32 = 36;
+pub(crate) const LEGEND_GAP: i32 = 36;
 
 /// Width of a legend entry. The SVG leaves text to the viewer: 0.6 em a character.
 fn entry_width(family: &Family<'_>) -> i32 {
@@ -241,35 +241,23 @@ fn entry_width(family: &Family<'_>) -> i32 {
     LEGEND_SAMPLE + 8 + text
 }
 
-/// Splits legend entries of these widths, `gap` apart, into rows no wider than `max_width`
-/// (an entry wider than that gets a row of its own): the index range of each row.
-pub(crate) fn legend_row_ranges(
-    widths: &[i32],
-    gap: i32,
-    max_width: i32,
-) -> Vec<std::ops::Range<usize>> {
+/// Splits legend `entries` into rows no wider than the plot (`width` of each, `LEGEND_GAP`
+/// between them; an entry wider than the plot gets a row of its own).
+pub(crate) fn legend_rows<T>(entries: &[T], width: impl Fn(&T) -> i32) -> Vec<&[T]> {
+    let max_width = WIDTH as i32 - 16;
     let mut rows = Vec::new();
-    let (mut start, mut width) = (0, 0);
-    for (i, &entry) in widths.iter().enumerate() {
-        let added = entry + if i > start { gap } else { 0 };
-        if i > start && width + added > max_width {
-            rows.push(start..i);
-            (start, width) = (i, entry);
+    let (mut start, mut row_width) = (0, 0);
+    for (i, entry) in entries.iter().enumerate() {
+        let added = width(entry) + if i > start { LEGEND_GAP } else { 0 };
+        if i > start && row_width + added > max_width {
+            rows.push(&entries[start..i]);
+            (start, row_width) = (i, width(entry));
         } else {
-            width += added;
+            row_width += added;
         }
     }
-    rows.push(start..widths.len());
+    rows.push(&entries[start..]);
     rows
-}
-
-/// The families split into legend rows that fit the plot's width.
-fn legend_rows<'f, 'a>(families: &'f [Family<'a>]) -> Vec<&'f [Family<'a>]> {
-    let widths: Vec<i32> = families.iter().map(entry_width).collect();
-    legend_row_ranges(&widths, LEGEND_GAP, WIDTH as i32 - 16)
-        .into_iter()
-        .map(|range| &families[range])
-        .collect()
 }
 
 /// A line sample, marker and label per family, each row centred in `area`.
@@ -277,7 +265,7 @@ fn legend(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     families: &[Family<'_>],
 ) -> Result<(), EvalError> {
-    for (row, entries) in legend_rows(families).into_iter().enumerate() {
+    for (row, entries) in legend_rows(families, entry_width).into_iter().enumerate() {
         legend_row(
             area,
             entries,

@@ -230,10 +230,8 @@ impl BenchCodec {
     /// can be merged and plotted together.
     fn row_name(&self, refine_steps: usize) -> String {
         match self {
-            BenchCodec::Ocular { .. } if refine_steps > 0 => {
-                format!("{}+refine{refine_steps}", self.name())
-            }
-            _ => self.name(),
+            BenchCodec::Ocular { .. } => crate::eval::refined_label(&self.name(), refine_steps),
+            BenchCodec::Baseline(_) => self.name(),
         }
     }
 }

@@ -397,7 +397,13 @@ fn evaluate_ocular(
     name: &str,
     refine_steps: usize,
 ) -> Result<EvalRow, EvalError> {
-    let codec = format!("ocular:{}", model.label);
+    // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
+    let label = refined_label(&model.label, refine_steps);
+    let family = match refine_steps {
+        0 => model.family.clone(),
+        _ => format!("{} refined", model.family),
+    };
+    let codec = format!("ocular:{label}");
     let fail = |source: crate::Error| EvalError::Ocular {
         codec: codec.clone(),
         image: name.to_string(),
@@ -419,9 +425,9 @@ fn evaluate_ocular(
         measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
     Ok(row(
         codec,
-        model.family.clone(),
-        model.label.clone(),
-        model.label.clone(),
+        family,
+        label.clone(),
+        label,
         name,
         rgb,
         bytes.len(),
@@ -429,6 +435,15 @@ fn evaluate_ocular(
         (encode_seconds, decode_seconds),
         false,
     ))
+}
+
+/// How reports name a codec or model whose latents were refined with `steps` steps
+/// (`mse-q3+refine20`; unchanged for 0), so refined and plain reports merge side by side.
+pub(crate) fn refined_label(label: &str, steps: usize) -> String {
+    match steps {
+        0 => label.to_string(),
+        _ => format!("{label}+refine{steps}"),
+    }
 }
 
 /// One baseline file: its quality setting, bytes and encode time.

@@ -13,7 +13,6 @@ use ocular::train::{
 };
 use ocular::{Bitstream, Decoder, Encoder, Limits, Model};
 
-/// ocular: a learned lossy image codec (mean-scale hyperprior autoencoder + range coder).
 /// `println!` that returns the write error instead of panicking: a closed pipe (`ocular models |
 /// head`) ends the command quietly in `main`, anything else is reported.
 macro_rules! out {
@@ -23,6 +22,7 @@ macro_rules! out {
     }};
 }
 
+/// ocular: a learned lossy image codec (mean-scale hyperprior autoencoder + range coder).
 #[derive(Parser)]
 #[command(version, about, long_about = None, propagate_version = true)]
 struct Cli {
@@ -116,11 +116,19 @@ struct EncodeArgs {
     /// in 0..=1 mixing them (the families available are listed by `ocular models`)
     #[arg(long, requires = "bpp", default_value = "human")]
     observer: String,
-    /// Refine each latent with N steps of gradient descent on the model's own objective before
-    /// coding (slower encoding, same decoder; for observer models it needs the classifier of
-    /// `make setup`). 0 = off
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    refine: usize,
+    #[command(flatten)]
+    refine: Refine,
+}
+
+/// `--refine N`, the same for every command that encodes.
+#[derive(Args)]
+struct Refine {
+    /// Refine each ocular latent with N steps of gradient descent on its model's own objective
+    /// (rate + lambda x the distortion of the observer it was trained for) before coding it:
+    /// slower encoding, the same decoder; observer models need the classifier of `make setup`.
+    /// 0 = off
+    #[arg(long = "refine", value_name = "N", default_value_t = 0)]
+    steps: usize,
 }
 
 #[derive(Args)]
@@ -153,11 +161,8 @@ struct RoundtripArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     model: ModelChoice,
-    /// Refine each latent with N steps of gradient descent on the model's own objective before
-    /// coding (slower encoding, same decoder; for observer models it needs the classifier of
-    /// `make setup`). 0 = off
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    refine: usize,
+    #[command(flatten)]
+    refine: Refine,
 }
 
 #[derive(Args)]
@@ -179,16 +184,14 @@ struct EvalArgs {
     against: Vec<ocular::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
-    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "refine"])]
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps"])]
     from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
     #[arg(long)]
     published_kodak: bool,
-    /// Refine the ocular models' latents with N gradient steps each on their own objective
-    /// (see `ocular encode --help`); the baselines then match the refined files' bpp. 0 = off
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    refine: usize,
+    #[command(flatten)]
+    refine: Refine,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -283,10 +286,8 @@ struct BenchImagenetArgs {
     /// (it takes the normalised (N, 3, 224, 224) batch; see docs/observer.md)
     #[arg(long, conflicts_with = "weights")]
     observer_torchscript: Option<PathBuf>,
-    /// Refine the ocular codecs' latents with N gradient steps each on their model's own
-    /// objective (see `ocular encode --help`). 0 = off
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    refine: usize,
+    #[command(flatten)]
+    refine: Refine,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -513,14 +514,15 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
                 bail!("--bpp must be a positive number, got {target}");
             }
             let mut family = Model::builtin_observer_family(&args.observer)?;
-            let found = ocular::encode_within_bpp_refined(&family, &image, target, args.refine)?;
+            let found =
+                ocular::encode_within_bpp_refined(&family, &image, target, args.refine.steps)?;
             out!("target {target} bpp: reached {:.4} bpp", found.bpp);
             (family.swap_remove(found.model_index), found.bytes)
         }
         None => {
             let model = args.model.load()?;
             let bytes = Encoder::new(&model)
-                .with_refinement(args.refine)
+                .with_refinement(args.refine.steps)
                 .encode(&image)?;
             (model, bytes)
         }
@@ -643,7 +645,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let (width, height) = (image.width(), image.height());
     let start = Instant::now();
     let bytes = Encoder::new(&model)
-        .with_refinement(args.refine)
+        .with_refinement(args.refine.steps)
         .encode(&image)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -711,17 +713,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if models.is_empty() {
         bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
     }
-    if args.refine > 0 {
-        // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
-        for model in &mut models {
-            model.label = format!("{}+refine{}", model.label, args.refine);
-            model.family = format!("{} refined", model.family);
-        }
-    }
     let mut config = EvalConfig::new(images, models);
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
-    config.refine_steps = args.refine;
+    config.refine_steps = args.refine.steps;
     let report = evaluate(&config)?;
     write_eval_outputs(&report, &args)
 }
@@ -798,7 +793,7 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             config.limit = args.limit;
             config.shard = args.shard;
             config.progress = !args.quiet;
-            config.refine_steps = args.refine;
+            config.refine_steps = args.refine.steps;
             let report = bench::run(&config, classifier.as_ref())?;
             write_bench_outputs(&report, &args.outputs)
         }

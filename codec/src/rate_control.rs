@@ -51,8 +51,14 @@ pub fn encode_within_bpp_refined(
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
     let budget_bytes = (target_bpp * pixels / 8.0).floor();
+    // When nothing fits, the search has ended on the lowest rate point: keep its file.
+    let mut lowest = None;
     let found = highest_fitting(models.len(), budget_bytes, |index| {
-        Encoder::new(&models[index]).encode(image)
+        let bytes = Encoder::new(&models[index]).encode(image)?;
+        if index == 0 {
+            lowest = Some(bytes.clone());
+        }
+        Ok(bytes)
     })?;
     let found = match found {
         Some((model_index, bytes)) if refine_steps > 0 => {
@@ -60,14 +66,17 @@ pub fn encode_within_bpp_refined(
             let refined = refine_within(&encoder, image, bytes, budget_bytes)?;
             Some((model_index, refined))
         }
-        // Even the lowest rate point is over the target: refinement under the budget trades
-        // its distortion for rate and may still bring it within.
-        None if refine_steps > 0 && !models.is_empty() => {
-            let unrefined = Encoder::new(&models[0]).encode(image)?;
-            let encoder = Encoder::new(&models[0]).with_refinement(refine_steps);
-            let bytes = refine_within(&encoder, image, unrefined, budget_bytes)?;
-            (bytes.len() as f64 <= budget_bytes).then_some((0, bytes))
-        }
+        // Even the lowest rate point is over the target (`lowest` holds its file whenever there
+        // is a model): refinement under the budget trades distortion for rate and may still
+        // bring it within.
+        None if refine_steps > 0 => match lowest {
+            Some(unrefined) => {
+                let encoder = Encoder::new(&models[0]).with_refinement(refine_steps);
+                let bytes = refine_within(&encoder, image, unrefined, budget_bytes)?;
+                (bytes.len() as f64 <= budget_bytes).then_some((0, bytes))
+            }
+            None => None,
+        },
         other => other,
     };
     match found {

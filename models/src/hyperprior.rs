@@ -306,12 +306,7 @@ impl MeanScaleHyperprior {
         x: &Tensor,
         tables: &ModelTables,
     ) -> Result<CompressedLatents, ModelError> {
-        let size = x.size();
-        if size.len() != 4 || size[0] != 1 || size[1] != 3 {
-            return Err(ModelError::Shape(format!(
-                "compress takes one RGB image (1, 3, H, W), got {size:?}"
-            )));
-        }
+        check_one_rgb_image(x)?;
         tch::no_grad(|| {
             let y = self.analysis(x);
             let hyperprior = self.encode_hyperprior(&y, tables)?;
@@ -334,17 +329,23 @@ impl MeanScaleHyperprior {
             let z_integers = (&z - &medians).round();
             let z_symbols = tensor_to_symbols(&z_integers)?;
             let (y_means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape)?;
-            let (_, y_scales) =
-                self.hyper_synthesis(&(z_integers + medians), y_shape[1], y_shape[2]);
             Ok(CodedHyperprior {
                 z_symbols,
+                z_hat: z_integers + medians,
                 z_shape,
                 y_shape,
                 y_means,
                 y_indices,
-                y_scales,
             })
         })
+    }
+
+    /// The network's (libtorch) scales of `y` given `hyperprior`, for estimating its rate
+    /// during refinement; coding uses the reproducible table indices instead. Runs without
+    /// gradients.
+    pub(crate) fn y_scales(&self, hyperprior: &CodedHyperprior) -> Tensor {
+        let [_, height, width] = hyperprior.y_shape;
+        tch::no_grad(|| self.hyper_synthesis(&hyperprior.z_hat, height, width).1)
     }
 
     /// Decompresses the streams of [`Self::compress`] into an image (1, 3, 16 h, 16 w) in [0, 1]
@@ -409,15 +410,14 @@ impl MeanScaleHyperprior {
 /// ([`MeanScaleHyperprior::encode_hyperprior`]).
 pub(crate) struct CodedHyperprior {
     z_symbols: Vec<i32>,
+    /// `z_hat = z_symbols + medians`, as the network's hyper-synthesis takes it.
+    z_hat: Tensor,
     z_shape: [i64; 3],
     y_shape: [i64; 3],
     /// The coder's means of `y` (reproducible, [`y_parameters`]): `y` is coded as
     /// `round(y - y_means)`.
     pub(crate) y_means: Tensor,
     y_indices: Vec<u16>,
-    /// The network's (libtorch) scales of `y`, for estimating its rate; the coder uses
-    /// `y_indices` instead.
-    pub(crate) y_scales: Tensor,
 }
 
 impl CodedHyperprior {
@@ -463,6 +463,17 @@ fn y_parameters(
         .map_err(|e| ModelError::Shape(e.to_string()))?;
     let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
     Ok((means, parameters.scale_indices))
+}
+
+/// What compressing takes: one RGB image, (1, 3, H, W).
+pub(crate) fn check_one_rgb_image(x: &Tensor) -> Result<(), ModelError> {
+    let size = x.size();
+    if size.len() != 4 || size[0] != 1 || size[1] != 3 {
+        return Err(ModelError::Shape(format!(
+            "compress takes one RGB image (1, 3, H, W), got {size:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn ceil_div(a: i64, b: i64) -> i64 {

@@ -62,7 +62,7 @@
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::entropy_models::gaussian_likelihood;
-use crate::hyperprior::{CompressedLatents, MeanScaleHyperprior, ModelTables};
+use crate::hyperprior::{check_one_rgb_image, CompressedLatents, MeanScaleHyperprior, ModelTables};
 use crate::losses::DistortionMeasure;
 use crate::ModelError;
 
@@ -120,13 +120,9 @@ impl MeanScaleHyperprior {
         tables: &ModelTables,
         refinement: &Refinement<'_>,
     ) -> Result<(CompressedLatents, RefinementReport), ModelError> {
+        check_one_rgb_image(x)?;
         let size = x.size();
         let (height, width) = visible;
-        if size.len() != 4 || size[0] != 1 || size[1] != 3 {
-            return Err(ModelError::Shape(format!(
-                "compress takes one RGB image (1, 3, H, W), got {size:?}"
-            )));
-        }
         if height < 1 || width < 1 || height > size[2] || width > size[3] {
             return Err(ModelError::Shape(format!(
                 "visible area {height}x{width} is not inside the {}x{} image",
@@ -135,7 +131,8 @@ impl MeanScaleHyperprior {
         }
         let y_0 = tch::no_grad(|| self.analysis(x));
         let hyperprior = self.encode_hyperprior(&y_0, tables)?;
-        let (means, scales) = (&hyperprior.y_means, &hyperprior.y_scales);
+        let means = &hyperprior.y_means;
+        let scales = &self.y_scales(&hyperprior);
         let original = x.narrow(2, 0, height).narrow(3, 0, width);
         let pixels = (height * width) as f64;
         let lambda = refinement.lambda;

@@ -60,6 +60,7 @@ fn refinement_lowers_the_coded_objective_within_budget_and_repeatably() {
             steps,
             learning_rate: DEFAULT_REFINE_LEARNING_RATE,
             max_y_bytes,
+            step: ocular_entropy::QuantizationStep::ONE,
         };
         network
             .compress_refined(&x, visible, model.tables(), &refinement)

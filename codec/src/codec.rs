@@ -1,6 +1,7 @@
 //! Encoding images into `.ocu` files and decoding them back.
 
 use image::{DynamicImage, GenericImageView};
+use ocular_entropy::QuantizationStep;
 use ocular_models::hyperprior::Y_DOWNSAMPLING;
 use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor, tensor_to_rgb};
 use ocular_models::losses::DistortionMeasure;
@@ -27,16 +28,29 @@ pub struct Encoder<'m> {
     model: &'m Model,
     limits: Limits,
     refine_steps: usize,
+    quality: Option<f32>,
 }
 
 impl<'m> Encoder<'m> {
-    /// An encoder with the default [`Limits`] on image size, without refinement.
+    /// An encoder with the default [`Limits`] on image size, without refinement, at the
+    /// model's default quality.
     pub fn new(model: &'m Model) -> Self {
         Self {
             model,
             limits: Limits::default(),
             refine_steps: 0,
+            quality: None,
         }
+    }
+
+    /// Codes at `quality`, a continuous rate parameter within the [`Model::quality_range`] of a
+    /// variable-rate model (higher: more bits; 5 is the model's reference, ~0.4 bpp on Kodak
+    /// for the PSNR network; see `ocular_models::rate`). Files carry the exact quantisation
+    /// step, so decoding needs nothing but the file. Fixed-rate models refuse it when encoding
+    /// ([`Error::FixedRateModel`]).
+    pub fn with_quality(mut self, quality: f32) -> Self {
+        self.quality = Some(quality);
+        self
     }
 
     /// Uses `limits` (only `max_pixels` concerns encoding).
@@ -66,8 +80,9 @@ impl<'m> Encoder<'m> {
     /// cropped back when decoded.
     ///
     /// # Errors
-    /// [`Error::Image`] for an empty image or one over `max_pixels`; [`Error::Internal`] if coding
-    /// fails.
+    /// [`Error::Image`] for an empty image or one over `max_pixels`;
+    /// [`Error::QualityOutOfRange`] / [`Error::FixedRateModel`] for a quality the model cannot
+    /// code at; [`Error::Internal`] if coding fails.
     pub fn encode(&self, image: &DynamicImage) -> Result<Vec<u8>, Error> {
         self.encode_with_y_budget(image, None)
     }
@@ -88,11 +103,13 @@ impl<'m> Encoder<'m> {
         self.limits
             .check(Limit::Pixels, u64::from(width) * u64::from(height))
             .map_err(|e| Error::Image(e.to_string()))?;
+        let step = self.model.step_for(self.quality)?;
+        let grid = step.unwrap_or(QuantizationStep::ONE);
         let channels = image.color().channel_count();
         let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
         let inner = self.model.inner();
         let latents = if self.refine_steps == 0 {
-            inner.network().compress(&x, inner.tables())?
+            inner.network().compress_at(&x, inner.tables(), grid)?
         } else {
             let measure = refinement_measure(self.model)?;
             let refinement = Refinement {
@@ -101,6 +118,7 @@ impl<'m> Encoder<'m> {
                 steps: self.refine_steps,
                 learning_rate: DEFAULT_REFINE_LEARNING_RATE,
                 max_y_bytes,
+                step: grid,
             };
             let visible = (i64::from(height), i64::from(width));
             let (latents, _) =
@@ -114,17 +132,29 @@ impl<'m> Encoder<'m> {
             header: Header {
                 model_fingerprint: self.model.fingerprint(),
                 model_name: self.model.name().to_string(),
-                quality: self.model.quality(),
+                quality: self.header_quality(),
                 width,
                 height,
                 channels,
                 y_shape: shape(latents.y_shape),
                 z_shape: shape(latents.z_shape),
+                quantization_step: step,
             },
             z_stream: latents.z_stream,
             y_stream: latents.y_stream,
         };
         Ok(bitstream.to_bytes()?)
+    }
+}
+
+impl Encoder<'_> {
+    /// The header's informational `quality` byte: the model's own, or for a variable-rate
+    /// model the quality asked for, rounded (the file's exact rate is its quantisation step).
+    fn header_quality(&self) -> u8 {
+        match (self.model.quality_range(), self.quality) {
+            (Some(_), Some(q)) => q.round().clamp(0.0, 255.0) as u8,
+            _ => self.model.quality(),
+        }
     }
 }
 
@@ -215,6 +245,7 @@ impl<'m> Decoder<'m> {
             z_shape: shape(header.z_shape),
             z_stream: bitstream.z_stream,
             y_stream: bitstream.y_stream,
+            step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
         };
         let inner = self.model.inner();
         let x_hat = inner

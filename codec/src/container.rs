@@ -23,6 +23,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use byteorder::{ByteOrder, LittleEndian, WriteBytesExt};
+use ocular_entropy::QuantizationStep;
 
 use crate::limits::{Limit, Limits, LimitsExceeded};
 
@@ -39,7 +40,7 @@ pub const VERSION_MAJOR: u8 = 1;
 /// Minor format version this crate writes. A reader accepts every minor version of its major
 /// version: minor versions only add things that older readers can skip (new non-critical
 /// extension records, new record kinds).
-pub const VERSION_MINOR: u8 = 0;
+pub const VERSION_MINOR: u8 = 1;
 
 /// Downsampling factor from the image to the latent `y`: `y` is `ceil(height / 16)` by
 /// `ceil(width / 16)` (the encoder pads the image up to a multiple of 16).
@@ -60,6 +61,11 @@ pub const MAX_HEADER_BYTES: usize = u16::MAX as usize;
 /// critical record must refuse the file ([`UnsupportedError::CriticalExtension`]); one that does
 /// not know a non-critical record skips it.
 pub const CRITICAL_EXTENSION_BIT: u16 = 0x8000;
+
+/// Kind of the critical record that carries [`Header::quantization_step`] (format 1.1): the
+/// step's `f32` bits, little-endian. Critical, because a reader that ignored it would decode
+/// `y` on the wrong grid.
+pub const QUANTIZATION_STEP_KIND: u16 = 0x8001;
 
 /// Magic, major, minor, header length.
 const PREFIX_BYTES: usize = 4 + 1 + 1 + 2;
@@ -203,6 +209,9 @@ pub struct Header {
     /// Shape of the hyper-latent `z`: its height and width are the image's divided by
     /// [`Z_DOWNSAMPLING`], rounded up.
     pub z_shape: LatentShape,
+    /// The grid a variable-rate model coded `y` on (record [`QUANTIZATION_STEP_KIND`]);
+    /// `None` for a fixed-rate model's unit grid.
+    pub quantization_step: Option<QuantizationStep>,
 }
 
 impl Header {
@@ -285,9 +294,12 @@ impl Header {
         limits.check(Limit::LatentElements, elements)
     }
 
-    /// Bytes this header takes in a file without extension records.
+    /// Bytes this header takes in a file without other extension records than its own.
     fn encoded_len(&self) -> usize {
-        HEADER_FIXED_BYTES + self.model_name.len()
+        let step = self
+            .quantization_step
+            .map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
+        HEADER_FIXED_BYTES + self.model_name.len() + step
     }
 }
 
@@ -458,6 +470,9 @@ pub enum FormatError {
     /// The model name is not UTF-8.
     #[error("corrupt .ocu header: the model name is not valid UTF-8")]
     ModelNameNotUtf8,
+    /// The quantisation-step record is short, repeated, or holds no valid step.
+    #[error("corrupt .ocu header: invalid quantisation-step record ({0})")]
+    InvalidQuantizationStep(String),
     /// A header field has an invalid value.
     #[error("invalid .ocu header: {0}")]
     InvalidHeader(HeaderError),
@@ -568,6 +583,13 @@ pub enum InvalidInput {
         /// Its length in bytes.
         len: usize,
     },
+    /// An extension record of a kind the header writes itself (e.g.
+    /// [`QUANTIZATION_STEP_KIND`]).
+    #[error("cannot write .ocu file: extension kind {kind:#06x} is written from the header")]
+    ReservedExtension {
+        /// The kind.
+        kind: u16,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,6 +636,12 @@ impl Bitstream {
         extensions: &[Extension],
     ) -> Result<Vec<u8>, ContainerError> {
         self.header.validate().map_err(InvalidInput::Header)?;
+        if let Some(ext) = extensions
+            .iter()
+            .find(|ext| ext.kind == QUANTIZATION_STEP_KIND)
+        {
+            return Err(InvalidInput::ReservedExtension { kind: ext.kind }.into());
+        }
         let header_len = extensions
             .iter()
             .fold(self.header.encoded_len(), |len, ext| {
@@ -656,6 +684,11 @@ impl Bitstream {
             out.write_u32::<LittleEndian>(shape.channels)?;
             out.write_u32::<LittleEndian>(shape.height)?;
             out.write_u32::<LittleEndian>(shape.width)?;
+        }
+        if let Some(step) = h.quantization_step {
+            out.write_u16::<LittleEndian>(QUANTIZATION_STEP_KIND)?;
+            out.write_u16::<LittleEndian>(4)?;
+            out.write_f32::<LittleEndian>(step.get())?;
         }
         for ext in extensions {
             // Each record is shorter than the whole header, which fits in a u16.
@@ -984,12 +1017,17 @@ fn parse_header(
     // Extension records, before any field is interpreted: a critical record may change what
     // the fields mean, so an old reader must refuse the file rather than judge them.
     let records = c.take(c.remaining(), Section::ExtensionRecord)?;
-    for_each_record(records, header_len, |kind, _| {
-        if kind & CRITICAL_EXTENSION_BIT != 0 {
-            Err(UnsupportedError::CriticalExtension { kind }.into())
-        } else {
+    let mut quantization_step = None;
+    for_each_record(records, header_len, |kind, data| match kind {
+        QUANTIZATION_STEP_KIND => {
+            let step = parse_quantization_step(data, quantization_step.is_some())?;
+            quantization_step = Some(step);
             Ok(())
         }
+        _ if kind & CRITICAL_EXTENSION_BIT != 0 => {
+            Err(UnsupportedError::CriticalExtension { kind }.into())
+        }
+        _ => Ok(()),
     })?;
 
     let model_name = std::str::from_utf8(name)
@@ -1004,14 +1042,30 @@ fn parse_header(
         channels,
         y_shape,
         z_shape,
+        quantization_step,
     };
     header.validate().map_err(FormatError::InvalidHeader)?;
     header.check_limits(limits)?;
     for_each_record(records, header_len, |kind, data| {
-        on_extension(kind, data);
+        if kind != QUANTIZATION_STEP_KIND {
+            on_extension(kind, data);
+        }
         Ok(())
     })?;
     Ok(header)
+}
+
+/// The data of a [`QUANTIZATION_STEP_KIND`] record: an `f32` (little-endian) that
+/// [`QuantizationStep::new`] accepts; bytes after it are a later minor version's and ignored.
+fn parse_quantization_step(data: &[u8], repeated: bool) -> Result<QuantizationStep, FormatError> {
+    let invalid = |why: String| FormatError::InvalidQuantizationStep(why);
+    if repeated {
+        return Err(invalid("the record appears twice".into()));
+    }
+    let bytes = data
+        .get(..4)
+        .ok_or_else(|| invalid(format!("{} bytes, needs 4", data.len())))?;
+    QuantizationStep::new(LittleEndian::read_f32(bytes)).map_err(|e| invalid(e.to_string()))
 }
 
 /// Walks the extension records that fill `records` (the end of a header of `header_len`

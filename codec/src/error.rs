@@ -47,6 +47,38 @@ pub enum Error {
         /// The requested bits per pixel.
         target_bpp: f64,
     },
+    /// A quality outside the range a variable-rate model codes at.
+    #[error("quality {quality} is outside the range of model '{model}' ({min}..={max})")]
+    QualityOutOfRange {
+        /// The model's name.
+        model: String,
+        /// The quality asked for.
+        quality: f32,
+        /// Its lowest quality.
+        min: f32,
+        /// Its highest quality.
+        max: f32,
+    },
+    /// A continuous quality (or an exact rate) asked of a fixed-rate model.
+    #[error("model '{model}' is a fixed-rate model: it codes at one rate only")]
+    FixedRateModel {
+        /// The model's name.
+        model: String,
+    },
+    /// A variable-rate model cannot make a file of the target size for this image.
+    #[error(
+        "cannot reach {target_bpp} bpp on this image: model '{model}' spans {min_bpp:.4}..={max_bpp:.4} bpp here"
+    )]
+    BppOutOfReach {
+        /// The model's name.
+        model: String,
+        /// The requested bits per pixel.
+        target_bpp: f64,
+        /// Bits per pixel at its lowest quality.
+        min_bpp: f64,
+        /// Bits per pixel at its highest quality.
+        max_bpp: f64,
+    },
     /// A model file is invalid.
     #[error("invalid model: {0}")]
     InvalidModel(String),

@@ -44,8 +44,12 @@ pub use codec::{open_image, Decoder, Encoder};
 pub use error::Error;
 #[cfg(feature = "neural")]
 pub use model::{Model, DEFAULT_QUALITY};
+pub use ocular_models::rate::quality_of_step;
 #[cfg(feature = "neural")]
-pub use rate_control::{encode_within_bpp, encode_within_bpp_refined, RateControlled};
+pub use rate_control::{
+    encode_to_bpp, encode_within_bpp, encode_within_bpp_refined, ExactRate, RateControlled,
+    EXACT_RATE_TOLERANCE, MAX_RATE_SEARCH_ENCODES,
+};
 
 /// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
 /// and observer-dependent training. `make setup` installs its weights.
@@ -64,6 +68,7 @@ pub mod train {
         FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
     };
     pub use ocular_models::model_file::untrained_model_bytes;
+    pub use ocular_models::rate::QualityRange;
     pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};
 

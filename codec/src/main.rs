@@ -66,21 +66,43 @@ enum Command {
 
 #[derive(Args)]
 struct ModelChoice {
-    /// Built-in model quality (MSE-trained family): 1 (fewest bits) and up; see `ocular models`
-    #[arg(short, long, default_value_t = ocular::DEFAULT_QUALITY)]
-    quality: u8,
+    /// Quality: picks the built-in MSE-trained model of that rate point (1 = fewest bits; see
+    /// `ocular models`; default 3); with a variable-rate --model, any value in its range
+    /// (e.g. 0..10, 5 = ~0.4 bpp on Kodak for a PSNR network; default 5)
+    #[arg(short, long)]
+    quality: Option<f32>,
     /// Use this model instead: a built-in model by name (e.g. msssim-q2; see `ocular models`)
     /// or a model file (.safetensors from `ocular train`)
-    #[arg(long, conflicts_with = "quality")]
+    #[arg(long)]
     model: Option<PathBuf>,
 }
 
 impl ModelChoice {
-    fn load(&self) -> Result<Model> {
-        match &self.model {
-            Some(spec) => model_file_or_builtin(spec),
-            None => Ok(Model::builtin_quality(self.quality)?),
+    /// The model, and the quality its encoder takes (variable-rate models only).
+    fn load(&self) -> Result<(Model, Option<f32>)> {
+        let Some(spec) = &self.model else {
+            let quality = self.quality.unwrap_or(f32::from(ocular::DEFAULT_QUALITY));
+            if quality.fract() != 0.0 || !(0.0..=255.0).contains(&quality) {
+                bail!("--quality {quality}: the built-in models are fixed-rate, pick a whole rate point (see `ocular models`)");
+            }
+            return Ok((Model::builtin_quality(quality as u8)?, None));
+        };
+        let model = model_file_or_builtin(spec)?;
+        if self.quality.is_some() && model.quality_range().is_none() {
+            bail!(
+                "--quality: model '{}' is a fixed-rate model; drop --quality, or choose its rate point by model",
+                model.name()
+            );
         }
+        Ok((model, self.quality))
+    }
+}
+
+/// An encoder of `model`, at `quality` when there is one.
+fn encoder_at(model: &Model, quality: Option<f32>) -> Encoder<'_> {
+    match quality {
+        Some(q) => Encoder::new(model).with_quality(q),
+        None => Encoder::new(model),
     }
 }
 
@@ -108,13 +130,20 @@ struct EncodeArgs {
     output: PathBuf,
     #[command(flatten)]
     model: ModelChoice,
-    /// Target bits per pixel instead of a quality: picks the built-in model of the --observer
-    /// family whose file comes closest to the target without exceeding it (reports the bpp reached)
-    #[arg(long, conflicts_with_all = ["quality", "model"])]
+    /// Target bits per pixel instead of a quality (reports the bpp reached). With a
+    /// variable-rate --model: the quality whose file is within [0.97 T, T]. Otherwise: the
+    /// built-in model of the --observer family whose file comes closest to the target without
+    /// exceeding it
+    #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
     /// With --bpp: who looks at the image: human, machine (the ImageNet classifier) or an alpha
     /// in 0..=1 mixing them (the families available are listed by `ocular models`)
-    #[arg(long, requires = "bpp", default_value = "human")]
+    #[arg(
+        long,
+        requires = "bpp",
+        default_value = "human",
+        conflicts_with = "model"
+    )]
     observer: String,
     #[command(flatten)]
     refine: Refine,
@@ -415,9 +444,25 @@ struct TrainArgs {
     /// Side of the square random crops (multiple of 64)
     #[arg(long, default_value_t = 128)]
     crop_size: i64,
-    /// Peak learning rate (held for 60% of the run, then cosine decay to 2%)
+    /// Peak learning rate (held for 60% of the run, then cosine decay to 2%; see --decay-steps)
     #[arg(long, default_value_t = 5e-4)]
     learning_rate: f64,
+    /// Warmup-stable-decay schedule: hold the learning rate until the last N of --steps, then
+    /// decay it over them. A long run with a huge --steps holds it; decay any checkpoint with
+    /// its own short run (--init CHECKPOINT --steps N --decay-steps N)
+    #[arg(long)]
+    decay_steps: Option<u64>,
+    /// Steps of linear learning-rate warmup at the start of every session (Adam's moments
+    /// restart on --resume and --init)
+    #[arg(long, default_value_t = 200)]
+    warmup_steps: u64,
+    /// Train one variable-rate network for qualities MIN..MAX (e.g. 0..10; --lambda is the
+    /// lambda of quality 5, each step draws a quality and codes y on its quantisation step)
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_quality_range)]
+    variable_rate: Option<ocular::train::QualityRange>,
+    /// Qualities a variable-rate run is validated at (default: 5)
+    #[arg(long, value_delimiter = ',', requires = "variable_rate")]
+    validation_qualities: Vec<f32>,
     /// Convolution precision
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
@@ -480,6 +525,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
     };
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.validate_every = args.validate_every;
+    config.decay_steps = args.decay_steps;
+    config.warmup_steps = args.warmup_steps;
+    config.variable_rate = args.variable_rate;
+    config.validation_qualities = args.validation_qualities;
     config.init_from = args.init;
     config.resume = args.resume;
     config.seed = args.seed;
@@ -501,6 +550,15 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `MIN..MAX` of qualities, e.g. `0..10`.
+fn parse_quality_range(text: &str) -> Result<ocular::train::QualityRange, String> {
+    let (min, max) = text
+        .split_once("..")
+        .ok_or_else(|| format!("expected MIN..MAX, got {text:?}"))?;
+    let number = |t: &str| t.trim().parse::<f32>().map_err(|e| format!("{t:?}: {e}"));
+    ocular::train::QualityRange::new(number(min)?, number(max)?).map_err(|e| e.to_string())
+}
+
 fn bits_per_pixel(bytes: usize, width: u32, height: u32) -> f64 {
     bytes as f64 * 8.0 / (f64::from(width) * f64::from(height))
 }
@@ -509,10 +567,24 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let start = Instant::now();
     let (model, bytes) = match args.bpp {
-        Some(target) => {
-            if !(target.is_finite() && target > 0.0) {
-                bail!("--bpp must be a positive number, got {target}");
+        Some(target) if !(target.is_finite() && target > 0.0) => {
+            bail!("--bpp must be a positive number, got {target}");
+        }
+        Some(target) if args.model.model.is_some() => {
+            let (model, _) = args.model.load()?;
+            if args.refine.steps > 0 {
+                bail!("--refine with --bpp needs a built-in family (drop --model)");
             }
+            let found = ocular::encode_to_bpp(&model, &image, target)?;
+            out!(
+                "target {target} bpp: reached {:.4} bpp at quality {:.3} ({} encodes)",
+                found.bpp,
+                found.quality,
+                found.encodes
+            );
+            (model, found.bytes)
+        }
+        Some(target) => {
             let mut family = Model::builtin_observer_family(&args.observer)?;
             let found =
                 ocular::encode_within_bpp_refined(&family, &image, target, args.refine.steps)?;
@@ -520,8 +592,8 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
             (family.swap_remove(found.model_index), found.bytes)
         }
         None => {
-            let model = args.model.load()?;
-            let bytes = Encoder::new(&model)
+            let (model, quality) = args.model.load()?;
+            let bytes = encoder_at(&model, quality)
                 .with_refinement(args.refine.steps)
                 .encode(&image)?;
             (model, bytes)
@@ -617,6 +689,13 @@ fn run_info(args: InfoArgs) -> Result<()> {
         header.quality,
         header.model_fingerprint
     );
+    if let Some(step) = header.quantization_step {
+        out!(
+            "rate:      quantisation step {} (quality {:.3})",
+            step.get(),
+            ocular::quality_of_step(step)
+        );
+    }
     let (y, z) = (header.y_shape, header.z_shape);
     out!(
         "latent y:  {}x{}x{}, {} bytes",
@@ -640,11 +719,11 @@ fn run_info(args: InfoArgs) -> Result<()> {
 }
 
 fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
-    let model = args.model.load()?;
+    let (model, rate) = args.model.load()?;
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let (width, height) = (image.width(), image.height());
     let start = Instant::now();
-    let bytes = Encoder::new(&model)
+    let bytes = encoder_at(&model, rate)
         .with_refinement(args.refine.steps)
         .encode(&image)?;
     let encode_seconds = start.elapsed().as_secs_f64();
@@ -657,7 +736,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
         "model:    {} ({}-trained, quality {})",
         model.name(),
         model.distortion(),
-        model.quality()
+        rate.map_or(model.quality().to_string(), |q| q.to_string())
     );
     out!(
         "size:     {} bytes, {:.4} bpp",

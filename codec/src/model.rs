@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use ocular_entropy::QuantizationStep;
 use ocular_models::{CodecModel, Distortion, ModelInfo};
 
 use crate::container::ModelFingerprint;
@@ -216,6 +217,41 @@ impl Model {
     /// The rate-distortion trade-off it was trained for.
     pub fn lambda(&self) -> f64 {
         self.inner.info().lambda
+    }
+
+    /// The qualities a variable-rate model codes at (`(min, max)`, see
+    /// [`Encoder::with_quality`](crate::Encoder::with_quality)); `None` for a fixed-rate model.
+    pub fn quality_range(&self) -> Option<(f32, f32)> {
+        self.inner.info().variable_rate.map(|r| (r.min, r.max))
+    }
+
+    /// The grid a file at `quality` codes `y` on: `None` (the unit grid, no record in the
+    /// file) for a fixed-rate model asked for no quality; for a variable-rate model the step of
+    /// `quality`, by default [`ocular_models::rate::REFERENCE_QUALITY`].
+    ///
+    /// # Errors
+    /// [`Error::FixedRateModel`] for a quality asked of a fixed-rate model,
+    /// [`Error::QualityOutOfRange`] for one outside a variable-rate model's range.
+    pub(crate) fn step_for(&self, quality: Option<f32>) -> Result<Option<QuantizationStep>, Error> {
+        let info = self.inner.info();
+        let Some(range) = info.variable_rate else {
+            return match quality {
+                None => Ok(None),
+                Some(_) => Err(Error::FixedRateModel {
+                    model: info.name.clone(),
+                }),
+            };
+        };
+        let quality = quality.unwrap_or(ocular_models::rate::REFERENCE_QUALITY);
+        range
+            .step(quality)
+            .map(Some)
+            .map_err(|_| Error::QualityOutOfRange {
+                model: info.name.clone(),
+                quality,
+                min: range.min,
+                max: range.max,
+            })
     }
 
     /// Optimiser steps it was trained for.

@@ -1,4 +1,6 @@
-//! Rate control: the best rate point whose file fits a bit budget.
+//! Rate control: the best rate point whose file fits a bit budget — among a family of
+//! fixed-rate models ([`encode_within_bpp`]), or along the continuous quality of one
+//! variable-rate model ([`encode_to_bpp`]).
 
 use image::{DynamicImage, GenericImageView};
 
@@ -13,6 +15,108 @@ pub struct RateControlled {
     pub model_index: usize,
     /// Its bits per pixel (whole file, header included).
     pub bpp: f64,
+}
+
+/// The outcome of [`encode_to_bpp`].
+#[derive(Debug)]
+pub struct ExactRate {
+    /// The `.ocu` file: at most the target, and at least [`EXACT_RATE_TOLERANCE`] of it
+    /// unless the search ran out of encodes ([`MAX_RATE_SEARCH_ENCODES`]).
+    pub bytes: Vec<u8>,
+    /// The quality that made it.
+    pub quality: f32,
+    /// Its bits per pixel (whole file, header included).
+    pub bpp: f64,
+    /// Encodes the search spent.
+    pub encodes: usize,
+}
+
+/// [`encode_to_bpp`] aims for a file within `[EXACT_RATE_TOLERANCE · target, target]`.
+pub const EXACT_RATE_TOLERANCE: f64 = 0.97;
+
+/// The most encodes [`encode_to_bpp`] spends (the two ends of the range included).
+pub const MAX_RATE_SEARCH_ENCODES: usize = 14;
+
+/// Encodes `image` with the variable-rate `model` at the quality whose file is at most
+/// `target_bpp` (whole file) and at least [`EXACT_RATE_TOLERANCE`] of it.
+///
+/// The file size grows with the quality, about exponentially; the search brackets the target
+/// between the two ends of the model's range and narrows the bracket by interpolating
+/// `log(bytes)` linearly in the quality (regula falsi, each new point kept at least 5% of the
+/// bracket from its ends), aiming at the middle of the window. It returns the largest file
+/// found within the target: after [`MAX_RATE_SEARCH_ENCODES`] encodes it may be below the
+/// window, never above the target.
+///
+/// # Errors
+/// [`Error::FixedRateModel`] for a fixed-rate model; [`Error::BppOutOfReach`] (with the
+/// bpp of both ends) when the target is below the lowest quality's file or above the highest
+/// one's; any error of [`Encoder::encode`].
+pub fn encode_to_bpp(
+    model: &Model,
+    image: &DynamicImage,
+    target_bpp: f64,
+) -> Result<ExactRate, Error> {
+    let (min, max) = model.quality_range().ok_or_else(|| Error::FixedRateModel {
+        model: model.name().to_string(),
+    })?;
+    let (width, height) = image.dimensions();
+    let pixels = f64::from(width) * f64::from(height);
+    let budget = (target_bpp * pixels / 8.0).floor();
+    let encode = |quality: f32| -> Result<(f32, Vec<u8>), Error> {
+        Ok((
+            quality,
+            Encoder::new(model).with_quality(quality).encode(image)?,
+        ))
+    };
+    let (mut low, mut high) = (encode(min)?, encode(max)?);
+    let mut encodes = 2;
+    let bpp = |bytes: &[u8]| bytes.len() as f64 * 8.0 / pixels;
+    if low.1.len() as f64 > budget || (high.1.len() as f64) < EXACT_RATE_TOLERANCE * budget {
+        return Err(Error::BppOutOfReach {
+            model: model.name().to_string(),
+            target_bpp,
+            min_bpp: bpp(&low.1),
+            max_bpp: bpp(&high.1),
+        });
+    }
+    // Invariant: low fits the budget, high does not (or is the top of the range and fits).
+    while high.1.len() as f64 > budget
+        && (low.1.len() as f64) < EXACT_RATE_TOLERANCE * budget
+        && encodes < MAX_RATE_SEARCH_ENCODES
+    {
+        let aim = budget * (1.0 + EXACT_RATE_TOLERANCE) / 2.0;
+        let next = encode(next_quality(&low, &high, aim))?;
+        encodes += 1;
+        if next.1.len() as f64 <= budget {
+            low = next;
+        } else {
+            high = next;
+        }
+    }
+    let (quality, bytes) = if high.1.len() as f64 <= budget {
+        high
+    } else {
+        low
+    };
+    Ok(ExactRate {
+        bpp: bpp(&bytes),
+        quality,
+        bytes,
+        encodes,
+    })
+}
+
+/// Regula falsi on `log(bytes)` against the quality, kept 5% of the bracket inside it.
+fn next_quality(low: &(f32, Vec<u8>), high: &(f32, Vec<u8>), aim: f64) -> f32 {
+    let log_size = |bytes: &[u8]| (bytes.len().max(1) as f64).ln();
+    let (q_low, q_high) = (f64::from(low.0), f64::from(high.0));
+    let (s_low, s_high) = (log_size(&low.1), log_size(&high.1));
+    let t = if s_high > s_low {
+        (aim.ln() - s_low) / (s_high - s_low)
+    } else {
+        0.5
+    };
+    (q_low + t.clamp(0.05, 0.95) * (q_high - q_low)) as f32
 }
 
 /// Encodes `image` with the model that spends the most bits without exceeding `target_bpp`
@@ -143,7 +247,20 @@ fn highest_fitting(
 
 #[cfg(test)]
 mod tests {
-    use super::highest_fitting;
+    use super::{highest_fitting, next_quality};
+
+    #[test]
+    fn interpolation_stays_inside_the_bracket() {
+        let low = (2.0, vec![0; 1000]);
+        let high = (6.0, vec![0; 4000]);
+        // log-linear: 2000 bytes is half-way in log(bytes).
+        let q = next_quality(&low, &high, 2000.0);
+        assert!((q - 4.0).abs() < 1e-4, "{q}");
+        assert!((next_quality(&low, &high, 10.0) - 2.2).abs() < 1e-4);
+        assert!((next_quality(&low, &high, 1e9) - 5.8).abs() < 1e-4);
+        let flat = (6.0, vec![0; 1000]);
+        assert!((next_quality(&low, &flat, 1000.0) - 4.0).abs() < 1e-4);
+    }
 
     fn search(sizes: &[usize], budget: f64) -> (Option<usize>, usize) {
         let mut calls = 0;

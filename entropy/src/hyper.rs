@@ -35,7 +35,7 @@
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::gaussian::scale_index;
+use crate::rate::QuantizationStep;
 
 /// Whether a layer is a plain or a transposed convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +213,8 @@ impl ConvLayer {
 pub struct YParameters {
     /// The predicted mean of each element.
     pub means: Vec<f32>,
-    /// [`scale_index`] of each element's predicted scale.
+    /// [`crate::scale_index`] of each element's predicted scale (divided by the quantisation
+    /// step of a variable-rate model).
     pub scale_indices: Vec<u16>,
 }
 
@@ -332,8 +333,24 @@ impl HyperSynthesis {
     pub fn y_parameters(
         &self,
         z_symbols: &[i32],
+        z_size: [usize; 2],
+        y_size: [usize; 2],
+    ) -> Result<YParameters, HyperError> {
+        self.y_parameters_at(z_symbols, z_size, y_size, QuantizationStep::ONE)
+    }
+
+    /// [`Self::y_parameters`] for `y` coded on the grid of `step`: each table index is
+    /// [`QuantizationStep::table_index`] of the predicted scale (`scale_index(scale / step)`);
+    /// the means do not depend on the step.
+    ///
+    /// # Errors
+    /// As [`Self::y_parameters`].
+    pub fn y_parameters_at(
+        &self,
+        z_symbols: &[i32],
         [z_height, z_width]: [usize; 2],
         [y_height, y_width]: [usize; 2],
+        step: QuantizationStep,
     ) -> Result<YParameters, HyperError> {
         let channels = self.z_channels();
         let (out_height, out_width) = self.output_size(z_height, z_width);
@@ -374,7 +391,7 @@ impl HyperSynthesis {
                 for x in 0..y_width {
                     let pixel = (y * width + x) * 2 * m;
                     let at = (c * y_height + y) * y_width + x;
-                    scale_indices[at] = u16::from(scale_index(map[pixel + c]));
+                    scale_indices[at] = u16::from(step.table_index(map[pixel + c]));
                     means[at] = map[pixel + m + c];
                 }
             }
@@ -522,20 +539,16 @@ mod tests {
         .expect("network")
     }
 
-    /// The exact bits of the output are part of the format: encoders and decoders built at
-    /// other times, on other machines, must derive the same indices and means. A change of
-    /// this fingerprint means files written before it may no longer decode.
-    #[test]
-    fn output_bits_are_pinned() {
+    /// FNV-1a over the means' bits and the indices of the small network's output at `step`.
+    fn output_fingerprint(step: QuantizationStep) -> (u64, YParameters) {
         let network = small_network();
         let symbols: Vec<i32> = values(4 * 2 * 3, 23)
             .iter()
             .map(|v| (v * 6.0).round() as i32)
             .collect();
         let p = network
-            .y_parameters(&symbols, [2, 3], [7, 11])
+            .y_parameters_at(&symbols, [2, 3], [7, 11], step)
             .expect("parameters");
-        // FNV-1a over the means' bits and the indices.
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         let words = p
             .means
@@ -547,10 +560,38 @@ mod tests {
                 hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
             }
         }
+        (hash, p)
+    }
+
+    /// The exact bits of the output are part of the format: encoders and decoders built at
+    /// other times, on other machines, must derive the same indices and means. A change of
+    /// this fingerprint means files written before it may no longer decode.
+    #[test]
+    fn output_bits_are_pinned() {
+        let (hash, p) = output_fingerprint(QuantizationStep::ONE);
         assert_eq!(p.means.len(), 3 * 7 * 11);
         assert!(p.scale_indices.iter().any(|&i| i > 0));
         assert_eq!(
             hash, 0xb51d_434d_e096_29b6,
+            "output fingerprint {hash:#018x}"
+        );
+    }
+
+    /// The same for a variable-rate model's step: the division of the scales by the step the
+    /// file carries is part of the format too. Steps move indices, never means.
+    #[test]
+    fn output_bits_at_a_step_are_pinned() {
+        let (hash, p) = output_fingerprint(QuantizationStep::new(0.37).expect("step"));
+        let (_, unit) = output_fingerprint(QuantizationStep::ONE);
+        assert_eq!(p.means, unit.means);
+        assert_ne!(p.scale_indices, unit.scale_indices);
+        assert!(p
+            .scale_indices
+            .iter()
+            .zip(&unit.scale_indices)
+            .all(|(fine, one)| fine >= one));
+        assert_eq!(
+            hash, 0x119b_b640_e7c7_54ff,
             "output fingerprint {hash:#018x}"
         );
     }

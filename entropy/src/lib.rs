@@ -14,7 +14,9 @@
 //!   symbol, lossless for every `i32`, and robust against corrupt input;
 //! - [`HyperSynthesis`]: the hyperprior's `z -> (mean, table index)` network evaluated in a
 //!   fixed order of `f32` operations, so encoder and decoder agree on every index on every
-//!   machine and thread count.
+//!   machine and thread count;
+//! - [`QuantizationStep`]: the grid step of variable-rate models, which divides the predicted
+//!   scales before [`scale_index`] picks a table.
 //!
 //! # Example
 //!
@@ -40,6 +42,7 @@ mod coder;
 mod escape;
 mod gaussian;
 mod hyper;
+mod rate;
 mod table;
 
 pub use coder::{decode, encode, CodingTables, DecodeError, EncodeError, MAX_TABLES};
@@ -47,4 +50,5 @@ pub use gaussian::{
     gaussian_tables, scale_index, scale_table, GAUSSIAN_TAIL_MASS, NUM_SCALES, SCALE_MAX, SCALE_MIN,
 };
 pub use hyper::{ConvKind, ConvLayer, ConvShape, HyperError, HyperSynthesis, YParameters};
+pub use rate::{QuantizationStep, StepError};
 pub use table::{CdfTable, TableError, MAX_TABLE_LEN, PRECISION};

@@ -5,9 +5,15 @@
 //! y --Q around mean--> y_hat --g_s--> x_hat
 //! ```
 //! `z_hat` is coded with the learned factorized prior ([`EntropyBottleneck`]), `y_hat` with a
-//! Gaussian of the predicted scale, as the integer `round(y - mean)`.
+//! Gaussian of the predicted scale, as the integer `round((y - mean) / Δ)`.
+//!
+//! `Δ` is the quantisation step ([`QuantizationStep`]): 1 for a fixed-rate model; a
+//! variable-rate model is trained over a range of steps, each with its own lambda
+//! ([`crate::rate`]), so one network codes at every rate in that range: `y` is rounded on a
+//! grid of step `Δ` around its mean, and its rate is that of the Gaussian of scale `σ / Δ` on
+//! the unit grid, so the same integer tables serve every step.
 
-use ocular_entropy::{CdfTable, CodingTables};
+use ocular_entropy::{CdfTable, CodingTables, QuantizationStep};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -64,8 +70,10 @@ impl ForwardOutput {
 pub struct CompressedLatents {
     /// Range-coded `round(z - median)`.
     pub z_stream: Vec<u8>,
-    /// Range-coded `round(y - mean)`.
+    /// Range-coded `round((y - mean) / step)`.
     pub y_stream: Vec<u8>,
+    /// The grid `y` is coded on (1 for fixed-rate models).
+    pub step: QuantizationStep,
     /// (channels, height, width) of `y`.
     pub y_shape: [i64; 3],
     /// (channels, height, width) of `z`.
@@ -251,21 +259,30 @@ impl MeanScaleHyperprior {
     /// ("mixed" quantization, Minnen & Singh 2020). Without `training`, both are rounded as when
     /// coding, so the rate is the one the coder will spend (up to table precision).
     pub fn forward(&self, x: &Tensor, training: bool) -> ForwardOutput {
+        self.forward_at(x, QuantizationStep::ONE, training)
+    }
+
+    /// [`Self::forward`] with `y` quantised on the grid of `step` (module docs): rounding
+    /// `round((y - μ) / Δ) Δ + μ`, noise of width `Δ`, likelihoods of `(y - μ) / Δ` under
+    /// scales `σ / Δ`.
+    pub fn forward_at(&self, x: &Tensor, step: QuantizationStep, training: bool) -> ForwardOutput {
+        let delta = f64::from(step.get());
         let y = self.analysis(x);
         let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
         let z = self.hyper_analysis(&y);
         let z_hat = self.entropy_bottleneck.quantize(&z, training);
         let z_likelihoods = self.entropy_bottleneck.likelihood(&z_hat);
         let (means, scales) = self.hyper_synthesis(&z_hat, y_height, y_width);
-        let rounded = (&y - &means).round() + &means;
+        let rounded = ((&y - &means) / delta).round() * delta + &means;
         let (y_for_rate, y_hat) = if training {
-            let noisy = &y + (y.rand_like() - 0.5);
+            let noisy = &y + (y.rand_like() - 0.5) * delta;
             let straight_through = &y + (&rounded - &y).detach();
             (noisy, straight_through)
         } else {
             (rounded.shallow_clone(), rounded)
         };
-        let y_likelihoods = gaussian_likelihood(&(y_for_rate - &means), &scales);
+        let y_likelihoods =
+            gaussian_likelihood(&((y_for_rate - &means) / delta), &(scales / delta));
         let (_, _, height, width) = x.size4().expect("input is 4-d");
         let x_hat = self
             .synthesis(&y_hat)
@@ -306,10 +323,23 @@ impl MeanScaleHyperprior {
         x: &Tensor,
         tables: &ModelTables,
     ) -> Result<CompressedLatents, ModelError> {
+        self.compress_at(x, tables, QuantizationStep::ONE)
+    }
+
+    /// [`Self::compress`] with `y` coded on the grid of `step` (a variable-rate model's rate).
+    ///
+    /// # Errors
+    /// As [`Self::compress`].
+    pub fn compress_at(
+        &self,
+        x: &Tensor,
+        tables: &ModelTables,
+        step: QuantizationStep,
+    ) -> Result<CompressedLatents, ModelError> {
         check_one_rgb_image(x)?;
         tch::no_grad(|| {
             let y = self.analysis(x);
-            let hyperprior = self.encode_hyperprior(&y, tables)?;
+            let hyperprior = self.encode_hyperprior(&y, tables, step)?;
             hyperprior.code(&y, tables)
         })
     }
@@ -320,6 +350,7 @@ impl MeanScaleHyperprior {
         &self,
         y: &Tensor,
         tables: &ModelTables,
+        step: QuantizationStep,
     ) -> Result<CodedHyperprior, ModelError> {
         tch::no_grad(|| {
             let z = self.hyper_analysis(y);
@@ -328,7 +359,7 @@ impl MeanScaleHyperprior {
             let medians = self.entropy_bottleneck.medians().view([1, -1, 1, 1]);
             let z_integers = (&z - &medians).round();
             let z_symbols = tensor_to_symbols(&z_integers)?;
-            let (y_means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape)?;
+            let (y_means, y_indices) = y_parameters(tables, &z_symbols, z_shape, y_shape, step)?;
             Ok(CodedHyperprior {
                 z_symbols,
                 z_hat: z_integers + medians,
@@ -336,6 +367,7 @@ impl MeanScaleHyperprior {
                 y_shape,
                 y_means,
                 y_indices,
+                step,
             })
         })
     }
@@ -375,10 +407,17 @@ impl MeanScaleHyperprior {
             let z_indices = z_channel_indices(latents.z_shape);
             let z_symbols =
                 ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
-            let (means, y_indices) =
-                y_parameters(tables, &z_symbols, latents.z_shape, latents.y_shape)?;
+            let (means, y_indices) = y_parameters(
+                tables,
+                &z_symbols,
+                latents.z_shape,
+                latents.y_shape,
+                latents.step,
+            )?;
             let y_values = ocular_entropy::decode(&latents.y_stream, &y_indices, &tables.y_coders)?;
-            let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width]) + means;
+            let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width])
+                * f64::from(latents.step.get())
+                + means;
             Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
         })
     }
@@ -415,13 +454,15 @@ pub(crate) struct CodedHyperprior {
     z_shape: [i64; 3],
     y_shape: [i64; 3],
     /// The coder's means of `y` (reproducible, [`y_parameters`]): `y` is coded as
-    /// `round(y - y_means)`.
+    /// `round((y - y_means) / step)`.
     pub(crate) y_means: Tensor,
     y_indices: Vec<u16>,
+    /// The grid `y` is coded on.
+    pub(crate) step: QuantizationStep,
 }
 
 impl CodedHyperprior {
-    /// Range-codes `z` and `round(y - y_means)`.
+    /// Range-codes `z` and `round((y - y_means) / step)`.
     pub(crate) fn code(
         &self,
         y: &Tensor,
@@ -432,33 +473,38 @@ impl CodedHyperprior {
             &z_channel_indices(self.z_shape),
             &tables.z_coders,
         )?;
-        let y_symbols = tch::no_grad(|| tensor_to_symbols(&(y - &self.y_means).round()))?;
+        let delta = f64::from(self.step.get());
+        let y_symbols = tch::no_grad(|| tensor_to_symbols(&((y - &self.y_means) / delta).round()))?;
         let y_stream = ocular_entropy::encode(&y_symbols, &self.y_indices, &tables.y_coders)?;
         Ok(CompressedLatents {
             z_stream,
             y_stream,
+            step: self.step,
             y_shape: self.y_shape,
             z_shape: self.z_shape,
         })
     }
 }
 
-/// Means (1, M, h, w) and table indices of `y` from the integer symbols of `z`, by the model's
-/// reproducible hyper-synthesis. The encoder and the decoder both go through here, so every
-/// machine and thread count derives the same indices and means from the same symbols.
+/// Means (1, M, h, w) and table indices of `y` coded on the grid of `step` from the integer
+/// symbols of `z`, by the model's reproducible hyper-synthesis. The encoder and the decoder
+/// both go through here, so every machine and thread count derives the same indices and means
+/// from the same symbols and step.
 fn y_parameters(
     tables: &ModelTables,
     z_symbols: &[i32],
     [_, z_height, z_width]: [i64; 3],
     [y_channels, y_height, y_width]: [i64; 3],
+    step: QuantizationStep,
 ) -> Result<(Tensor, Vec<u16>), ModelError> {
     let side = |v: i64| usize::try_from(v).unwrap_or(0);
     let parameters = tables
         .hyper_synthesis
-        .y_parameters(
+        .y_parameters_at(
             z_symbols,
             [side(z_height), side(z_width)],
             [side(y_height), side(y_width)],
+            step,
         )
         .map_err(|e| ModelError::Shape(e.to_string()))?;
     let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
@@ -532,7 +578,8 @@ mod tests {
         let y_shape = [m, 11, 18];
         let tables = network.build_tables().expect("tables");
         let (means, indices) =
-            y_parameters(&tables, &z_symbols, z_shape, y_shape).expect("parameters");
+            y_parameters(&tables, &z_symbols, z_shape, y_shape, QuantizationStep::ONE)
+                .expect("parameters");
         let z_hat = symbols_to_tensor(&z_symbols, [1, n, 3, 5])
             + network.entropy_bottleneck.medians().view([1, -1, 1, 1]);
         let (torch_means, torch_scales) =

@@ -3,7 +3,8 @@
 //! Layers ([`layers`]) build the transforms; entropy models ([`entropy_models`]) give
 //! likelihoods at training time and integer tables at coding time; the model
 //! ([`hyperprior::MeanScaleHyperprior`]) exposes the train-time `forward`, `compress` and
-//! `decompress`; [`model_file`] stores a trained model with its tables; [`train`] trains one.
+//! `decompress`; [`rate`] maps a variable-rate model's quality to its quantisation step and
+//! lambda; [`model_file`] stores a trained model with its tables; [`train`] trains one.
 #![forbid(unsafe_code)]
 
 pub mod entropy_models;
@@ -14,6 +15,7 @@ pub mod losses;
 pub mod model_file;
 pub mod msssim;
 pub mod observer;
+pub mod rate;
 pub mod refine;
 pub mod train;
 

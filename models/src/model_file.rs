@@ -60,8 +60,12 @@ pub struct ModelInfo {
     pub network: HyperpriorConfig,
     /// What the distortion term measured.
     pub distortion: Distortion,
-    /// Rate-distortion trade-off: loss = bpp + lambda * distortion.
+    /// Rate-distortion trade-off: loss = bpp + lambda * distortion (for a variable-rate
+    /// model, at its reference quality: [`crate::rate`]).
     pub lambda: f64,
+    /// The qualities a variable-rate model codes at; `None` for a fixed-rate model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variable_rate: Option<crate::rate::QualityRange>,
     /// How it was trained.
     pub training: TrainingSummary,
 }
@@ -319,6 +323,7 @@ pub fn untrained_model_bytes(
         network,
         distortion: Distortion::Mse,
         lambda: 0.0,
+        variable_rate: None,
         training: TrainingSummary::default(),
     };
     serialize_model(&info, &variables, &model)

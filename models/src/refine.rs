@@ -1,6 +1,7 @@
 //! Encoder-side refinement of the latent: the encoder searches for better integers to send.
 //!
-//! The decoder only ever sees the integers `round(y - mean)`; which integers the encoder sends
+//! The decoder only ever sees the integers `round((y - mean) / Δ)` (`Δ` = 1 but for a
+//! variable-rate model, [`crate::rate`]); which integers the encoder sends
 //! is its own business. The analysis transform `g_a` gives a good guess, amortised over all
 //! images; a few steps of gradient descent on one image's own objective give a better one
 //! (Campos, Meierhans, Djelouah, Schroers, "Content Adaptive Optimization for Neural Image
@@ -13,8 +14,8 @@
 //! and the network's scales `sigma` of `y` are fixed), minimise over `y`
 //!
 //! ```text
-//! L(y)   = R(y) + lambda * D(x, g_s(y_hat)),        y_hat = mu + round(y - mu)
-//! R(y)   = -sum_i log2 P(round(y_i - mu_i) | sigma_i) / pixels
+//! L(y)   = R(y) + lambda * D(x, g_s(y_hat)),        y_hat = mu + Δ round((y - mu) / Δ)
+//! R(y)   = -sum_i log2 P(round((y_i - mu_i) / Δ) | sigma_i / Δ) / pixels
 //! P(v|s) = Phi((v + 1/2) / s) - Phi((v - 1/2) / s)
 //! ```
 //!
@@ -80,8 +81,11 @@ pub const DEFAULT_REFINE_LEARNING_RATE: f64 = 0.02;
 pub struct Refinement<'a> {
     /// `D`, normally the model's training distortion.
     pub distortion: &'a DistortionMeasure,
-    /// `lambda`, normally the model's.
+    /// `lambda`, normally the model's (at [`Self::step`], for a variable-rate model).
     pub lambda: f64,
+    /// The grid `y` is coded on: 1 for a fixed-rate model, the rate's step for a variable-rate
+    /// one ([`crate::rate`]).
+    pub step: ocular_entropy::QuantizationStep,
     /// Adam steps (each costs one synthesis and one distortion evaluation, forward and
     /// backward).
     pub steps: usize,
@@ -130,9 +134,11 @@ impl MeanScaleHyperprior {
             )));
         }
         let y_0 = tch::no_grad(|| self.analysis(x));
-        let hyperprior = self.encode_hyperprior(&y_0, tables)?;
+        let hyperprior = self.encode_hyperprior(&y_0, tables, refinement.step)?;
         let means = &hyperprior.y_means;
-        let scales = &self.y_scales(&hyperprior);
+        // Residuals and scales in units of the step: the unit grid the tables code.
+        let delta = f64::from(refinement.step.get());
+        let scales = &(self.y_scales(&hyperprior) / delta);
         let original = x.narrow(2, 0, height).narrow(3, 0, width);
         let pixels = (height * width) as f64;
         let lambda = refinement.lambda;
@@ -144,7 +150,7 @@ impl MeanScaleHyperprior {
         let bytes_per_bit = match refinement.max_y_bytes {
             Some(_) => {
                 let coded = hyperprior.code(&y_0, tables)?.y_stream.len() as f64;
-                let estimated = tch::no_grad(|| bits(&(&y_0 - means).round(), scales));
+                let estimated = tch::no_grad(|| bits(&((&y_0 - means) / delta).round(), scales));
                 coded / estimated.double_value(&[]).max(1.0)
             }
             None => 0.0,
@@ -159,9 +165,9 @@ impl MeanScaleHyperprior {
         let mut best: Option<(f64, Tensor, usize, bool)> = None;
         let mut initial_objective = f64::NAN;
         for step in 0..=refinement.steps {
-            let residual = &y - means;
+            let residual = (&y - means) / delta;
             let rounded = residual.round();
-            let y_hat = &y + (&rounded + means - &y).detach();
+            let y_hat = &y + (&rounded * delta + means - &y).detach();
             let x_hat = self
                 .synthesis(&y_hat)
                 .narrow(2, 0, height)

@@ -28,7 +28,9 @@ use crate::model_file::{
 };
 use crate::msssim::{ms_ssim, MIN_SIDE};
 use crate::observer;
+use crate::rate::{lambda_at, QualityRange, REFERENCE_QUALITY};
 use crate::ModelError;
+use ocular_entropy::QuantizationStep;
 
 /// Everything a training run needs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -90,6 +92,25 @@ pub struct TrainConfig {
     /// Continue from the checkpoint in `run_dir`. Without it, a `run_dir` that holds a checkpoint
     /// is refused, so a run is never continued (or overwritten) by accident.
     pub resume: bool,
+    /// Train one network for this range of qualities ([`crate::rate`]): every step draws a
+    /// quality, codes `y` on its step and weighs the distortion by its lambda (`lambda` is the
+    /// reference at quality 5). `None`: a fixed-rate model at `lambda`.
+    #[serde(default)]
+    pub variable_rate: Option<QualityRange>,
+    /// Qualities a variable-rate model is validated at (each a full pass over the validation
+    /// folder).
+    #[serde(default)]
+    pub validation_qualities: Vec<f32>,
+    /// Warmup-stable-decay schedule: the learning rate holds until the last `decay_steps`
+    /// steps of `steps` and decays (cosine, to 2%) over them, so a long run holds a constant
+    /// rate and any checkpoint can be given a short decay of its own (`--init` it with
+    /// `steps = decay_steps`). `None`: hold for 60% of the run (steps or time), then decay.
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
+    /// Steps over which the learning rate ramps up linearly at the start of every session
+    /// (Adam's moments are not checkpointed, so a resumed run re-warms them).
+    #[serde(default)]
+    pub warmup_steps: u64,
 }
 
 impl TrainConfig {
@@ -121,6 +142,10 @@ impl TrainConfig {
             seed: 0,
             progress: true,
             resume: false,
+            variable_rate: None,
+            validation_qualities: Vec::new(),
+            decay_steps: None,
+            warmup_steps: 200,
         }
     }
 }
@@ -130,6 +155,9 @@ impl TrainConfig {
 struct RunState {
     step: u64,
     seconds: f64,
+    /// CPU time of the training processes (user + system, all threads), over all sessions.
+    #[serde(default)]
+    cpu_seconds: f64,
 }
 
 /// How a run ended.
@@ -164,12 +192,19 @@ pub struct Validation {
 }
 
 impl Validation {
-    const CSV_HEADER: &'static str = "step,seconds,bpp,estimated_bpp,psnr,ms_ssim";
+    const CSV_HEADER: &'static str =
+        "step,seconds,cpu_seconds,quality,bpp,estimated_bpp,psnr,ms_ssim";
 
-    fn csv_row(&self, state: &RunState) -> String {
+    fn csv_row(&self, state: &RunState, quality: f32) -> String {
         format!(
-            "{},{:.1},{:.5},{:.5},{:.4},{:.6}",
-            state.step, state.seconds, self.bpp, self.estimated_bpp, self.psnr, self.ms_ssim
+            "{},{:.1},{:.1},{quality},{:.5},{:.5},{:.4},{:.6}",
+            state.step,
+            state.seconds,
+            state.cpu_seconds,
+            self.bpp,
+            self.estimated_bpp,
+            self.psnr,
+            self.ms_ssim
         )
     }
 
@@ -294,9 +329,9 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     let mut train_log = CsvLog::open(
         &config.run_dir.join("train.csv"),
         if observer_terms {
-            "step,seconds,lr,loss,bpp,distortion,psnr,aux,one_minus_ms_ssim,features"
+            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux,one_minus_ms_ssim,features"
         } else {
-            "step,seconds,lr,loss,bpp,distortion,psnr,aux"
+            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux"
         },
     )?;
     let mut validation_log = CsvLog::open(
@@ -308,14 +343,21 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     let pixels = config.crop_size * config.crop_size;
     let session_start = Instant::now();
     let seconds_before = state.seconds;
+    let (cpu_before, session_cpu_start) = (state.cpu_seconds, process_cpu_seconds());
+    let session_first_step = state.step;
     let mut last_checkpoint = Instant::now();
     let mut window = RunningMeans::default();
     let schedule = |state: &RunState| {
+        let warmup = warmup_factor(config.warmup_steps, state.step - session_first_step);
+        let peak = config.learning_rate * warmup;
+        if let Some(decay) = config.decay_steps {
+            return wsd_learning_rate(peak, state.step, config.steps, decay);
+        }
         let by_steps = state.step as f64 / config.steps.max(1) as f64;
         let by_time = config
             .time_budget_seconds
             .map_or(0.0, |budget| state.seconds / budget);
-        learning_rate_at(config.learning_rate, by_steps.max(by_time))
+        learning_rate_at(peak, by_steps.max(by_time))
     };
     let done = |state: &RunState| {
         state.step >= config.steps
@@ -335,11 +377,14 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         optimizer.set_lr_group(1, config.aux_learning_rate);
 
         let batch = dataset.batch(config.batch_size, config.crop_size, &mut rng);
-        let output = network.forward(&batch, true);
+        let (step, lambda) = rate_point(config, &mut rng)?;
+        let output = network.forward_at(&batch, step, true);
         let bpp = output.bits_per_pixel(pixels);
         let terms = measure.compute(&batch, &output.x_hat)?;
         let distortion = terms.total;
-        let loss = &bpp + &distortion * config.lambda;
+        // Δ = 1 for a fixed-rate model; for a variable-rate one it evens out the loss's size
+        // across qualities (crate::rate).
+        let loss = (&bpp + &distortion * lambda) * f64::from(step.get());
         let aux = network.aux_loss();
         optimizer.zero_grad();
         // The auxiliary loss only reaches the quantiles (group 1), the main loss everything else.
@@ -349,6 +394,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
 
         state.step += 1;
         state.seconds = seconds_before + session_start.elapsed().as_secs_f64();
+        state.cpu_seconds = cpu_before + process_cpu_seconds() - session_cpu_start;
         let batch_mse = tch::no_grad(|| mse(&output.x_hat.clamp(0.0, 1.0), &batch));
         let value = |t: &Option<Tensor>| t.as_ref().map_or(f64::NAN, |t| t.double_value(&[]));
         window.add([
@@ -363,8 +409,8 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         if state.step % 10 == 0 {
             let [loss, bpp, distortion, psnr, aux, ms_term, feature_term] = window.take();
             let mut row = format!(
-                "{},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
-                state.step, state.seconds
+                "{},{:.1},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
+                state.step, state.seconds, state.cpu_seconds
             );
             let mut message = format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB");
             if observer_terms {
@@ -393,9 +439,15 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         }
         let validate_now = config.validate_every > 0 && state.step % config.validate_every == 0;
         if validate_now && !validation_images.is_empty() && !done(&state) {
-            let v = validate(&network, &validation_images)?;
-            validation_log.row(&v.csv_row(&state))?;
-            reporter.line(&format!("step {}: validation {}", state.step, v.summary()));
+            for (quality, step) in validation_points(config)? {
+                let v = validate_at(&network, &validation_images, step)?;
+                validation_log.row(&v.csv_row(&state, quality))?;
+                reporter.line(&format!(
+                    "step {} (quality {quality}): validation {}",
+                    state.step,
+                    v.summary()
+                ));
+            }
         }
     }
     save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
@@ -408,6 +460,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         network: config.network,
         distortion: config.distortion,
         lambda: config.lambda,
+        variable_rate: config.variable_rate,
         training: TrainingSummary {
             steps: state.step,
             seconds: state.seconds,
@@ -430,14 +483,18 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         fs::create_dir_all(parent).map_err(io(parent))?;
     }
     fs::write(&config.output, &bytes).map_err(io(&config.output))?;
-    let validation = if validation_images.is_empty() {
-        None
-    } else {
-        let v = validate(&network, &validation_images)?;
-        validation_log.row(&v.csv_row(&state))?;
-        log(config, &format!("final validation: {}", v.summary()));
-        Some(v)
-    };
+    let mut validation = None;
+    if !validation_images.is_empty() {
+        for (quality, step) in validation_points(config)? {
+            let v = validate_at(&network, &validation_images, step)?;
+            validation_log.row(&v.csv_row(&state, quality))?;
+            log(
+                config,
+                &format!("final validation (quality {quality}): {}", v.summary()),
+            );
+            validation.get_or_insert(v);
+        }
+    }
     log(
         config,
         &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()),
@@ -450,6 +507,66 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
 
 /// Crops of the training set are multiples of this so every latent is whole.
 const Z_MULTIPLE: i64 = 64;
+
+/// The quantisation step and lambda of one training step: the model's own for a fixed-rate
+/// model, those of a quality drawn uniformly from the range of a variable-rate one.
+fn rate_point(
+    config: &TrainConfig,
+    rng: &mut StdRng,
+) -> Result<(QuantizationStep, f64), ModelError> {
+    match config.variable_rate {
+        None => Ok((QuantizationStep::ONE, config.lambda)),
+        Some(range) => {
+            let quality = rng.gen_range(range.min..=range.max);
+            Ok((range.step(quality)?, lambda_at(config.lambda, quality)))
+        }
+    }
+}
+
+/// The (quality, step) pairs a run is validated at: the model's quality and the unit step for
+/// a fixed-rate model; `validation_qualities` (or the reference quality) for a variable-rate
+/// one.
+fn validation_points(config: &TrainConfig) -> Result<Vec<(f32, QuantizationStep)>, ModelError> {
+    let Some(range) = config.variable_rate else {
+        return Ok(vec![(f32::from(config.quality), QuantizationStep::ONE)]);
+    };
+    let qualities = if config.validation_qualities.is_empty() {
+        vec![REFERENCE_QUALITY]
+    } else {
+        config.validation_qualities.clone()
+    };
+    qualities
+        .into_iter()
+        .map(|q| Ok((q, range.step(q)?)))
+        .collect()
+}
+
+/// CPU time of this process so far (user + system, all threads), in seconds; 0 where the
+/// platform cannot tell.
+fn process_cpu_seconds() -> f64 {
+    cpu_time::ProcessTime::try_now().map_or(0.0, |t| t.as_duration().as_secs_f64())
+}
+
+/// Linear ramp from `1 / warmup` to 1 over the first `warmup` steps of a session.
+fn warmup_factor(warmup: u64, session_step: u64) -> f64 {
+    if warmup == 0 {
+        1.0
+    } else {
+        ((session_step + 1) as f64 / warmup as f64).min(1.0)
+    }
+}
+
+/// Warmup-stable-decay: `peak` until the last `decay` of `total` steps, then a cosine decay to
+/// 2% of it over them.
+fn wsd_learning_rate(peak: f64, step: u64, total: u64, decay: u64) -> f64 {
+    let start = total.saturating_sub(decay);
+    if step < start || decay == 0 {
+        return peak;
+    }
+    let t = ((step - start) as f64 / decay as f64).min(1.0);
+    let floor = 0.02;
+    peak * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
 
 /// Peak rate for the first 60% of training, then a cosine decay to 2% of it.
 fn learning_rate_at(peak: f64, progress: f64) -> f64 {
@@ -552,6 +669,18 @@ pub fn validate(
     network: &MeanScaleHyperprior,
     images: &[Tensor],
 ) -> Result<Validation, ModelError> {
+    validate_at(network, images, QuantizationStep::ONE)
+}
+
+/// [`validate`] with `y` coded on the grid of `step` (a variable-rate model's rate).
+///
+/// # Errors
+/// As [`MeanScaleHyperprior::compress`].
+pub fn validate_at(
+    network: &MeanScaleHyperprior,
+    images: &[Tensor],
+    step: QuantizationStep,
+) -> Result<Validation, ModelError> {
     let tables = network.build_tables()?;
     let (mut bpp, mut psnr_sum, mut ssim_sum, mut estimated) = (0.0, 0.0, 0.0, 0.0);
     for image in images {
@@ -560,11 +689,11 @@ pub fn validate(
         let padded = pad_to_multiple(image, Y_DOWNSAMPLING);
         let predicted = tch::no_grad(|| {
             network
-                .forward(&padded, false)
+                .forward_at(&padded, step, false)
                 .bits_per_pixel(height * width)
         });
         estimated += predicted.double_value(&[]);
-        let latents = network.compress(&padded, &tables)?;
+        let latents = network.compress_at(&padded, &tables, step)?;
         let decoded = network
             .decompress(&latents, &tables)?
             .narrow(2, 0, height)
@@ -760,7 +889,26 @@ impl CsvLog {
 
 #[cfg(test)]
 mod tests {
-    use super::learning_rate_at;
+    use super::{learning_rate_at, warmup_factor, wsd_learning_rate};
+
+    #[test]
+    fn wsd_holds_until_the_decay_window() {
+        assert_eq!(wsd_learning_rate(1.0, 0, 1000, 100), 1.0);
+        assert_eq!(wsd_learning_rate(1.0, 899, 1000, 100), 1.0);
+        assert!(wsd_learning_rate(1.0, 950, 1000, 100) < 1.0);
+        assert!((wsd_learning_rate(1.0, 1000, 1000, 100) - 0.02).abs() < 1e-12);
+        // A decay branch of its own: steps = decay decays from the first step.
+        assert!(wsd_learning_rate(1.0, 1, 100, 100) < 1.0);
+        assert_eq!(wsd_learning_rate(1.0, 5, 10, 0), 1.0);
+    }
+
+    #[test]
+    fn warmup_ramps_to_one() {
+        assert_eq!(warmup_factor(0, 0), 1.0);
+        assert!((warmup_factor(100, 0) - 0.01).abs() < 1e-12);
+        assert_eq!(warmup_factor(100, 99), 1.0);
+        assert_eq!(warmup_factor(100, 5000), 1.0);
+    }
 
     #[test]
     fn schedule_holds_then_decays_to_two_percent() {

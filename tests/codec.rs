@@ -3,7 +3,9 @@
 //! so the tests need no trained model and run in seconds.
 
 use image::{DynamicImage, GrayAlphaImage, GrayImage, Rgb, RgbImage, RgbaImage};
-use ocular::train::{untrained_model_bytes, HyperpriorConfig};
+use ocular::train::{
+    untrained_model_bytes, untrained_variable_rate_model_bytes, HyperpriorConfig, QualityRange,
+};
 use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
@@ -267,4 +269,103 @@ fn refinement_brings_an_unreachable_target_within_reach() {
     Decoder::new(&family[0])
         .decode(&found.bytes)
         .expect("decodes");
+}
+
+fn tiny_variable_rate_model() -> Model {
+    let range = QualityRange::new(0.0, 10.0).expect("range");
+    let bytes = untrained_variable_rate_model_bytes(TINY, "tiny-vr", 5, range).expect("model");
+    Model::from_bytes(&bytes).expect("a fresh model file loads")
+}
+
+#[test]
+fn variable_rate_files_carry_their_step_and_decode() {
+    let model = tiny_variable_rate_model();
+    assert_eq!(model.quality_range(), Some((0.0, 10.0)));
+    let image = DynamicImage::ImageRgb8(photo_like(64, 48));
+    let mut sizes = Vec::new();
+    for quality in [0.0, 2.5, 5.0, 10.0] {
+        let bytes = Encoder::new(&model)
+            .with_quality(quality)
+            .encode(&image)
+            .expect("encode");
+        let header = Bitstream::parse(&bytes, &Limits::default())
+            .expect("parse")
+            .header;
+        let step = header.quantization_step.expect("a step record").get();
+        assert!(
+            (ocular::quality_of_step(header.quantization_step.unwrap()) - quality).abs() < 1e-4
+        );
+        assert!(
+            (step - 2f32.powf((5.0 - quality) / 2.0)).abs() < 1e-5,
+            "{step}"
+        );
+        let decoded = Decoder::new(&model).decode(&bytes).expect("decode");
+        assert_eq!((decoded.width(), decoded.height()), (64, 48));
+        sizes.push(bytes.len());
+    }
+    assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+    assert!(sizes[0] < sizes[3], "{sizes:?}");
+    // The default quality is the reference (step 1, still written: the model is variable-rate).
+    let bytes = Encoder::new(&model).encode(&image).expect("encode");
+    let header = Bitstream::parse(&bytes, &Limits::default())
+        .expect("parse")
+        .header;
+    assert_eq!(header.quantization_step.map(|s| s.get()), Some(1.0));
+}
+
+#[test]
+fn qualities_a_model_cannot_code_at_are_errors() {
+    let image = DynamicImage::ImageRgb8(photo_like(32, 32));
+    let vr = tiny_variable_rate_model();
+    for quality in [-0.5, 10.5, f32::NAN] {
+        let err = Encoder::new(&vr)
+            .with_quality(quality)
+            .encode(&image)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::QualityOutOfRange { .. }),
+            "{quality}: {err}"
+        );
+    }
+    let fixed = tiny_model(1);
+    let err = Encoder::new(&fixed)
+        .with_quality(3.0)
+        .encode(&image)
+        .unwrap_err();
+    assert!(matches!(err, Error::FixedRateModel { .. }), "{err}");
+    let err = ocular::encode_to_bpp(&fixed, &image, 0.5).unwrap_err();
+    assert!(matches!(err, Error::FixedRateModel { .. }), "{err}");
+}
+
+#[test]
+fn exact_rate_control_lands_within_three_percent_under_the_target() {
+    let model = tiny_variable_rate_model();
+    let image = DynamicImage::ImageRgb8(photo_like(128, 96));
+    let pixels = 128.0 * 96.0;
+    let bpp_at = |quality: f32| {
+        let bytes = Encoder::new(&model)
+            .with_quality(quality)
+            .encode(&image)
+            .expect("encode");
+        bytes.len() as f64 * 8.0 / pixels
+    };
+    let (low, high) = (bpp_at(0.0), bpp_at(10.0));
+    for t in [0.25, 0.5, 0.75] {
+        let target = low + t * (high - low);
+        let found = ocular::encode_to_bpp(&model, &image, target).expect("reachable");
+        assert!(found.bpp <= target, "{} > {target}", found.bpp);
+        assert!(
+            found.bpp >= 0.97 * target,
+            "{} < 0.97 x {target}",
+            found.bpp
+        );
+        assert!(found.encodes <= ocular::MAX_RATE_SEARCH_ENCODES);
+        assert_eq!(found.bytes.len() as f64 * 8.0 / pixels, found.bpp);
+        Decoder::new(&model).decode(&found.bytes).expect("decodes");
+    }
+    for target in [0.5 * low, 2.0 * high] {
+        let err = ocular::encode_to_bpp(&model, &image, target).unwrap_err();
+        assert!(matches!(err, Error::BppOutOfReach { .. }), "{err}");
+        assert!(err.to_string().contains("spans"), "{err}");
+    }
 }

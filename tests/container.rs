@@ -6,9 +6,11 @@ use std::io::{self, Read};
 use ocular::container::{
     Bitstream, ContainerError, Extension, FormatError, Header, HeaderError, InvalidInput, Latent,
     LatentShape, ModelFingerprint, Section, UnsupportedError, CRITICAL_EXTENSION_BIT, MAGIC,
-    MAX_HEADER_BYTES, VERSION_MAJOR, VERSION_MINOR, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
+    MAX_HEADER_BYTES, QUANTIZATION_STEP_KIND, VERSION_MAJOR, VERSION_MINOR, Y_DOWNSAMPLING,
+    Z_DOWNSAMPLING,
 };
 use ocular::limits::{Limit, Limits, LimitsExceeded};
+use ocular::QuantizationStep;
 use proptest::prelude::*;
 
 // Offsets of fields in a file with an `n`-byte model name (see docs/bitstream.md).
@@ -50,6 +52,7 @@ fn header(width: u32, height: u32, channels: u8, y_channels: u32, z_channels: u3
         channels,
         y_shape: LatentShape::for_image(Latent::Y, y_channels, width, height),
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
+        quantization_step: None,
     }
 }
 
@@ -350,7 +353,8 @@ fn unknown_major_version_is_unsupported() {
     let mut bytes = sample_bytes();
     bytes[VERSION_MAJOR_AT] = 2;
     let msg = parse(&bytes).unwrap_err().to_string();
-    assert!(msg.contains("unsupported .ocu format version 2.0"), "{msg}");
+    let version = format!("unsupported .ocu format version 2.{VERSION_MINOR}");
+    assert!(msg.contains(&version), "{msg}");
     assert!(msg.contains("newer ocular"), "{msg}");
 }
 
@@ -799,7 +803,7 @@ fn critical_extension_is_reported_before_header_rules() {
     // A future feature may change what the fields mean: an old reader must say "unsupported",
     // not "inconsistent shapes".
     let bytes = sample()
-        .to_bytes_with_extensions(&[Extension::new(0x8001, Vec::new())])
+        .to_bytes_with_extensions(&[Extension::new(0x8002, Vec::new())])
         .unwrap();
     let mut bytes = bytes;
     put_u32(&mut bytes, y_shape_at(NAME_LEN) + 4, 1);
@@ -807,7 +811,7 @@ fn critical_extension_is_reported_before_header_rules() {
     assert!(matches!(
         parse(&bytes),
         Err(ContainerError::Unsupported(
-            UnsupportedError::CriticalExtension { kind: 0x8001 }
+            UnsupportedError::CriticalExtension { kind: 0x8002 }
         ))
     ));
 }
@@ -942,6 +946,7 @@ fn documented_example_parses() {
             channels: 3,
             y_shape: LatentShape::new(192, 3, 7),
             z_shape: LatentShape::new(128, 1, 2),
+            quantization_step: None,
         },
         z_stream: vec![0xaa; 4],
         y_stream: (0x10..0x18).collect(),
@@ -950,9 +955,101 @@ fn documented_example_parses() {
     let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
     assert_eq!(parsed, expected);
     assert_eq!(skipped, extensions);
-    assert_eq!(
-        expected.to_bytes_with_extensions(&extensions).unwrap(),
-        bytes
-    );
+    // The example is a 1.0 file; this writer differs only in its minor version (and the CRC).
+    let mut written = expected.to_bytes_with_extensions(&extensions).unwrap();
+    written[VERSION_MINOR_AT] = 0;
+    fix_crc(&mut written);
+    assert_eq!(written, bytes);
     assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+}
+
+fn with_step(step: f32) -> Bitstream {
+    let mut b = sample();
+    b.header.quantization_step = Some(QuantizationStep::new(step).unwrap());
+    b
+}
+
+#[test]
+fn quantization_step_round_trips_in_a_critical_record() {
+    let b = with_step(0.371_5);
+    let bytes = b.to_bytes().unwrap();
+    // One record after the fixed fields: kind 0x8001, length 4, the f32's bits.
+    let at = records_at(NAME_LEN);
+    assert_eq!(bytes[at..at + 4], [0x01, 0x80, 4, 0]);
+    assert_eq!(bytes[at + 4..at + 8], 0.371_5_f32.to_le_bytes());
+    assert_eq!(
+        QUANTIZATION_STEP_KIND & CRITICAL_EXTENSION_BIT,
+        CRITICAL_EXTENSION_BIT
+    );
+    assert_eq!(bytes.len(), b.encoded_len());
+    assert_eq!(b.overhead_bytes(), sample().overhead_bytes() + 8);
+    let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
+    assert_eq!(parsed, b);
+    assert!(
+        skipped.is_empty(),
+        "a known record is not handed out as unknown"
+    );
+    // With other records beside it.
+    let others = [Extension::new(0x0001, vec![7])];
+    let bytes = b.to_bytes_with_extensions(&others).unwrap();
+    let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
+    assert_eq!((parsed, skipped), (b, others.to_vec()));
+}
+
+#[test]
+fn invalid_quantization_step_records_are_format_errors() {
+    let bytes = with_step(2.0).to_bytes().unwrap();
+    let value_at = records_at(NAME_LEN) + 4;
+    for bad in [0.0_f32, -1.0, f32::NAN, f32::INFINITY, 1e6] {
+        let mut b = bytes.clone();
+        b[value_at..value_at + 4].copy_from_slice(&bad.to_le_bytes());
+        fix_crc(&mut b);
+        assert!(
+            matches!(
+                format_error(parse(&b)),
+                FormatError::InvalidQuantizationStep(_)
+            ),
+            "{bad}"
+        );
+    }
+    // A short record, and a repeated one.
+    let record = |value: &[u8]| [&[0x01, 0x80, value.len() as u8, 0][..], value].concat();
+    let one = 1.0_f32.to_le_bytes();
+    let short = with_raw_records(&record(&[0, 0]));
+    let twice = with_raw_records(&[record(&one), record(&one)].concat());
+    for b in [short, twice] {
+        assert!(matches!(
+            format_error(parse(&b)),
+            FormatError::InvalidQuantizationStep(_)
+        ));
+    }
+    // Data after the f32 belongs to a later minor version: ignored.
+    let longer = with_raw_records(&record(&[&one[..], &[9, 9]].concat()));
+    assert_eq!(
+        parse(&longer).unwrap().header.quantization_step,
+        QuantizationStep::new(1.0).ok()
+    );
+}
+
+/// The sample file with `records` as the raw bytes of its extension records.
+fn with_raw_records(records: &[u8]) -> Vec<u8> {
+    let plain = sample_bytes();
+    let at = records_at(NAME_LEN);
+    let mut bytes = [&plain[..at], records, &plain[at..]].concat();
+    let header_len = u16::from_le_bytes([plain[HEADER_LEN_AT], plain[HEADER_LEN_AT + 1]]);
+    let header_len = header_len + records.len() as u16;
+    bytes[HEADER_LEN_AT..HEADER_LEN_AT + 2].copy_from_slice(&header_len.to_le_bytes());
+    fix_crc(&mut bytes);
+    bytes
+}
+
+#[test]
+fn writer_refuses_a_step_record_among_extensions() {
+    let err = sample()
+        .to_bytes_with_extensions(&[Extension::new(QUANTIZATION_STEP_KIND, vec![0; 4])])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ContainerError::InvalidInput(InvalidInput::ReservedExtension { kind: 0x8001 })
+    ));
 }

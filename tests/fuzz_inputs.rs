@@ -127,6 +127,7 @@ fn seed(rng: &mut StdRng, tables: &CodingTables) -> (Bitstream, Vec<u8>) {
         channels: rng.gen_range(1..=4),
         y_shape: LatentShape::for_image(Latent::Y, y_channels, width, height),
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
+        quantization_step: None,
     };
     let mut stream = |shape: LatentShape| {
         let indices = indices(shape);

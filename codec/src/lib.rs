@@ -22,6 +22,8 @@ pub mod limits;
 
 pub use container::{Bitstream, ContainerError, Header, LatentShape, ModelFingerprint};
 pub use limits::Limits;
+/// The grid step of a variable-rate model's file ([`Header::quantization_step`]).
+pub use ocular_entropy::QuantizationStep;
 
 #[cfg(feature = "neural")]
 pub mod bench;
@@ -44,6 +46,7 @@ pub use codec::{open_image, Decoder, Encoder};
 pub use error::Error;
 #[cfg(feature = "neural")]
 pub use model::{Model, DEFAULT_QUALITY};
+#[cfg(feature = "neural")]
 pub use ocular_models::rate::quality_of_step;
 #[cfg(feature = "neural")]
 pub use rate_control::{
@@ -67,7 +70,9 @@ pub mod train {
     pub use ocular_models::losses::{
         FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
     };
-    pub use ocular_models::model_file::untrained_model_bytes;
+    pub use ocular_models::model_file::{
+        untrained_model_bytes, untrained_variable_rate_model_bytes,
+    };
     pub use ocular_models::rate::QualityRange;
     pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};

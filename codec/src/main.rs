@@ -136,15 +136,11 @@ struct EncodeArgs {
     /// exceeding it
     #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
-    /// With --bpp: who looks at the image: human, machine (the ImageNet classifier) or an alpha
-    /// in 0..=1 mixing them (the families available are listed by `ocular models`)
-    #[arg(
-        long,
-        requires = "bpp",
-        default_value = "human",
-        conflicts_with = "model"
-    )]
-    observer: String,
+    /// With --bpp: who looks at the image: human (MS-SSIM), machine (the ImageNet classifier)
+    /// or an alpha in 0..=1 mixing them (the families available are listed by `ocular
+    /// models`). Without it, the default PSNR (mse) family, as --quality uses
+    #[arg(long, requires = "bpp", conflicts_with = "model")]
+    observer: Option<String>,
     #[command(flatten)]
     refine: Refine,
 }
@@ -585,7 +581,10 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
             (model, found.bytes)
         }
         Some(target) => {
-            let mut family = Model::builtin_observer_family(&args.observer)?;
+            let mut family = match &args.observer {
+                Some(observer) => Model::builtin_observer_family(observer)?,
+                None => Model::builtin_family("mse")?,
+            };
             let found =
                 ocular::encode_within_bpp_refined(&family, &image, target, args.refine.steps)?;
             out!("target {target} bpp: reached {:.4} bpp", found.bpp);

@@ -313,6 +313,28 @@ pub fn untrained_model_bytes(
     name: &str,
     seed: i64,
 ) -> Result<Vec<u8>, ModelError> {
+    untrained_bytes(network, name, seed, None)
+}
+
+/// [`untrained_model_bytes`] of a variable-rate model for the qualities `range`.
+///
+/// # Errors
+/// As [`serialize_model`].
+pub fn untrained_variable_rate_model_bytes(
+    network: HyperpriorConfig,
+    name: &str,
+    seed: i64,
+    range: crate::rate::QualityRange,
+) -> Result<Vec<u8>, ModelError> {
+    untrained_bytes(network, name, seed, Some(range))
+}
+
+fn untrained_bytes(
+    network: HyperpriorConfig,
+    name: &str,
+    seed: i64,
+    variable_rate: Option<crate::rate::QualityRange>,
+) -> Result<Vec<u8>, ModelError> {
     tch::manual_seed(seed);
     let variables = nn::VarStore::new(Device::Cpu);
     let model = MeanScaleHyperprior::new(&variables.root(), network);
@@ -323,7 +345,7 @@ pub fn untrained_model_bytes(
         network,
         distortion: Distortion::Mse,
         lambda: 0.0,
-        variable_rate: None,
+        variable_rate,
         training: TrainingSummary::default(),
     };
     serialize_model(&info, &variables, &model)

@@ -101,36 +101,9 @@ impl CodecModel {
         let stored: StoredTables = serde_json::from_str(tables_json)
             .map_err(|e| invalid(format!("bad {TABLES_KEY}: {e}")))?;
 
-        let file =
-            safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
         let mut variables = nn::VarStore::new(Device::Cpu);
         let network = MeanScaleHyperprior::new(&variables.root(), info.network);
-        let named = variables.variables();
-        if file.len() != named.len() {
-            return Err(invalid(format!(
-                "{} tensors in the file, the network has {}",
-                file.len(),
-                named.len()
-            )));
-        }
-        tch::no_grad(|| -> Result<(), ModelError> {
-            for (name, mut variable) in named {
-                let view = file
-                    .tensor(&name)
-                    .map_err(|_| invalid(format!("missing tensor {name}")))?;
-                let stored =
-                    tensor_from_view(&view).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
-                if stored.size() != variable.size() {
-                    return Err(invalid(format!(
-                        "tensor {name} has shape {:?}, the network expects {:?}",
-                        stored.size(),
-                        variable.size()
-                    )));
-                }
-                variable.copy_(&stored);
-            }
-            Ok(())
-        })?;
+        load_tensors(bytes, &variables)?;
         variables.freeze();
         let tables = ModelTables::new(stored.z, stored.y, &network)?;
         Ok(Self {
@@ -180,6 +153,45 @@ impl CodecModel {
     pub fn copy_weights_to(&self, variables: &mut nn::VarStore) -> Result<(), ModelError> {
         Ok(variables.copy(&self.variables)?)
     }
+}
+
+/// Copies every variable of `variables` from the tensor of the same name in the safetensors
+/// `bytes` (a model file's fp16 or a checkpoint's f32 weights); the file must hold exactly
+/// those tensors, in the same shapes.
+///
+/// # Errors
+/// [`ModelError::InvalidModel`] if the bytes are not safetensors or a tensor is missing,
+/// extra or of another shape.
+pub(crate) fn load_tensors(bytes: &[u8], variables: &nn::VarStore) -> Result<(), ModelError> {
+    let invalid = |what: String| ModelError::InvalidModel(what);
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
+    let named = variables.variables();
+    if file.len() != named.len() {
+        return Err(invalid(format!(
+            "{} tensors in the file, the network has {}",
+            file.len(),
+            named.len()
+        )));
+    }
+    tch::no_grad(|| {
+        for (name, mut variable) in named {
+            let view = file
+                .tensor(&name)
+                .map_err(|_| invalid(format!("missing tensor {name}")))?;
+            let stored =
+                tensor_from_view(&view).map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+            if stored.size() != variable.size() {
+                return Err(invalid(format!(
+                    "tensor {name} has shape {:?}, the network expects {:?}",
+                    stored.size(),
+                    variable.size()
+                )));
+            }
+            variable.copy_(&stored);
+        }
+        Ok(())
+    })
 }
 
 /// The description stored in a model file, read from its metadata alone (no weights are

@@ -83,7 +83,8 @@ pub struct TrainConfig {
     pub checkpoint_seconds: u64,
     /// Steps between validations (0: only at the end).
     pub validate_every: u64,
-    /// Model file to initialise from (same network shape), e.g. a neighbouring rate point.
+    /// Model file or run checkpoint to initialise from (same network shape), e.g. a
+    /// neighbouring rate point, or a long run's checkpoint to decay.
     pub init_from: Option<PathBuf>,
     /// Random seed.
     pub seed: u64,
@@ -295,15 +296,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
             ),
         );
     } else if let Some(init) = &config.init_from {
-        let source = CodecModel::load(init)?;
-        if source.info().network != config.network {
-            return Err(ModelError::Shape(format!(
-                "--init model has network {:?}, this run {:?}",
-                source.info().network,
-                config.network
-            )));
-        }
-        source.copy_weights_to(&mut variables)?;
+        initialise(&mut variables, init, config.network)?;
         log(config, &format!("initialised from {}", init.display()));
     }
     fs::write(
@@ -503,6 +496,39 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         steps: state.step,
         validation,
     })
+}
+
+/// Copies the weights of `init` into `variables`: a model file (fp16 weights, its network
+/// shape checked against `network`) or a run's checkpoint (`checkpoint.safetensors`, f32, as
+/// the campaign commits them), e.g. to give a checkpoint a decay branch of its own.
+///
+/// # Errors
+/// [`ModelError::Io`] if it cannot be read, [`ModelError::Shape`] for a model of another
+/// network shape, [`ModelError::InvalidModel`] for anything else that does not fit.
+fn initialise(
+    variables: &mut nn::VarStore,
+    init: &Path,
+    network: HyperpriorConfig,
+) -> Result<(), ModelError> {
+    let bytes = fs::read(init).map_err(|e| ModelError::Io(init.display().to_string(), e))?;
+    if crate::model_file::read_info(&bytes).is_err() {
+        // No model description: a checkpoint, which names and shapes every variable.
+        return crate::model_file::load_tensors(&bytes, variables).map_err(|e| {
+            ModelError::InvalidModel(format!(
+                "{}: neither a model file nor a training checkpoint ({e})",
+                init.display()
+            ))
+        });
+    }
+    let source = CodecModel::from_bytes(&bytes)?;
+    if source.info().network != network {
+        return Err(ModelError::Shape(format!(
+            "--init model has network {:?}, this run {:?}",
+            source.info().network,
+            network
+        )));
+    }
+    source.copy_weights_to(variables)
 }
 
 /// Crops of the training set are multiples of this so every latent is whole.

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The training campaign: each network is one long run whose latest checkpoint (f32 weights,
+# state.json with its steps, seconds and CPU seconds, and its CSV logs) lives in the repository
+# under models/checkpoints/<network>/, so a fresh clone or another machine continues it.
+#
+#   scripts/campaign.sh [NETWORK] [MINUTES]     e.g. scripts/campaign.sh mse-vr 150
+#   scripts/campaign.sh --status                CPU-hours and latest validation of every run
+#
+# Starts NETWORK's run (from its --init) or resumes it from its checkpoint, for MINUTES of wall
+# clock (default: until interrupted; Ctrl-C or the time limit saves the checkpoint). Runs go in
+# turn, never side by side: each takes both cores (THREADS, default 2). The schedule is
+# warmup-stable-decay: the long run holds its learning rate; a shippable model is a short decay
+# branch of a checkpoint (see docs/results.md, "Training campaign"):
+#   ocular train --init models/checkpoints/mse-vr/checkpoint.safetensors --variable-rate 0..10 \
+#     --steps 1500 --decay-steps 1500 --output models/trained/mse-vr.safetensors --run-dir runs/decay
+# When work stops, commit models/checkpoints/ (git add models/checkpoints && git commit).
+set -euo pipefail
+# All work happens in main, called on the last line with `exit`: bash reads a script while it
+# runs, so editing this file during a long run must not change what that run does.
+main() {
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE
+
+if [ "${1:-}" = "--status" ]; then
+  status
+  return
+fi
+network=${1:-mse-vr}
+minutes=${2:-}
+scripts/setup-libtorch.sh
+# OCULAR names a prebuilt binary, so that rebuilding the tree cannot disturb a long run.
+ocular=${OCULAR:-}
+if [ -z "$ocular" ]; then
+  cargo build --quiet -p ocular
+  ocular=/tmp/ocular-campaign-$$
+  cp target/debug/ocular "$ocular"
+fi
+run_dir=models/checkpoints/$network
+args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
+      --run-dir "$run_dir" --output "runs/$network-latest.safetensors" --name "$network"
+      --threads "${THREADS:-2}" --steps 1000000 --decay-steps 3000 --checkpoint-seconds 300)
+case "$network" in
+  # The PSNR network: one variable-rate network for qualities 0..10 (about 0.05 to 1.6 bpp on
+  # Kodak), from the warm-start continuation of the fixed-rate mse-q3.
+  mse-vr)
+    args+=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate 0..10
+           --validation-qualities 1,3,5,7,9 --validate-every 2500 --learning-rate 0.0002
+           --crop-size 128 --batch-size 8)
+    init=../shared/warmstart/mse-q3-continued.safetensors ;;
+  *)
+    echo "campaign: unknown network '$network' (known: mse-vr)" >&2
+    return 2 ;;
+esac
+if [ -f "$run_dir/checkpoint.safetensors" ]; then
+  args+=(--resume)
+else
+  args+=(--init "$init")
+fi
+if [ -n "$minutes" ]; then
+  # SIGINT is the Ctrl-C the run handles: it saves its checkpoint and stops.
+  timeout --signal=INT --kill-after=120 "${minutes}m" "$ocular" train "${args[@]}" || [ $? -eq 124 ]
+else
+  "$ocular" train "${args[@]}"
+fi
+status
+}
+
+# CPU-hours and the latest validation rows of every run of the campaign.
+status() {
+  for state in models/checkpoints/*/state.json; do
+    [ -f "$state" ] || continue
+    dir=$(dirname "$state")
+    python3 - "$state" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+name = sys.argv[1].split('/')[-2]
+print(f"{name}: step {s['step']}, {s['seconds'] / 3600:.2f} h wall, "
+      f"{s.get('cpu_seconds', 0) / 3600:.2f} CPU-hours")
+EOF
+    if [ -f "$dir/validation.csv" ]; then tail -n 5 "$dir/validation.csv"; fi
+  done
+}
+
+main "$@"; exit

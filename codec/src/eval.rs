@@ -136,6 +136,20 @@ pub struct EvalModel {
     pub family: String,
     /// The model.
     pub model: Model,
+    /// The rate it codes every image at.
+    pub rate: EvalRate,
+}
+
+/// The rate an [`EvalModel`] codes at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EvalRate {
+    /// The model's own (a variable-rate model's reference quality).
+    Model,
+    /// A quality of a variable-rate model ([`Encoder::with_quality`]).
+    Quality(f32),
+    /// Every image at the quality whose file is within `[0.97 T, T]` bpp
+    /// ([`crate::encode_to_bpp`]; variable-rate models).
+    TargetBpp(f64),
 }
 
 impl EvalModel {
@@ -145,7 +159,19 @@ impl EvalModel {
             label: model.name().to_string(),
             family: format!("ocular ({})", model.distortion()),
             model,
+            rate: EvalRate::Model,
         }
+    }
+
+    /// Codes at `rate`, labelled `<name>@q<quality>` or `<name>@<T>bpp`.
+    pub fn at(mut self, rate: EvalRate) -> Self {
+        match rate {
+            EvalRate::Model => {}
+            EvalRate::Quality(q) => self.label = format!("{}@q{q}", self.label),
+            EvalRate::TargetBpp(t) => self.label = format!("{}@{t}bpp", self.label),
+        }
+        self.rate = rate;
+        self
     }
 
     /// Uses `label` instead of the model's name.
@@ -410,10 +436,13 @@ fn evaluate_ocular(
         source,
     };
     let start = Instant::now();
-    let bytes = Encoder::new(&model.model)
-        .with_refinement(refine_steps)
-        .encode(source)
-        .map_err(fail)?;
+    let encoder = Encoder::new(&model.model).with_refinement(refine_steps);
+    let bytes = match model.rate {
+        EvalRate::Model => encoder.encode(source),
+        EvalRate::Quality(q) => encoder.with_quality(q).encode(source),
+        EvalRate::TargetBpp(t) => crate::encode_to_bpp(&model.model, source, t).map(|f| f.bytes),
+    }
+    .map_err(fail)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let decoded = Decoder::new(&model.model)

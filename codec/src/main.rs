@@ -204,6 +204,14 @@ struct EvalArgs {
     /// Models to evaluate as well: built-in names (e.g. msssim-q2) or model files (repeatable)
     #[arg(long)]
     model: Vec<PathBuf>,
+    /// Qualities each variable-rate --model is evaluated at (default, without --at-bpp:
+    /// 1,3,5,7,9)
+    #[arg(long, value_delimiter = ',')]
+    at_quality: Vec<f32>,
+    /// Target bpp each variable-rate --model is evaluated at: every image coded within
+    /// [0.97 T, T] by exact rate control
+    #[arg(long, value_delimiter = ',')]
+    at_bpp: Vec<f64>,
     /// Baselines coded at matched bpp
     #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
     against: Vec<ocular::eval::Baseline>,
@@ -547,6 +555,18 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The rates a variable-rate model is evaluated at: the qualities and target bpp asked for,
+/// else qualities 1, 3, 5, 7 and 9.
+fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular::eval::EvalRate> {
+    use ocular::eval::EvalRate;
+    let mut rates: Vec<EvalRate> = qualities.iter().map(|&q| EvalRate::Quality(q)).collect();
+    rates.extend(targets.iter().map(|&t| EvalRate::TargetBpp(t)));
+    if rates.is_empty() {
+        rates = [1.0, 3.0, 5.0, 7.0, 9.0].map(EvalRate::Quality).to_vec();
+    }
+    rates
+}
+
 /// `MIN..MAX` of qualities, e.g. `0..10`.
 fn parse_quality_range(text: &str) -> Result<ocular::train::QualityRange, String> {
     let (min, max) = text
@@ -782,7 +802,14 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         models.push(EvalModel::new(Model::builtin_quality(quality)?));
     }
     for spec in &args.model {
-        models.push(EvalModel::new(model_file_or_builtin(spec)?));
+        let model = model_file_or_builtin(spec)?;
+        if model.quality_range().is_none() {
+            models.push(EvalModel::new(model));
+            continue;
+        }
+        for rate in variable_rates(&args.at_quality, &args.at_bpp) {
+            models.push(EvalModel::new(model_file_or_builtin(spec)?).at(rate));
+        }
     }
     if args.quality.is_empty() && args.model.is_empty() {
         for name in Model::builtin_names() {

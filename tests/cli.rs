@@ -395,3 +395,115 @@ fn eval_redraws_a_saved_report() {
     let out = ocular(&["eval", "--from-json", &f.arg("other.json")]);
     assert_clean_failure(&out, "not an `ocular eval --json` report");
 }
+
+#[test]
+fn a_variable_rate_model_trains_and_codes_at_any_quality_and_exact_rate() {
+    let f = Fixture::new();
+    let data = f.path("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let image = image::RgbImage::from_fn(96, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x ^ y) * 4) as u8])
+    });
+    image
+        .save(data.join("one.png"))
+        .expect("write training image");
+    let model = f.arg("vr.safetensors");
+    let train = |range: &str| {
+        ocular(&[
+            "train",
+            "--data",
+            &path_str(&data),
+            "--output",
+            &model,
+            "--run-dir",
+            &f.arg(&format!("run{range}")),
+            "--n",
+            "8",
+            "--m",
+            "12",
+            "--crop-size",
+            "64",
+            "--batch-size",
+            "1",
+            "--steps",
+            "2",
+            "--decay-steps",
+            "1",
+            "--validate-every",
+            "0",
+            "--variable-rate",
+            range,
+            "--name",
+            "tiny-vr",
+            "--quiet",
+        ])
+    };
+    assert_clean_failure(&train("5..2"), "quality range");
+    assert_clean_failure(&train("two..five"), "MIN..MAX");
+    let out = train("0..10");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let input = f.arg("in.png");
+    let out = ocular(&[
+        "encode",
+        &input,
+        "-o",
+        &f.arg("q.ocu"),
+        "--model",
+        &model,
+        "-q",
+        "2.5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["info", &f.arg("q.ocu")]);
+    assert!(text(&out).contains("quality 2.500"), "{}", text(&out));
+    let out = ocular(&[
+        "decode",
+        &f.arg("q.ocu"),
+        "-o",
+        &f.arg("q.png"),
+        "--model",
+        &model,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_clean_failure(
+        &ocular(&[
+            "encode",
+            &input,
+            "-o",
+            &f.arg("x.ocu"),
+            "--model",
+            &model,
+            "-q",
+            "12",
+        ]),
+        "outside the range",
+    );
+    // A fixed-rate model takes no continuous quality.
+    assert_clean_failure(
+        &ocular(&[
+            "encode",
+            &input,
+            "-o",
+            &f.arg("x.ocu"),
+            "--model",
+            &f.arg("a.safetensors"),
+            "-q",
+            "2",
+        ]),
+        "fixed-rate",
+    );
+    assert_clean_failure(
+        &ocular(&[
+            "encode",
+            &input,
+            "-o",
+            &f.arg("x.ocu"),
+            "--model",
+            &model,
+            "--bpp",
+            "0.0001",
+        ]),
+        "cannot reach",
+    );
+}

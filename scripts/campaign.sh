@@ -5,14 +5,15 @@
 #
 #   scripts/campaign.sh [NETWORK] [MINUTES]     e.g. scripts/campaign.sh mse-vr 150
 #   scripts/campaign.sh --status                CPU-hours and latest validation of every run
+#   scripts/campaign.sh --decay NETWORK STEPS OUTPUT
+#                                               a shippable model: STEPS of learning-rate decay
+#                                               from NETWORK's latest checkpoint, to OUTPUT
 #
 # Starts NETWORK's run (from its --init) or resumes it from its checkpoint, for MINUTES of wall
 # clock (default: until interrupted; Ctrl-C or the time limit saves the checkpoint). Runs go in
 # turn, never side by side: each takes both cores (THREADS, default 2). The schedule is
 # warmup-stable-decay: the long run holds its learning rate; a shippable model is a short decay
-# branch of a checkpoint (see docs/results.md, "Training campaign"):
-#   ocular train --init models/checkpoints/mse-vr/checkpoint.safetensors --variable-rate 0..10 \
-#     --steps 1500 --decay-steps 1500 --output models/trained/mse-vr.safetensors --run-dir runs/decay
+# branch of a checkpoint (--decay; the run itself continues undisturbed from its checkpoint).
 # When work stops, commit models/checkpoints/ (git add models/checkpoints && git commit).
 set -euo pipefail
 # All work happens in main, called on the last line with `exit`: bash reads a script while it
@@ -24,6 +25,13 @@ export OMP_WAIT_POLICY=PASSIVE
 if [ "${1:-}" = "--status" ]; then
   status
   return
+fi
+decay=
+if [ "${1:-}" = "--decay" ]; then
+  [ $# -eq 4 ] || { echo "usage: scripts/campaign.sh --decay NETWORK STEPS OUTPUT" >&2; return 2; }
+  decay=$3
+  decay_output=$4
+  shift 3
 fi
 network=${1:-mse-vr}
 minutes=${2:-}
@@ -43,14 +51,27 @@ case "$network" in
   # The PSNR network: one variable-rate network for qualities 0..10 (about 0.05 to 1.6 bpp on
   # Kodak), from the warm-start continuation of the fixed-rate mse-q3.
   mse-vr)
-    args+=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate 0..10
-           --validation-qualities 1,3,5,7,9 --validate-every 2500 --learning-rate 0.0002
-           --crop-size 128 --batch-size 8)
+    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate 0..10
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0002
+                  --crop-size 128 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 2500)
     init=../shared/warmstart/mse-q3-continued.safetensors ;;
   *)
     echo "campaign: unknown network '$network' (known: mse-vr)" >&2
     return 2 ;;
 esac
+if [ -n "$decay" ]; then
+  state=$(cat "$run_dir/state.json")
+  step=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["step"])' "$state")
+  # The same network options, a run of its own: STEPS steps, all of them decaying.
+  args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
+        --run-dir "runs/$network-decay-$step" --output "$decay_output" --name "$network"
+        --threads "${THREADS:-2}" --steps "$decay" --decay-steps "$decay" --warmup-steps 100
+        --validate-every 0 "${network_args[@]}" --init "$run_dir/checkpoint.safetensors")
+  echo "campaign: decaying $network from step $step over $decay steps into $decay_output"
+  "$ocular" train "${args[@]}"
+  return
+fi
 if [ -f "$run_dir/checkpoint.safetensors" ]; then
   args+=(--resume)
 else

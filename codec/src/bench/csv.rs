@@ -156,7 +156,8 @@ fn layout(line: usize, header: &[String]) -> Result<Layout, BenchError> {
     };
     let fail = |message: String| BenchError::Csv { line, message };
     let fixed = FIXED_COLUMNS.len();
-    let starts_fixed = header.len() > fixed && header[..fixed] == FIXED_COLUMNS;
+    // No judge columns: the CSV of a report without rows (e.g. a shard without images).
+    let starts_fixed = header.len() >= fixed && header[..fixed] == FIXED_COLUMNS;
     let judge_columns = match header.get(fixed..) {
         Some(rest) if starts_fixed && rest.len() % JUDGE_COLUMNS.len() == 0 => rest,
         _ => {

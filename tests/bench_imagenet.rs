@@ -426,7 +426,10 @@ fn csv_round_trip() {
         empty,
         "image,wnid,label,codec,target_bpp,bpp,over_target,psnr,ms_ssim,setting,bytes\n"
     );
-    assert_eq!(BenchReport::from_csv(&empty).expect("empty"), BenchReport::default());
+    assert_eq!(
+        BenchReport::from_csv(&empty).expect("empty"),
+        BenchReport::default()
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("shard.csv");
@@ -471,11 +474,17 @@ fn old_csvs_read_as_judged_by_lite0() {
                n01440764/a.png,n01440764,0,jpeg,0.25,0.24,false,false,true,7,30.5,0.97,12,1505\n";
     let report = BenchReport::from_csv(old).expect("an old CSV reads");
     assert_eq!(report.judges(), ["lite0"]);
-    assert_eq!(report.rows[1].verdicts, [verdict("lite0", 7, 0)].map(|mut v| {
-        v.top5_correct = true;
-        v
-    }));
-    assert_eq!((report.rows[1].bytes, report.rows[1].psnr), (1505, Some(30.5)));
+    assert_eq!(
+        report.rows[1].verdicts,
+        [verdict("lite0", 7, 0)].map(|mut v| {
+            v.top5_correct = true;
+            v
+        })
+    );
+    assert_eq!(
+        (report.rows[1].bytes, report.rows[1].psnr),
+        (1505, Some(30.5))
+    );
     // Written again in the current layout, it reads back the same.
     let csv = report.to_csv();
     assert!(csv.contains(",top1_correct[lite0],"));
@@ -492,7 +501,10 @@ fn old_csvs_read_as_judged_by_lite0() {
 #[test]
 fn judges_are_reported_apart() {
     let mut rows = Vec::new();
-    for (i, image) in ["n01440764/a.png", "n01440764/b.png"].into_iter().enumerate() {
+    for (i, image) in ["n01440764/a.png", "n01440764/b.png"]
+        .into_iter()
+        .enumerate()
+    {
         let mut reference = row(image, REFERENCE_CODEC, None);
         reference.verdicts = vec![verdict("lite0", 0, 0), verdict("lite1", 0, 0)];
         reference.psnr = None;
@@ -565,7 +577,10 @@ fn judge_names_and_errors() {
     }];
     let jpeg = || vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
     let config = BenchConfig::new(images, jpeg(), vec![0.25]);
-    let same = vec![MeanJudge::judge("a", 224, 0.0).0, MeanJudge::judge("a", 64, 0.0).0];
+    let same = vec![
+        MeanJudge::judge("a", 224, 0.0).0,
+        MeanJudge::judge("a", 64, 0.0).0,
+    ];
     let comma = vec![MeanJudge::judge("a,b", 224, 0.0).0];
     for judges in [Vec::new(), same, comma] {
         assert!(
@@ -584,7 +599,11 @@ fn judges_see_the_crop_at_their_own_size() {
     let (native, native_sides) = MeanJudge::judge("native", 224, 0.0);
     let (small, small_sides) = MeanJudge::judge("small", 64, 0.0);
     let codecs = vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
-    let report = run(&BenchConfig::new(images, codecs, vec![0.5]), &[native, small]).expect("run");
+    let report = run(
+        &BenchConfig::new(images, codecs, vec![0.5]),
+        &[native, small],
+    )
+    .expect("run");
     assert_eq!(report.rows.len(), 2);
     // One batch per image: the uncompressed crop and the JPEG.
     assert_eq!(*native_sides.lock().expect("lock"), [224]);
@@ -675,7 +694,10 @@ fn shards_merge_into_the_report_of_one_run() {
             }
             // The judges see the same crop and disagree by their offset of 300 classes.
             let [mean, shifted] = [&row.verdicts[0], &row.verdicts[1]];
-            assert!(shifted.predicted.abs_diff(mean.predicted.min(699) + 300) <= 10, "{row:?}");
+            assert!(
+                shifted.predicted.abs_diff(mean.predicted.min(699) + 300) <= 10,
+                "{row:?}"
+            );
         }
     }
     let jpeg_high = whole
@@ -732,7 +754,12 @@ fn shards_merge_into_the_report_of_one_run() {
     }
     let table = whole.table();
     assert_eq!(table.lines().count(), 1 + summaries.len());
-    for column in ["mean top-1 %", "mean top-5 %", "shifted top-1 %", "shifted Δ top-1"] {
+    for column in [
+        "mean top-1 %",
+        "mean top-5 %",
+        "shifted top-1 %",
+        "shifted Δ top-1",
+    ] {
         assert!(table.contains(column), "{table}");
     }
     assert!(table.starts_with("codec") && table.contains("ocular:tiny"));

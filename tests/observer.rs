@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use ocular_models::observer::torch_legacy::{read_state_dict, LegacyDtype, LegacyError};
 use ocular_models::observer::{
     self, center_crop_resize, crop_window, default_weights_path, normalize, preprocess,
-    resize_square, top_k, weights_path, Classifier, FeatureLayer, Observer, ObserverError,
-    Synsets, TorchScriptObserver, Variant, NUM_STAGES,
+    resize_square, top_k, weights_path, Classifier, FeatureLayer, Observer, ObserverError, Synsets,
+    TorchScriptObserver, Variant, NUM_STAGES,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -668,7 +668,10 @@ fn judged_at(images: &Tensor, side: i64) -> Tensor {
 #[test]
 fn lite1_is_a_deeper_network_for_240_pixels() {
     let Some(c) = lite1() else { return };
-    assert_eq!((c.variant(), c.name().as_str()), (Variant::Lite1, "efficientnet-lite1"));
+    assert_eq!(
+        (c.variant(), c.name().as_str()),
+        (Variant::Lite1, "efficientnet-lite1")
+    );
     assert!(c.is_frozen());
     let x = normalize(&synthetic(1, 240, 240));
     let layers = [FeatureLayer::Stage(1), FeatureLayer::Head];
@@ -711,8 +714,8 @@ fn lite1_imagenet_dev_accuracy() {
     else {
         return;
     };
-    let limit: usize = std::env::var("OBSERVER_LIMIT")
-        .map_or(100, |v| v.parse().expect("OBSERVER_LIMIT"));
+    let limit: usize =
+        std::env::var("OBSERVER_LIMIT").map_or(100, |v| v.parse().expect("OBSERVER_LIMIT"));
     let synsets = Synsets::load(&synsets).expect("synsets");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dev)
         .expect("imagenet-dev")
@@ -752,5 +755,8 @@ fn lite1_imagenet_dev_accuracy() {
         );
     }
     println!("{:.0} s", start.elapsed().as_secs_f64());
-    assert!(correct[1][0] as f64 > 0.6 * n, "Lite1 top-1 is implausibly low");
+    assert!(
+        correct[1][0] as f64 > 0.6 * n,
+        "Lite1 top-1 is implausibly low"
+    );
 }

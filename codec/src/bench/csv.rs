@@ -190,7 +190,10 @@ fn layout(line: usize, header: &[String]) -> Result<Layout, BenchError> {
 
 /// `J` of a column `name[J]`.
 fn judge_of<'a>(column: &'a str, name: &str) -> Option<&'a str> {
-    column.strip_prefix(name)?.strip_prefix('[')?.strip_suffix(']')
+    column
+        .strip_prefix(name)?
+        .strip_prefix('[')?
+        .strip_suffix(']')
 }
 
 /// Splits CSV text into records of fields (RFC 4180: quoted fields may hold commas, doubled
@@ -312,7 +315,11 @@ fn parse_row(line: usize, fields: Vec<String>, layout: &Layout) -> Result<BenchR
 }
 
 /// A verdict from its three fields (`top1_correct`, `top5_correct`, `predicted`).
-fn verdict(line: usize, judge: &str, [top1, top5, predicted]: [String; 3]) -> Result<Verdict, BenchError> {
+fn verdict(
+    line: usize,
+    judge: &str,
+    [top1, top5, predicted]: [String; 3],
+) -> Result<Verdict, BenchError> {
     let column = |name: &str| format!("{name}[{judge}]");
     Ok(Verdict {
         judge: judge.to_string(),

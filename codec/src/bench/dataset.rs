@@ -196,9 +196,10 @@ fn env_number(
     default: Option<usize>,
 ) -> Result<usize, BenchError> {
     match (env.get(name), default) {
-        (Some(text), _) => text.trim().parse().map_err(|_| {
-            BenchError::Scheduler(format!("{name}={text:?} is not a whole number"))
-        }),
+        (Some(text), _) => text
+            .trim()
+            .parse()
+            .map_err(|_| BenchError::Scheduler(format!("{name}={text:?} is not a whole number"))),
         (None, Some(default)) => Ok(default),
         (None, None) => Err(BenchError::Scheduler(format!("{name} is not set"))),
     }
@@ -270,7 +271,13 @@ mod tests {
             .collect()
     }
 
-    fn slurm(id: &str, count: &str, min: &str, max: &str, step: Option<&str>) -> HashMap<String, String> {
+    fn slurm(
+        id: &str,
+        count: &str,
+        min: &str,
+        max: &str,
+        step: Option<&str>,
+    ) -> HashMap<String, String> {
         let mut vars = env(&[
             ("SLURM_ARRAY_TASK_ID", id),
             ("SLURM_ARRAY_TASK_COUNT", count),
@@ -293,12 +300,30 @@ mod tests {
     #[test]
     fn slurm_arrays() {
         // --array=0-7, --array=1-8, --array=0-14:2, --array=3 (one task), step unset.
-        assert_eq!(shard(&slurm("0", "8", "0", "7", Some("1"))), Ok("0/8".into()));
-        assert_eq!(shard(&slurm("7", "8", "0", "7", Some("1"))), Ok("7/8".into()));
-        assert_eq!(shard(&slurm("1", "8", "1", "8", Some("1"))), Ok("0/8".into()));
-        assert_eq!(shard(&slurm("8", "8", "1", "8", Some("1"))), Ok("7/8".into()));
-        assert_eq!(shard(&slurm("6", "8", "0", "14", Some("2"))), Ok("3/8".into()));
-        assert_eq!(shard(&slurm("3", "1", "3", "3", Some("1"))), Ok("0/1".into()));
+        assert_eq!(
+            shard(&slurm("0", "8", "0", "7", Some("1"))),
+            Ok("0/8".into())
+        );
+        assert_eq!(
+            shard(&slurm("7", "8", "0", "7", Some("1"))),
+            Ok("7/8".into())
+        );
+        assert_eq!(
+            shard(&slurm("1", "8", "1", "8", Some("1"))),
+            Ok("0/8".into())
+        );
+        assert_eq!(
+            shard(&slurm("8", "8", "1", "8", Some("1"))),
+            Ok("7/8".into())
+        );
+        assert_eq!(
+            shard(&slurm("6", "8", "0", "14", Some("2"))),
+            Ok("3/8".into())
+        );
+        assert_eq!(
+            shard(&slurm("3", "1", "3", "3", Some("1"))),
+            Ok("0/1".into())
+        );
         assert_eq!(shard(&slurm("2", "4", "0", "3", None)), Ok("2/4".into()));
         assert_eq!(shard(&slurm(" 2 ", "4", "0", "3", None)), Ok("2/4".into()));
     }
@@ -324,7 +349,10 @@ mod tests {
         let mut missing = slurm("1", "8", "0", "7", None);
         missing.remove("SLURM_ARRAY_TASK_COUNT");
         let error = shard(&missing).expect_err("no count");
-        assert!(error.contains("SLURM_ARRAY_TASK_COUNT is not set"), "{error}");
+        assert!(
+            error.contains("SLURM_ARRAY_TASK_COUNT is not set"),
+            "{error}"
+        );
     }
 
     #[test]

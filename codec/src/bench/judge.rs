@@ -214,14 +214,15 @@ mod tests {
         );
         for bad in ["lite2", "", "lite0,", "torchscript:", "resnet.pt"] {
             assert!(
-                matches!(
-                    JudgeSpec::parse_list(bad),
-                    Err(BenchError::UnknownJudge(_))
-                ),
+                matches!(JudgeSpec::parse_list(bad), Err(BenchError::UnknownJudge(_))),
                 "{bad}"
             );
         }
-        for bad in ["lite0,lite0", "lite1,torchscript:x/lite1.pt", "torchscript:a[1].pt"] {
+        for bad in [
+            "lite0,lite0",
+            "lite1,torchscript:x/lite1.pt",
+            "torchscript:a[1].pt",
+        ] {
             assert!(
                 matches!(JudgeSpec::parse_list(bad), Err(BenchError::Config(_))),
                 "{bad}"

@@ -165,7 +165,11 @@ fn accuracy_panel(
     let (y_low, y_high) = padded(ys);
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("{} accuracy, judge {}, {images}", accuracy.name(), accuracy.judge),
+            format!(
+                "{} accuracy, judge {}, {images}",
+                accuracy.name(),
+                accuracy.judge
+            ),
             (FONT, 20),
         )
         .margin(16)

@@ -264,8 +264,9 @@ fn table_line(
     reference: Option<&BenchSummary>,
     judges: &[String],
 ) -> Vec<String> {
-    let optional =
-        |v: Option<f64>, decimals: usize| v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"));
+    let optional = |v: Option<f64>, decimals: usize| {
+        v.map_or_else(|| "-".into(), |v| format!("{v:.decimals$}"))
+    };
     let mut line = vec![
         s.codec.clone(),
         s.target_bpp.map_or_else(|| "-".into(), |t| t.to_string()),
@@ -337,7 +338,11 @@ fn summary_of(rows: &[&BenchRow]) -> BenchSummary {
     let judges = judges_of(first)
         .into_iter()
         .map(|judge| {
-            let verdicts = || rows.iter().flat_map(|r| &r.verdicts).filter(|v| v.judge == judge);
+            let verdicts = || {
+                rows.iter()
+                    .flat_map(|r| &r.verdicts)
+                    .filter(|v| v.judge == judge)
+            };
             let top1_correct = verdicts().filter(|v| v.top1_correct).count();
             let top5_correct = verdicts().filter(|v| v.top5_correct).count();
             JudgeSummary {
@@ -365,4 +370,3 @@ fn summary_of(rows: &[&BenchRow]) -> BenchSummary {
         over_target: rows.iter().filter(|r| r.over_target).count(),
     }
 }
-

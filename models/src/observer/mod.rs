@@ -194,7 +194,9 @@ pub fn default_weights_path() -> PathBuf {
 /// Where `scripts/setup-observer.sh` puts the converted weights of `variant`:
 /// `<cache_dir()>/observer/<`[`Variant::weights_file_name`]`>`.
 pub fn weights_path(variant: Variant) -> PathBuf {
-    cache_dir().join("observer").join(variant.weights_file_name())
+    cache_dir()
+        .join("observer")
+        .join(variant.weights_file_name())
 }
 
 /// What [`convert_legacy_checkpoint`] wrote.

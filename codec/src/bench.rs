@@ -122,7 +122,7 @@ pub enum BenchError {
         judge: String,
         /// What went wrong.
         #[source]
-        source: ObserverError,
+        source: Box<ObserverError>,
     },
     /// The image folder has no images (in a class folder).
     #[error("no images found in {} (expected <root>/<wnid>/<image>)", .0.display())]
@@ -178,7 +178,7 @@ pub enum BenchError {
         image: String,
         /// What went wrong.
         #[source]
-        source: ObserverError,
+        source: Box<ObserverError>,
     },
     /// A benchmark CSV cannot be read back.
     #[error("benchmark CSV, line {line}: {message}")]
@@ -587,7 +587,7 @@ fn judge_rows(
     let failed = |source: ObserverError| BenchError::Classifier {
         judge: judge.name().to_string(),
         image: image.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let predictions = judge.classify(batch, TOP_K).map_err(failed)?;
     if predictions.len() != rows.len() {

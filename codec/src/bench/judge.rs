@@ -139,7 +139,7 @@ impl Judge {
     pub fn load(spec: &JudgeSpec, lite0_weights: Option<&Path>) -> Result<Self, BenchError> {
         let fail = |source| BenchError::Judge {
             judge: spec.to_string(),
-            source,
+            source: Box::new(source),
         };
         let (observer, input_size): (Box<dyn Observer>, i64) = match spec {
             JudgeSpec::Builtin(variant) => {

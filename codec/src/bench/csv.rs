@@ -290,13 +290,15 @@ fn parse_row(line: usize, fields: Vec<String>, layout: &Layout) -> Result<BenchR
         Layout::Judged(_) => None,
     };
     let (psnr, ms_ssim, setting, bytes) = (next(), next(), next(), next());
-    let verdicts = match (layout, legacy_verdict) {
-        (Layout::Judged(judges), _) => judges
+    let verdicts = match layout {
+        Layout::Judged(judges) => judges
             .iter()
             .map(|judge| verdict(line, judge, [next(), next(), next()]))
             .collect::<Result<Vec<_>, _>>()?,
-        (Layout::Legacy, Some(fields)) => vec![verdict(line, LEGACY_JUDGE, fields)?],
-        (Layout::Legacy, None) => Vec::new(),
+        Layout::Legacy => legacy_verdict
+            .into_iter()
+            .map(|fields| verdict(line, LEGACY_JUDGE, fields))
+            .collect::<Result<Vec<_>, _>>()?,
     };
     Ok(BenchRow {
         label: value("label", &label, line)?,

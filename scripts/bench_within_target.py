@@ -6,12 +6,31 @@ Several CSVs of the same images (e.g. one run with the baselines, one with refin
 are joined by image; a codec name present in several files keeps the first file's rows, and
 a later file's codecs can be renamed with --suffix (e.g. ocular:machine -> ocular:machine+refine).
 
-Usage: scripts/bench_within_target.py --target 0.25 A.csv [B.csv --suffix B=+refine20]
+Accuracy is that of one judge (--judge, e.g. lite1; default: the first judge of the first file);
+CSVs written before judges were named have one, lite0.
+
+Usage: scripts/bench_within_target.py --target 0.25 [--judge lite1] A.csv [B.csv --suffix B=+refine20]
 """
 import argparse
 import csv
 import sys
 from collections import defaultdict
+
+
+def judges_of(columns):
+    """The judges of a CSV's columns `top1_correct[J]`; `lite0` for a CSV from before judges."""
+    if "top1_correct" in columns:
+        return ["lite0"]
+    return [c[len("top1_correct["):-1] for c in columns
+            if c.startswith("top1_correct[") and c.endswith("]")]
+
+
+def verdict_columns(row, judge):
+    """The row with `top1_correct` and `top5_correct` of `judge`."""
+    if "top1_correct" not in row:
+        row["top1_correct"] = row[f"top1_correct[{judge}]"]
+        row["top5_correct"] = row[f"top5_correct[{judge}]"]
+    return row
 
 
 def main() -> int:
@@ -21,13 +40,21 @@ def main() -> int:
     parser.add_argument("--suffix", action="append", default=[],
                         help="FILE=SUFFIX: append SUFFIX to the ocular codec names of FILE")
     parser.add_argument("--codecs", help="comma-separated codecs to report (default: all)")
+    parser.add_argument("--judge", help="the judge whose accuracy is reported (default: the first)")
     args = parser.parse_args()
     suffixes = dict(s.split("=", 1) for s in args.suffix)
 
     rows = {}  # (codec, image) -> row
     for path in args.csvs:
         suffix = suffixes.get(path, "")
-        for row in csv.DictReader(open(path, newline="")):
+        reader = csv.DictReader(open(path, newline=""))
+        judges = judges_of(reader.fieldnames or [])
+        if args.judge is None:
+            args.judge = judges[0]
+        if args.judge not in judges:
+            sys.exit(f"{path}: no judge {args.judge} (judges: {', '.join(judges)})")
+        for row in reader:
+            row = verdict_columns(row, args.judge)
             codec = row["codec"]
             if row["target_bpp"] and float(row["target_bpp"]) != args.target:
                 continue
@@ -56,6 +83,7 @@ def main() -> int:
             print(f"{codec:<32} {mean('bpp'):7.4f} {top1:8.1f} {top5:8.1f} {quality}")
         print()
 
+    print(f"judge: {args.judge}")
     table(images, "all images")
     table(within, "images every codec codes within the target")
     return 0

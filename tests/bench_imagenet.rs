@@ -1,22 +1,25 @@
 //! `ocular::bench`: the ImageNet rate–accuracy benchmark. Folder parsing, the crop protocol,
-//! shards and their merge, CSV. The runs use a tiny untrained network, JPEG and generated
-//! images, so they take seconds; tests that need the classifier weights or `../shared/data`
-//! print `skipping: ...` and pass when those are absent.
+//! judges, shards and their merge, CSV. The runs use a tiny untrained network, JPEG, generated
+//! images and stand-in judges (a fixed function of the pixels), so they take seconds and need
+//! no weights; tests that need the classifier weights or `../shared/data` print
+//! `skipping: ...` and pass when those are absent.
 //!
 //! `imagenet_dev_timing` (ignored) measures the time per image on `../shared/data/imagenet-dev`:
 //! `BENCH_LIMIT=20 cargo test -p ocular --test bench_imagenet imagenet_dev_timing -- --ignored --nocapture`
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use image::{Rgb, RgbImage};
 use ocular::bench::{
     builtin_family, classifier_crop, merge, run, scan_folder, BenchCodec, BenchConfig, BenchError,
-    BenchReport, BenchRow, LabeledImage, Shard, REFERENCE_CODEC,
+    BenchReport, BenchRow, Judge, JudgeSpec, LabeledImage, Shard, Verdict, REFERENCE_CODEC,
 };
-use ocular::observer::{default_weights_path, Classifier, Synsets};
+use ocular::observer::{weights_path, Observation, Observer, ObserverError, Synsets, Variant};
 use ocular::train::{untrained_model_bytes, HyperpriorConfig};
 use ocular::Model;
+use tch::{Kind, Tensor};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 const SYNSETS: &str = "n01440764\ttench\nn01443537\tgoldfish\nn01484850\tgreat white shark\n";
@@ -30,16 +33,75 @@ fn tiny_model(seed: i64) -> Model {
     Model::from_bytes(&bytes).expect("a fresh model file loads")
 }
 
-fn classifier() -> Option<Classifier> {
-    let path = default_weights_path();
-    if !path.exists() {
-        println!(
-            "skipping: no classifier weights at {} (run scripts/setup-observer.sh)",
-            path.display()
-        );
-        return None;
+/// The built-in judges `specs` names (e.g. `lite0,lite1`), or `None` when their weights are
+/// absent.
+fn builtin_judges(specs: &str) -> Option<Vec<Judge>> {
+    let specs = JudgeSpec::parse_list(specs).expect("judges");
+    for spec in &specs {
+        if let JudgeSpec::Builtin(variant) = spec {
+            let path = weights_path(*variant);
+            if !path.exists() {
+                println!(
+                    "skipping: no {variant} weights at {} (run scripts/setup-observer.sh)",
+                    path.display()
+                );
+                return None;
+            }
+        }
     }
-    Some(Classifier::load(&path).expect("the classifier loads"))
+    Some(
+        specs
+            .iter()
+            .map(|spec| Judge::load(spec, None).expect("the judge loads"))
+            .collect(),
+    )
+}
+
+/// A stand-in classifier: the class is the mean pixel value (normalised, in [-1, 1]) scaled
+/// onto 0..`classes`, plus `offset`; it records the side of every batch it sees.
+#[derive(Debug)]
+struct MeanJudge {
+    offset: f64,
+    sides: Arc<Mutex<Vec<i64>>>,
+}
+
+impl MeanJudge {
+    /// The judge and the record of the sides of the batches it saw.
+    fn judge(name: &str, side: i64, offset: f64) -> (Judge, Arc<Mutex<Vec<i64>>>) {
+        let sides = Arc::new(Mutex::new(Vec::new()));
+        let observer = MeanJudge {
+            offset,
+            sides: Arc::clone(&sides),
+        };
+        (Judge::new(name, side, Box::new(observer)), sides)
+    }
+}
+
+impl Observer for MeanJudge {
+    fn observe(&self, x: &Tensor) -> Result<Observation, ObserverError> {
+        let size = x.size();
+        self.sides.lock().expect("lock").push(size[3]);
+        let mean = x.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+        let target = (mean + 1.0) * 0.5 * 999.0 + self.offset;
+        let classes = Tensor::arange(1000, (Kind::Float, x.device()));
+        let logits = -(classes.unsqueeze(0) - target.unsqueeze(1)).square() * 0.01;
+        Ok(Observation {
+            logits,
+            features: Vec::new(),
+        })
+    }
+
+    fn name(&self) -> String {
+        "mean".into()
+    }
+}
+
+/// Two stand-in judges that disagree: `mean` at 224 and `shifted` at 64 pixels.
+fn stand_in_judges() -> Vec<Judge> {
+    vec![
+        MeanJudge::judge("mean", 224, 0.0).0,
+        MeanJudge::judge("shifted", 64, 300.0).0,
+    ]
 }
 
 fn shared_data(relative: &str) -> Option<PathBuf> {
@@ -291,6 +353,15 @@ fn codecs_shards_and_configurations() {
     assert!(matches!(zero.validate(), Err(BenchError::Config(_))));
 }
 
+fn verdict(judge: &str, predicted: usize, label: usize) -> Verdict {
+    Verdict {
+        judge: judge.into(),
+        predicted,
+        top1_correct: predicted == label,
+        top5_correct: predicted.abs_diff(label) < 3,
+    }
+}
+
 fn row(image: &str, codec: &str, target: Option<f64>) -> BenchRow {
     BenchRow {
         image: image.into(),
@@ -300,9 +371,7 @@ fn row(image: &str, codec: &str, target: Option<f64>) -> BenchRow {
         target_bpp: target,
         bpp: 0.1 + 0.2,
         over_target: false,
-        top1_correct: true,
-        top5_correct: true,
-        predicted: 0,
+        verdicts: vec![verdict("lite0", 0, 0), verdict("lite1", 2, 0)],
         psnr: Some(31.123_456_789_012_345),
         ms_ssim: Some(0.987_654_321_012_345_6),
         setting: "37".into(),
@@ -327,17 +396,19 @@ fn csv_round_trip() {
     rows[0].setting = String::new();
     rows[1].psnr = Some(f64::INFINITY);
     rows[1].ms_ssim = None;
-    rows[1].top1_correct = false;
-    rows[1].predicted = 999;
+    rows[1].verdicts[0] = verdict("lite0", 999, 0);
     rows[2].over_target = true;
     rows[2].setting = "tiny, q1".into();
     let report = BenchReport { rows };
     let csv = report.to_csv();
-    assert!(csv.starts_with(
-        "image,wnid,label,codec,target_bpp,bpp,over_target,top1_correct,top5_correct,predicted,psnr,ms_ssim"
-    ));
+    let header = "image,wnid,label,codec,target_bpp,bpp,over_target,psnr,ms_ssim,setting,bytes,\
+                  top1_correct[lite0],top5_correct[lite0],predicted[lite0],\
+                  top1_correct[lite1],top5_correct[lite1],predicted[lite1]\n";
+    assert!(csv.starts_with(header), "{csv}");
+    assert!(csv.contains(",1234,true,true,0,false,true,2\n"), "{csv}");
     let back = BenchReport::from_csv(&csv).expect("reads back");
     assert_eq!(back, report);
+    assert_eq!(back.judges(), ["lite0", "lite1"]);
     // CRLF line ends (a line break inside a quoted field is kept as it is, CR and all).
     let mut crlf = report.clone();
     crlf.rows[1].image = crlf.rows[1].image.replace('\n', "\r\n");
@@ -347,6 +418,16 @@ fn csv_round_trip() {
     );
     assert_eq!(
         BenchReport::from_csv(&csv[..csv.find('\n').expect("header") + 1]).expect("header only"),
+        BenchReport::default()
+    );
+    // A report without rows (a shard without images) has no judges, and reads back.
+    let empty = BenchReport::default().to_csv();
+    assert_eq!(
+        empty,
+        "image,wnid,label,codec,target_bpp,bpp,over_target,psnr,ms_ssim,setting,bytes\n"
+    );
+    assert_eq!(
+        BenchReport::from_csv(&empty).expect("empty"),
         BenchReport::default()
     );
 
@@ -363,9 +444,16 @@ fn csv_round_trip() {
     let bad = [
         (String::new(), 0),
         (csv.replace("image,wnid", "name,wnid"), 1),
+        // No judge, a judge's columns incomplete, out of order, or twice.
+        (csv.replacen(",top1_correct[lite0],top5_correct[lite0],predicted[lite0],top1_correct[lite1],top5_correct[lite1],predicted[lite1]", "", 1), 2),
+        (csv.replacen(",predicted[lite1]", "", 1), 1),
+        (csv.replacen("top5_correct[lite1]", "top5_correct[lite2]", 1), 1),
+        (csv.replacen("[lite1]", "[lite0]", 3), 1),
+        (csv.replacen("[lite0]", "[]", 3), 1),
         (format!("{}a,b,c\n", &csv[..header_end]), 2),
         (csv.replacen(",1234", ",12x4", 1), 2),
-        (csv.replacen(",true,", ",yes,", 1), 2),
+        (csv.replacen(",true,true,0,", ",yes,true,0,", 1), 2),
+        (csv.replacen(",true,true,0,", ",,,,", 1), 2),
         (format!("{}\"open", &csv[..header_end]), 2),
     ];
     for (text, line) in bad {
@@ -373,6 +461,157 @@ fn csv_round_trip() {
             Err(BenchError::Csv { line: at, .. }) => assert_eq!(at, line, "{text}"),
             other => panic!("expected a CSV error, got {other:?} for {text}"),
         }
+    }
+}
+
+/// CSVs written before judges were named (`top1_correct,top5_correct,predicted` after
+/// `over_target`) read as judged by Lite0, the only built-in judge then.
+#[test]
+fn old_csvs_read_as_judged_by_lite0() {
+    let old = "image,wnid,label,codec,target_bpp,bpp,over_target,top1_correct,top5_correct,\
+               predicted,psnr,ms_ssim,setting,bytes\n\
+               n01440764/a.png,n01440764,0,uncompressed,,24,false,true,true,0,,,,150528\n\
+               n01440764/a.png,n01440764,0,jpeg,0.25,0.24,false,false,true,7,30.5,0.97,12,1505\n";
+    let report = BenchReport::from_csv(old).expect("an old CSV reads");
+    assert_eq!(report.judges(), ["lite0"]);
+    assert_eq!(
+        report.rows[1].verdicts,
+        [verdict("lite0", 7, 0)].map(|mut v| {
+            v.top5_correct = true;
+            v
+        })
+    );
+    assert_eq!(
+        (report.rows[1].bytes, report.rows[1].psnr),
+        (1505, Some(30.5))
+    );
+    // Written again in the current layout, it reads back the same.
+    let csv = report.to_csv();
+    assert!(csv.contains(",top1_correct[lite0],"));
+    assert_eq!(BenchReport::from_csv(&csv).expect("rewritten"), report);
+    // The docs' results of the earlier runs stay readable.
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results/imagenet-dev.csv");
+    let earlier = BenchReport::read_csv(&results).expect("docs/results/imagenet-dev.csv");
+    assert_eq!(earlier.judges(), ["lite0"]);
+    assert!(earlier.rows.len() > 500);
+}
+
+/// Per-judge summaries, table and plot of a hand-made report whose judges disagree, and merges
+/// of reports with different judges refused.
+#[test]
+fn judges_are_reported_apart() {
+    let mut rows = Vec::new();
+    for (i, image) in ["n01440764/a.png", "n01440764/b.png"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut reference = row(image, REFERENCE_CODEC, None);
+        reference.verdicts = vec![verdict("lite0", 0, 0), verdict("lite1", 0, 0)];
+        reference.psnr = None;
+        reference.ms_ssim = None;
+        let mut jpeg = row(image, "jpeg", Some(0.25));
+        // Lite0 keeps both, Lite1 only the first; top-5 keeps both under both.
+        jpeg.verdicts = vec![verdict("lite0", 0, 0), verdict("lite1", i, 0)];
+        rows.extend([reference, jpeg]);
+    }
+    let report = BenchReport { rows };
+    let summaries = report.summaries();
+    assert_eq!(summaries.len(), 2);
+    let jpeg = &summaries[1];
+    let lite0 = jpeg.judge("lite0").expect("lite0");
+    let lite1 = jpeg.judge("lite1").expect("lite1");
+    assert_eq!((lite0.top1, lite0.top5), (1.0, 1.0));
+    assert_eq!((lite1.top1, lite1.top5, lite1.top1_correct), (0.5, 1.0, 1));
+    assert!(jpeg.judge("lite2").is_none());
+    let table = report.table();
+    let jpeg_line = table.lines().nth(2).expect("the jpeg line");
+    let cells: Vec<&str> = jpeg_line.split_whitespace().collect();
+    assert_eq!(
+        cells[4..10],
+        ["100.0", "100.0", "+0.0", "50.0", "100.0", "-50.0"],
+        "{table}"
+    );
+    let svg = report.svg(0.25).expect("plot");
+    for text in ["judge lite0", "judge lite1", "MS-SSIM vs top-1 (lite1)"] {
+        assert!(svg.contains(text), "the SVG lacks '{text}'");
+    }
+
+    // Shards judged by different judges do not merge.
+    let mut other = report.clone();
+    for row in &mut other.rows {
+        row.image = row.image.replace("n01440764/", "n01440764/other-");
+        row.verdicts.truncate(1);
+    }
+    match merge([report.clone(), other]) {
+        Err(BenchError::Merge(message)) => assert!(message.contains("[lite0]"), "{message}"),
+        other => panic!("expected a merge error, got {other:?}"),
+    }
+}
+
+/// Judges as named on the command line, and runs refusing judges they cannot report.
+#[test]
+fn judge_names_and_errors() {
+    let specs = JudgeSpec::parse_list("lite0,lite1,torchscript:my/net.pt").expect("judges");
+    let names: Vec<String> = specs.iter().map(JudgeSpec::name).collect();
+    assert_eq!(names, ["lite0", "lite1", "net"]);
+    assert_eq!(specs[1], JudgeSpec::Builtin(Variant::Lite1));
+    let error = JudgeSpec::parse_list("lite0,vgg16").expect_err("unknown");
+    assert!(error.to_string().contains("'vgg16'"), "{error}");
+    assert!(error.to_string().contains("torchscript:FILE"), "{error}");
+    let error = JudgeSpec::parse_list("lite1,lite1").expect_err("twice");
+    assert!(error.to_string().contains("twice"), "{error}");
+    // A missing TorchScript file is an error naming the judge.
+    let missing = JudgeSpec::TorchScript("/nonexistent/judge.pt".into());
+    match Judge::load(&missing, None) {
+        Err(error @ BenchError::Judge { .. }) => {
+            assert!(error.to_string().contains("judge.pt"), "{error}");
+        }
+        other => panic!("expected a judge error, got {other:?}"),
+    }
+
+    let images = vec![LabeledImage {
+        path: PathBuf::from("n01440764/0.png"),
+        name: "n01440764/0.png".into(),
+        wnid: "n01440764".into(),
+        label: 0,
+    }];
+    let jpeg = || vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
+    let config = BenchConfig::new(images, jpeg(), vec![0.25]);
+    let same = vec![
+        MeanJudge::judge("a", 224, 0.0).0,
+        MeanJudge::judge("a", 64, 0.0).0,
+    ];
+    let comma = vec![MeanJudge::judge("a,b", 224, 0.0).0];
+    for judges in [Vec::new(), same, comma] {
+        assert!(
+            matches!(run(&config, &judges), Err(BenchError::Config(_))),
+            "{judges:?}"
+        );
+    }
+}
+
+/// The judges get the crops at their own size: 224 as they are, 64 resized.
+#[test]
+fn judges_see_the_crop_at_their_own_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_dataset(dir.path(), 1);
+    let images = scan_folder(dir.path(), &synsets()).expect("scan");
+    let (native, native_sides) = MeanJudge::judge("native", 224, 0.0);
+    let (small, small_sides) = MeanJudge::judge("small", 64, 0.0);
+    let codecs = vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
+    let report = run(
+        &BenchConfig::new(images, codecs, vec![0.5]),
+        &[native, small],
+    )
+    .expect("run");
+    assert_eq!(report.rows.len(), 2);
+    // One batch per image: the uncompressed crop and the JPEG.
+    assert_eq!(*native_sides.lock().expect("lock"), [224]);
+    assert_eq!(*small_sides.lock().expect("lock"), [64]);
+    // A smooth resize keeps the mean: the two judges agree within a few classes.
+    for row in &report.rows {
+        let [a, b] = [&row.verdicts[0], &row.verdicts[1]];
+        assert!(a.predicted.abs_diff(b.predicted) <= 10, "{row:?}");
     }
 }
 
@@ -392,9 +631,7 @@ fn write_dataset(root: &Path, count: u32) {
 
 #[test]
 fn shards_merge_into_the_report_of_one_run() {
-    let Some(classifier) = classifier() else {
-        return;
-    };
+    let judges = stand_in_judges();
     let dir = tempfile::tempdir().expect("temp dir");
     write_dataset(dir.path(), 5);
     let images = scan_folder(dir.path(), &synsets()).expect("scan");
@@ -411,7 +648,7 @@ fn shards_merge_into_the_report_of_one_run() {
         config
     };
     let start = Instant::now();
-    let whole = run(&config(None), &classifier).expect("one run");
+    let whole = run(&config(None), &judges).expect("one run");
     let whole_seconds = start.elapsed().as_secs_f64();
 
     // 4 images x (uncompressed + 2 codecs x 2 targets).
@@ -448,9 +685,19 @@ fn shards_merge_into_the_report_of_one_run() {
             assert!(row.ms_ssim.is_some(), "MS-SSIM works on 224x224");
         }
         for row in rows {
-            assert!(row.predicted < 1000);
-            assert_eq!(row.top1_correct, row.predicted == row.label);
-            assert!(!row.top1_correct || row.top5_correct);
+            let names: Vec<&str> = row.verdicts.iter().map(|v| v.judge.as_str()).collect();
+            assert_eq!(names, ["mean", "shifted"]);
+            for verdict in &row.verdicts {
+                assert!(verdict.predicted < 1000);
+                assert_eq!(verdict.top1_correct, verdict.predicted == row.label);
+                assert!(!verdict.top1_correct || verdict.top5_correct);
+            }
+            // The judges see the same crop and disagree by their offset of 300 classes.
+            let [mean, shifted] = [&row.verdicts[0], &row.verdicts[1]];
+            assert!(
+                shifted.predicted.abs_diff(mean.predicted.min(699) + 300) <= 10,
+                "{row:?}"
+            );
         }
     }
     let jpeg_high = whole
@@ -463,7 +710,7 @@ fn shards_merge_into_the_report_of_one_run() {
     let mut shards = Vec::new();
     for index in [2, 0, 1] {
         let shard = Shard::new(index, 3).expect("shard");
-        let report = run(&config(Some(shard)), &classifier).expect("shard run");
+        let report = run(&config(Some(shard)), &judges).expect("shard run");
         shards.push(BenchReport::from_csv(&report.to_csv()).expect("CSV reads back"));
     }
     assert_eq!(
@@ -481,8 +728,9 @@ fn shards_merge_into_the_report_of_one_run() {
     // More shards than images: an empty report, which merges away.
     let mut empty = config(Some(Shard::new(4, 5).expect("shard")));
     empty.limit = Some(3);
-    let empty = run(&empty, &classifier).expect("empty shard");
+    let empty = run(&empty, &judges).expect("empty shard");
     assert!(empty.rows.is_empty());
+    let empty = BenchReport::from_csv(&empty.to_csv()).expect("an empty shard's CSV");
     assert_eq!(merge([merged.clone(), empty]).expect("merge"), whole);
 
     // Summaries, table, JSON, plot.
@@ -494,25 +742,40 @@ fn shards_merge_into_the_report_of_one_run() {
         (reference.codec.as_str(), reference.images),
         (REFERENCE_CODEC, 4)
     );
+    assert_eq!(whole.judges(), ["mean", "shifted"]);
     for summary in &summaries {
         assert_eq!(summary.images, 4);
-        assert!((summary.top1 - summary.top1_correct as f64 / 4.0).abs() < 1e-12);
-        assert!(summary.top5 >= summary.top1);
+        assert_eq!(summary.judges.len(), 2);
+        for judge in &summary.judges {
+            assert!((judge.top1 - judge.top1_correct as f64 / 4.0).abs() < 1e-12);
+            assert!(judge.top5 >= judge.top1);
+        }
         assert_eq!(summary.psnr.is_some(), summary.codec != REFERENCE_CODEC);
     }
     let table = whole.table();
     assert_eq!(table.lines().count(), 1 + summaries.len());
-    assert!(
-        table.starts_with("codec") && table.contains("top-1 %") && table.contains("ocular:tiny")
-    );
+    for column in [
+        "mean top-1 %",
+        "mean top-5 %",
+        "shifted top-1 %",
+        "shifted Δ top-1",
+    ] {
+        assert!(table.contains(column), "{table}");
+    }
+    assert!(table.starts_with("codec") && table.contains("ocular:tiny"));
     let json: serde_json::Value = serde_json::from_str(&whole.to_json()).expect("JSON");
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(20));
     assert_eq!(json["summaries"].as_array().map(Vec::len), Some(5));
+    assert_eq!(json["summaries"][1]["judges"][1]["judge"], "shifted");
+    assert_eq!(json["rows"][0]["verdicts"][0]["judge"], "mean");
     let svg_path = dir.path().join("accuracy.svg");
     whole.plot_svg(&svg_path).expect("plot");
     let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
     for text in [
         "top-1 accuracy (%)",
+        "top-5 accuracy (%)",
+        "judge mean",
+        "judge shifted",
         "bits per pixel",
         "MS-SSIM (dB)",
         "at 0.25 bpp",
@@ -538,7 +801,7 @@ fn labels_line_up_with_the_classifier() {
     ) else {
         return;
     };
-    let Some(classifier) = classifier() else {
+    let Some(judges) = builtin_judges("lite0,lite1") else {
         return;
     };
     let synsets = Synsets::load(&synsets_path).expect("synsets.txt");
@@ -549,12 +812,15 @@ fn labels_line_up_with_the_classifier() {
         .collect();
     assert_eq!(ostrich.len(), 1);
     let codecs = vec![BenchCodec::Baseline(ocular::bench::Baseline::Webp)];
-    let report = run(&BenchConfig::new(ostrich, codecs, vec![1.0]), &classifier).expect("run");
+    let report = run(&BenchConfig::new(ostrich, codecs, vec![1.0]), &judges).expect("run");
     let ostrich_class = synsets.index_of("n01518878").expect("ostrich");
+    assert_eq!(report.judges(), ["lite0", "lite1"]);
     for row in &report.rows {
         assert_eq!(row.label, ostrich_class);
-        assert_eq!(row.predicted, ostrich_class, "{row:?}");
-        assert!(row.top1_correct && row.top5_correct);
+        for verdict in &row.verdicts {
+            assert_eq!(verdict.predicted, ostrich_class, "{row:?}");
+            assert!(verdict.top1_correct && verdict.top5_correct);
+        }
     }
 }
 
@@ -562,7 +828,7 @@ fn labels_line_up_with_the_classifier() {
 /// models), JPEG and WebP. Environment: `BENCH_LIMIT` (images, 20), `BENCH_TARGETS` (bpp list,
 /// `0.25`), `BENCH_CODECS` (`ocular,jpeg,webp`), `BENCH_MODEL_FILES` (model files of the ocular
 /// family, by increasing rate), else `BENCH_MODELS` (untrained models standing in for a family
-/// when none is built in, 1), `BENCH_OUT` (a folder to write `bench.csv`, `bench.json` and
+/// when none is built in, 1), `BENCH_JUDGES` (`lite0,lite1`), `BENCH_OUT` (a folder to write `bench.csv`, `bench.json` and
 /// `bench.svg` into).
 #[test]
 #[ignore = "timing on ../shared/data/imagenet-dev; run with --ignored --nocapture"]
@@ -573,10 +839,10 @@ fn imagenet_dev_timing() {
     ) else {
         return;
     };
-    let Some(classifier) = classifier() else {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let Some(judges) = builtin_judges(&env("BENCH_JUDGES", "lite0,lite1")) else {
         return;
     };
-    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let limit: usize = env("BENCH_LIMIT", "20").parse().expect("BENCH_LIMIT");
     let targets: Vec<f64> = env("BENCH_TARGETS", "0.25")
         .split(',')
@@ -618,7 +884,7 @@ fn imagenet_dev_timing() {
     let mut config = BenchConfig::new(images, codecs, targets.clone());
     config.limit = Some(limit);
     let start = Instant::now();
-    let report = run(&config, &classifier).expect("benchmark");
+    let report = run(&config, &judges).expect("benchmark");
     let seconds = start.elapsed().as_secs_f64();
     let count = config.selected_images().len();
     println!("{}", report.table());

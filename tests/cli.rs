@@ -212,6 +212,49 @@ fn every_command_explains_itself() {
 }
 
 #[test]
+fn bench_judges_and_shards_fail_cleanly() {
+    let unknown = ocular(&["bench", "imagenet", "--judges", "lite0,vgg16"]);
+    assert_clean_failure(&unknown, "unknown judge 'vgg16'");
+    let twice = ocular(&["bench", "imagenet", "--judges", "lite1,lite1"]);
+    assert_clean_failure(&twice, "judge lite1 is given twice");
+    let both = ocular(&[
+        "bench",
+        "imagenet",
+        "--judges",
+        "lite0",
+        "--observer-torchscript",
+        "x.pt",
+    ]);
+    assert_clean_failure(&both, "cannot be used with");
+    // `--shard auto` outside a job array says what it looked for (the shard is resolved
+    // before anything is loaded). The variables are cleared in the child only.
+    let auto = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .args(["bench", "imagenet", "--shard", "auto"])
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .expect("the binary runs");
+    assert_clean_failure(&auto, "neither SLURM_ARRAY_TASK_ID");
+    let gaps = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .args(["bench", "imagenet", "--shard", "auto"])
+        .envs([
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "5"),
+            ("SLURM_ARRAY_TASK_STEP", "1"),
+        ])
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .expect("the binary runs");
+    assert_clean_failure(&gaps, "--array=0-2");
+    assert_clean_failure(
+        &ocular(&["bench", "imagenet", "--shard", "2/2"]),
+        "invalid shard",
+    );
+}
+
+#[test]
 fn train_writes_a_usable_model_and_resumes_only_when_asked() {
     let f = Fixture::new();
     let data = f.path("data");

@@ -8,13 +8,16 @@
 //!
 //! `imagenet_dev_accuracy` (ignored; ~1 min) measures top-1 / top-5 on imagenet-dev:
 //! `cargo test -p ocular-models --test observer -- --ignored --nocapture`.
+//! `lite1_imagenet_dev_accuracy` (ignored) does the same for EfficientNet-Lite1 on the first
+//! `OBSERVER_LIMIT` images (default 100) with the benchmark's protocol (224 crop, resized to 240).
 
 use std::path::{Path, PathBuf};
 
 use ocular_models::observer::torch_legacy::{read_state_dict, LegacyDtype, LegacyError};
 use ocular_models::observer::{
-    self, center_crop_resize, crop_window, default_weights_path, normalize, preprocess, top_k,
-    Classifier, FeatureLayer, Observer, ObserverError, Synsets, TorchScriptObserver, NUM_STAGES,
+    self, center_crop_resize, crop_window, default_weights_path, normalize, preprocess,
+    resize_square, top_k, weights_path, Classifier, FeatureLayer, Observer, ObserverError, Synsets,
+    TorchScriptObserver, Variant, NUM_STAGES,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -639,4 +642,121 @@ fn imagenet_dev_accuracy() {
             python.len()
         );
     }
+}
+
+// ---------------------------------------------------------------- EfficientNet-Lite1
+
+fn lite1() -> Option<Classifier> {
+    let path = weights_path(Variant::Lite1);
+    if !path.exists() {
+        eprintln!(
+            "skipping: Lite1 weights {} not found (run scripts/setup-observer.sh)",
+            path.display()
+        );
+        return None;
+    }
+    Some(Classifier::load_variant(&path, Variant::Lite1).expect("the converted weights load"))
+}
+
+/// The benchmark's view of an image for a judge of input `side`: the 224x224 classifier crop,
+/// resized to `side`, normalised.
+fn judged_at(images: &Tensor, side: i64) -> Tensor {
+    let crop = center_crop_resize(images).expect("crop");
+    normalize(&resize_square(&crop, side).expect("resize"))
+}
+
+#[test]
+fn lite1_is_a_deeper_network_for_240_pixels() {
+    let Some(c) = lite1() else { return };
+    assert_eq!(
+        (c.variant(), c.name().as_str()),
+        (Variant::Lite1, "efficientnet-lite1")
+    );
+    assert!(c.is_frozen());
+    let x = normalize(&synthetic(1, 240, 240));
+    let layers = [FeatureLayer::Stage(1), FeatureLayer::Head];
+    let (logits, maps) = tch::no_grad(|| c.forward_with_features(&x, &layers)).expect("forward");
+    assert_eq!(logits.size(), [1, 1000]);
+    assert_eq!(maps[0].size(), [1, 24, 60, 60]);
+    assert_eq!(maps[1].size(), [1, 1280, 8, 8]);
+    // Each network's weights fit only itself.
+    let lite0 = default_weights_path();
+    if lite0.exists() {
+        let wrong = Classifier::load_variant(&lite0, Variant::Lite1).expect_err("Lite0 weights");
+        assert!(matches!(wrong, ObserverError::Weights { .. }), "{wrong}");
+    }
+    let wrong = Classifier::load(&weights_path(Variant::Lite1)).expect_err("Lite1 as Lite0");
+    assert!(matches!(wrong, ObserverError::Weights { .. }), "{wrong}");
+}
+
+#[test]
+fn lite1_known_prediction_on_imagenet_dev() {
+    let Some(c) = lite1() else { return };
+    let (Some(synsets), Some(file)) = (shared("imagenet/synsets.txt"), shared(KNOWN_IMAGE)) else {
+        return;
+    };
+    let synsets = Synsets::load(&synsets).expect("synsets");
+    let images = observer::load_image(&file).expect("image");
+    let logits = tch::no_grad(|| c.logits(&judged_at(&images, 240))).expect("logits");
+    let top = top_k(&logits, 5).expect("top-k");
+    let wnid = KNOWN_IMAGE.split('/').nth(1).expect("wnid");
+    assert_eq!(synsets.wnid(top[0][0].0), Some(wnid), "top-5 {:?}", top[0]);
+    assert!(top[0][0].1 > 0.5, "probability {}", top[0][0].1);
+}
+
+#[test]
+#[ignore = "classifies OBSERVER_LIMIT (100) imagenet-dev images with Lite0 and Lite1; run by hand"]
+fn lite1_imagenet_dev_accuracy() {
+    let (Some(lite0), Some(lite1)) = (classifier(), lite1()) else {
+        return;
+    };
+    let (Some(dev), Some(synsets)) = (shared("imagenet-dev"), shared("imagenet/synsets.txt"))
+    else {
+        return;
+    };
+    let limit: usize =
+        std::env::var("OBSERVER_LIMIT").map_or(100, |v| v.parse().expect("OBSERVER_LIMIT"));
+    let synsets = Synsets::load(&synsets).expect("synsets");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dev)
+        .expect("imagenet-dev")
+        .flat_map(|d| std::fs::read_dir(d.expect("dir").path()).expect("class dir"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    files.truncate(limit);
+    let start = std::time::Instant::now();
+    let mut correct = [[0usize; 2]; 2]; // [network][top-1, top-5]
+    for chunk in files.chunks(10) {
+        let images: Vec<Tensor> = chunk
+            .iter()
+            .map(|f| observer::load_image(f).expect("image"))
+            .collect();
+        for (n, (c, side)) in [(&lite0, 224), (&lite1, 240)].into_iter().enumerate() {
+            let batch: Vec<Tensor> = images.iter().map(|i| judged_at(i, side)).collect();
+            let logits = tch::no_grad(|| c.logits(&Tensor::cat(&batch, 0))).expect("logits");
+            for (f, top) in chunk.iter().zip(top_k(&logits, 5).expect("top-k")) {
+                let wnid = f.parent().and_then(|p| p.file_name()).expect("wnid");
+                let label = synsets
+                    .index_of(&wnid.to_string_lossy())
+                    .expect("known wnid");
+                correct[n][0] += usize::from(top[0].0 == label);
+                correct[n][1] += usize::from(top.iter().any(|&(i, _)| i == label));
+            }
+        }
+    }
+    let n = files.len() as f64;
+    for (name, [top1, top5]) in ["lite0 (224)", "lite1 (240)"].iter().zip(correct) {
+        println!(
+            "{name}: {} images, top-1 {:.1}% ({top1}), top-5 {:.1}% ({top5})",
+            files.len(),
+            100.0 * top1 as f64 / n,
+            100.0 * top5 as f64 / n
+        );
+    }
+    println!("{:.0} s", start.elapsed().as_secs_f64());
+    assert!(
+        correct[1][0] as f64 > 0.6 * n,
+        "Lite1 top-1 is implausibly low"
+    );
 }

@@ -18,20 +18,24 @@
 //!    file is used and the row is marked [`over_target`](BenchRow::over_target).
 //! 3. Each file is decoded; PSNR (RGB) and MS-SSIM of the decoded crop against the uncompressed
 //!    crop are measured ([`crate::metrics`]).
-//! 4. The uncompressed crop and all decoded crops of the image are classified in one batch
-//!    ([`Classifier`], input only normalised: it is already 224x224); a row records the top-1
-//!    prediction and whether the true class is the top-1 / among the top-5.
+//! 4. The uncompressed crop and all decoded crops of the image are classified in one batch by
+//!    every [`Judge`]: each gets the same 224x224 crops, resized (antialiased bicubic) to its
+//!    own input size — 224 for EfficientNet-Lite0, the observer the codec is trained for; 240
+//!    for EfficientNet-Lite1, which the codec never saw — and normalised. A row records, per
+//!    judge, the top-1 prediction and whether the true class is the top-1 / among the top-5
+//!    ([`Verdict`]).
 //!
 //! [`BenchReport`] holds one row per image for the uncompressed crop (codec
 //! [`REFERENCE_CODEC`]) and one per image, codec and target; it summarises them per codec and
-//! target (top-1 / top-5 accuracy, mean bpp, PSNR, MS-SSIM, images over target), writes CSV,
-//! JSON, a text table and an SVG plot, and reads its CSV back. A large set can be split into
-//! [`Shard`]s run separately; [`merge`] of their reports equals the report of one run.
+//! target (top-1 / top-5 accuracy per judge, mean bpp, PSNR, MS-SSIM, images over target),
+//! writes CSV, JSON, a text table and an SVG plot, and reads its CSV back. A large set can be
+//! split into [`Shard`]s run separately (by hand, or [`Shard::from_scheduler`] for a Slurm job
+//! array or a Kubernetes Indexed Job); [`merge`] of their reports equals the report of one run.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig};
-//! use ocular::observer::{load_observer, Synsets};
+//! use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig, Judge, JudgeSpec, DEFAULT_JUDGES};
+//! use ocular::observer::Synsets;
 //! let synsets = Synsets::load("synsets.txt".as_ref())?;
 //! let images = scan_folder("imagenet/val".as_ref(), &synsets)?;
 //! let codecs = ["ocular:human", "jpeg", "webp"]
@@ -40,13 +44,19 @@
 //!     .collect::<Result<Vec<_>, _>>()?;
 //! let mut config = BenchConfig::new(images, codecs, vec![0.1, 0.25, 0.5]);
 //! config.limit = Some(1000);
-//! let report = run(&config, load_observer(None, None)?.as_ref())?;
+//! let judges = JudgeSpec::parse_list(DEFAULT_JUDGES)? // lite0, lite1
+//!     .iter()
+//!     .map(|spec| Judge::load(spec, None))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! let report = run(&config, &judges)?;
 //! println!("{}", report.table());
 //! report.plot_svg("accuracy.svg".as_ref())?;
 //! # Ok(()) }
 //! ```
 
+mod csv;
 mod dataset;
+mod judge;
 mod plot;
 mod report;
 
@@ -56,12 +66,15 @@ use std::path::PathBuf;
 
 use image::{DynamicImage, RgbImage};
 use ocular_models::imaging::{rgb_to_tensor, tensor_to_rgb};
-use ocular_models::observer::{center_crop_resize, normalize, top_k, Observer, ObserverError};
+use ocular_models::observer::{center_crop_resize, ObserverError};
 use tch::Tensor;
 
 pub use crate::eval::Baseline;
-pub use dataset::{scan_folder, LabeledImage, Shard};
-pub use report::{merge, BenchReport, BenchRow, BenchSummary, REFERENCE_CODEC};
+pub use dataset::{scan_folder, LabeledImage, Shard, SHARD_COUNT_VARIABLE};
+pub use judge::{Judge, JudgeSpec, DEFAULT_JUDGES};
+pub use report::{
+    merge, BenchReport, BenchRow, BenchSummary, JudgeSummary, Verdict, REFERENCE_CODEC,
+};
 
 use crate::eval::EvalError;
 use crate::rate_control::refine_within;
@@ -95,6 +108,22 @@ pub enum BenchError {
     /// A shard other than `K/N` with `K < N`.
     #[error("invalid shard '{0}' (expected K/N with 0 <= K < N, e.g. 0/4)")]
     Shard(String),
+    /// The environment names no shard of a scheduler this benchmark can map (see
+    /// [`Shard::from_scheduler`]).
+    #[error("cannot take the shard from the scheduler: {0}")]
+    Scheduler(String),
+    /// A judge that is neither `lite0`, `lite1` nor `torchscript:FILE`.
+    #[error("unknown judge '{0}' (known: lite0, lite1, torchscript:FILE)")]
+    UnknownJudge(String),
+    /// A judge's classifier cannot be loaded.
+    #[error("cannot load the judge {judge}")]
+    Judge {
+        /// The judge as named, e.g. `lite1`.
+        judge: String,
+        /// What went wrong.
+        #[source]
+        source: Box<ObserverError>,
+    },
     /// The image folder has no images (in a class folder).
     #[error("no images found in {} (expected <root>/<wnid>/<image>)", .0.display())]
     NoImages(PathBuf),
@@ -140,14 +169,16 @@ pub enum BenchError {
         #[source]
         source: Box<EvalError>,
     },
-    /// The classifier failed.
-    #[error("the classifier failed on {image}")]
+    /// A judge's classifier failed.
+    #[error("the judge {judge} failed on {image}")]
     Classifier {
+        /// The judge.
+        judge: String,
         /// The image.
         image: String,
         /// What went wrong.
         #[source]
-        source: ObserverError,
+        source: Box<ObserverError>,
     },
     /// A benchmark CSV cannot be read back.
     #[error("benchmark CSV, line {line}: {message}")]
@@ -352,24 +383,27 @@ impl BenchConfig {
 /// Runs the benchmark described in the [module documentation](self) on the images the
 /// configuration selects ([`BenchConfig::selected_images`]): for each image a row for the
 /// uncompressed crop, then one per codec and target (codecs in the configured order, targets
-/// within each codec). libtorch uses as many threads as [`crate::train::set_threads`] allows.
+/// within each codec), each with the verdicts of `judges` in their order. libtorch uses as
+/// many threads as [`crate::train::set_threads`] allows.
 ///
 /// A shard with no images gives an empty report.
 ///
 /// # Errors
 /// [`BenchError::Config`] for an invalid configuration (no images, codecs or targets, a target
-/// that is not a positive number, a codec twice, an ocular family without models, a limit of 0);
+/// that is not a positive number, a codec twice, an ocular family without models, a limit of
+/// 0, no judges, a judge name twice or unfit for a CSV column);
 /// [`BenchError::Image`] if an image cannot be read or is too small to crop;
 /// [`BenchError::Ocular`], [`BenchError::Baseline`] or [`BenchError::Classifier`] if a codec or
-/// the classifier fails on an image.
-pub fn run(config: &BenchConfig, classifier: &dyn Observer) -> Result<BenchReport, BenchError> {
+/// a judge fails on an image.
+pub fn run(config: &BenchConfig, judges: &[Judge]) -> Result<BenchReport, BenchError> {
     config.validate()?;
+    judge::check_judges(judges)?;
     let images = config.selected_images();
     let mut bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
     let mut rows = Vec::new();
     for image in images {
         bar.set_message(image.name.clone());
-        rows.extend(bench_image(config, classifier, image)?);
+        rows.extend(bench_image(config, judges, image)?);
         bar.inc();
     }
     bar.finish();
@@ -473,7 +507,7 @@ fn compress(
 /// The rows of one image: the uncompressed crop, then every codec at every target.
 fn bench_image(
     config: &BenchConfig,
-    classifier: &dyn Observer,
+    judges: &[Judge],
     image: &LabeledImage,
 ) -> Result<Vec<BenchRow>, BenchError> {
     let opened = crate::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
@@ -494,9 +528,7 @@ fn bench_image(
         target_bpp: None,
         bpp: 24.0,
         over_target: false,
-        top1_correct: false,
-        top5_correct: false,
-        predicted: 0,
+        verdicts: Vec::new(),
         psnr: None,
         ms_ssim: None,
         setting: String::new(),
@@ -530,9 +562,7 @@ fn bench_image(
                 target_bpp: Some(target_bpp),
                 bpp: compressed.bytes as f64 * 8.0 / pixels,
                 over_target: compressed.over_target,
-                top1_correct: false,
-                top5_correct: false,
-                predicted: 0,
+                verdicts: Vec::new(),
                 psnr: Some(quality.psnr),
                 ms_ssim: quality.ms_ssim,
                 setting: compressed.setting,
@@ -541,29 +571,42 @@ fn bench_image(
         }
     }
 
-    let classifier_failed = |source: ObserverError| BenchError::Classifier {
+    for judge in judges {
+        judge_rows(judge, &batch, &mut rows, image)?;
+    }
+    Ok(rows)
+}
+
+/// Adds `judge`'s verdict on each crop of `batch` to the row of that crop.
+fn judge_rows(
+    judge: &Judge,
+    batch: &[Tensor],
+    rows: &mut [BenchRow],
+    image: &LabeledImage,
+) -> Result<(), BenchError> {
+    let failed = |source: ObserverError| BenchError::Classifier {
+        judge: judge.name().to_string(),
         image: image.name.clone(),
-        source,
+        source: Box::new(source),
     };
-    let predictions = tch::no_grad(|| {
-        let batch = Tensor::f_cat(&batch, 0).map_err(ObserverError::Torch)?;
-        let logits = classifier.observe_logits(&normalize(&batch))?;
-        top_k(&logits, TOP_K)
-    })
-    .map_err(classifier_failed)?;
+    let predictions = judge.classify(batch, TOP_K).map_err(failed)?;
     if predictions.len() != rows.len() {
-        return Err(classifier_failed(ObserverError::Input(format!(
+        return Err(failed(ObserverError::Input(format!(
             "{} predictions for {} crops",
             predictions.len(),
             rows.len()
         ))));
     }
     for (row, top) in rows.iter_mut().zip(predictions) {
-        row.predicted = top.first().map_or(usize::MAX, |&(class, _)| class);
-        row.top1_correct = row.predicted == image.label;
-        row.top5_correct = top.iter().any(|&(class, _)| class == image.label);
+        let predicted = top.first().map_or(usize::MAX, |&(class, _)| class);
+        row.verdicts.push(Verdict {
+            judge: judge.name().to_string(),
+            predicted,
+            top1_correct: predicted == image.label,
+            top5_correct: top.iter().any(|&(class, _)| class == image.label),
+        });
     }
-    Ok(rows)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -55,12 +55,14 @@ pub use rate_control::{
 };
 
 /// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
-/// and observer-dependent training. `make setup` installs its weights.
+/// and observer-dependent training, and EfficientNet-Lite1, a judge the codec is never trained
+/// for (`ocular bench imagenet --judges`). `make setup` installs their weights.
 #[cfg(feature = "neural")]
 pub mod observer {
     pub use ocular_models::observer::{
-        default_weights_path, load_image, load_observer, preprocess, top_k, Classifier,
-        FeatureLayer, Observer, ObserverError, Synsets, TorchScriptObserver,
+        default_weights_path, load_image, load_observer, preprocess, top_k, weights_path,
+        Classifier, FeatureLayer, Observation, Observer, ObserverError, Synsets,
+        TorchScriptObserver, Variant,
     };
 }
 

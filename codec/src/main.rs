@@ -241,9 +241,10 @@ enum BenchCommand {
     ///
     /// Every image's 224x224 classifier crop is compressed by each codec at each target bpp (JPEG
     /// and WebP by per-image quality search, ocular by rate control over a model family, all within
-    /// the target), decoded and classified; the table reports top-1 / top-5, bpp reached, PSNR and
-    /// MS-SSIM against the uncompressed crop's accuracy. Split big sets with --shard and merge the
-    /// CSVs with `ocular bench merge`.
+    /// the target), decoded and classified by every judge (--judges); the table reports top-1 /
+    /// top-5 per judge, bpp reached, PSNR and MS-SSIM against the uncompressed crop's accuracy.
+    /// Split big sets with --shard (K/N, or auto under a Slurm job array or a Kubernetes Indexed
+    /// Job; see docs/benchmarks.md) and merge the CSVs with `ocular bench merge`.
     Imagenet(Box<BenchImagenetArgs>),
     /// Merge the CSVs of `bench imagenet --shard K/N` runs into one report.
     Merge(BenchMergeArgs),
@@ -309,15 +310,22 @@ struct BenchImagenetArgs {
     /// Only the first N images (sorted by path)
     #[arg(long)]
     limit: Option<usize>,
-    /// Only shard K of N (0-based): image i belongs to shard i % N
-    #[arg(long)]
-    shard: Option<ocular::bench::Shard>,
-    /// Classifier weights (default: where `make setup` converts them)
+    /// Only shard K of N (0-based): image i belongs to shard i % N; `auto`: the shard of this
+    /// task of a Slurm job array (SLURM_ARRAY_TASK_*) or Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with OCULAR_SHARD_COUNT = the Job's completions)
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<ShardArg>,
+    /// Classifiers judging every crop: lite0 (EfficientNet-Lite0, the observer the codec is
+    /// trained for), lite1 (EfficientNet-Lite1, 240 px, never used in training),
+    /// torchscript:FILE (a user's classifier given the normalised 224x224 crops; see
+    /// docs/observer.md)
+    #[arg(long, default_value = ocular::bench::DEFAULT_JUDGES, value_parser = parse_judges)]
+    judges: std::vec::Vec<ocular::bench::JudgeSpec>,
+    /// Weights of the lite0 judge (default: where `make setup` converts them)
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Judge with a user's TorchScript classifier instead of the built-in EfficientNet-Lite0
-    /// (it takes the normalised (N, 3, 224, 224) batch; see docs/observer.md)
-    #[arg(long, conflicts_with = "weights")]
+    /// Judge only with a user's TorchScript classifier: the same as --judges torchscript:FILE
+    #[arg(long, conflicts_with_all = ["weights", "judges"])]
     observer_torchscript: Option<PathBuf>,
     #[command(flatten)]
     refine: Refine,
@@ -329,6 +337,25 @@ struct BenchImagenetArgs {
     quiet: bool,
     #[command(flatten)]
     outputs: ReportOutputs,
+}
+
+/// `--shard`: a fixed shard or the scheduler's.
+#[derive(Clone, Copy)]
+enum ShardArg {
+    Fixed(ocular::bench::Shard),
+    Auto,
+}
+
+fn parse_shard(text: &str) -> Result<ShardArg, ocular::bench::BenchError> {
+    if text.trim() == "auto" {
+        Ok(ShardArg::Auto)
+    } else {
+        text.parse().map(ShardArg::Fixed)
+    }
+}
+
+fn parse_judges(text: &str) -> Result<Vec<ocular::bench::JudgeSpec>, ocular::bench::BenchError> {
+    ocular::bench::JudgeSpec::parse_list(text)
 }
 
 #[derive(Args)]
@@ -854,7 +881,7 @@ fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutp
 
 fn run_bench(command: BenchCommand) -> Result<()> {
     use ocular::bench::{self, BenchCodec, BenchConfig, BenchReport};
-    use ocular::observer::{load_observer, Synsets};
+    use ocular::observer::Synsets;
     match command {
         BenchCommand::Merge(args) => {
             let reports = args
@@ -865,6 +892,15 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             write_bench_outputs(&bench::merge(reports)?, &args.outputs)
         }
         BenchCommand::Imagenet(args) => {
+            let shard = match args.shard {
+                Some(ShardArg::Fixed(shard)) => Some(shard),
+                Some(ShardArg::Auto) => {
+                    let shard = bench::Shard::from_scheduler(&std::env::vars().collect())?;
+                    eprintln!("bench: shard {shard} (from the scheduler's environment)");
+                    Some(shard)
+                }
+                None => None,
+            };
             if let Some(threads) = args.threads {
                 train::set_threads(threads);
             }
@@ -891,19 +927,29 @@ fn run_bench(command: BenchCommand) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let synsets = Synsets::load(&args.synsets)?;
             let images = bench::scan_folder(&args.data, &synsets)?;
-            let classifier = load_observer(
-                args.observer_torchscript.as_deref(),
-                args.weights.as_deref(),
-            )?;
+            let judges = bench_judges(&args)?;
             let mut config = BenchConfig::new(images, codecs, args.bpp);
             config.limit = args.limit;
-            config.shard = args.shard;
+            config.shard = shard;
             config.progress = !args.quiet;
             config.refine_steps = args.refine.steps;
-            let report = bench::run(&config, classifier.as_ref())?;
+            let report = bench::run(&config, &judges)?;
             write_bench_outputs(&report, &args.outputs)
         }
     }
+}
+
+/// The judges of `bench imagenet`: `--observer-torchscript FILE` alone, else `--judges`.
+fn bench_judges(args: &BenchImagenetArgs) -> Result<Vec<ocular::bench::Judge>> {
+    use ocular::bench::{Judge, JudgeSpec};
+    let specs = match &args.observer_torchscript {
+        Some(path) => vec![JudgeSpec::TorchScript(path.clone())],
+        None => args.judges.clone(),
+    };
+    specs
+        .iter()
+        .map(|spec| Ok(Judge::load(spec, args.weights.as_deref())?))
+        .collect()
 }
 
 fn run_classify(args: ClassifyArgs) -> Result<()> {

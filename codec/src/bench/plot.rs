@@ -8,8 +8,9 @@ use super::report::{BenchReport, BenchSummary, REFERENCE_CODEC};
 use super::BenchError;
 use crate::eval::plot::{legend_rows, legend_style, padded, FONT, LEGEND_GAP, OCULAR_COLORS};
 
-const WIDTH: u32 = 1280;
-/// Height of the two panels; the legend strip below them adds [`LEGEND_HEIGHT`].
+const WIDTH: u32 = 1800;
+/// Height of one judge's row of panels; the legend strip below them adds [`LEGEND_HEIGHT`] a
+/// row of entries.
 const HEIGHT: u32 = 500;
 const LEGEND_HEIGHT: u32 = 40;
 const REFERENCE_COLOR: RGBColor = RGBColor(90, 90, 90);
@@ -44,8 +45,31 @@ fn codecs(summaries: &[BenchSummary]) -> Vec<Codec> {
     codecs
 }
 
-/// The two panels (top-1 against bpp; MS-SSIM dB against top-1 at the target nearest
-/// `tradeoff_target`) and a legend below them.
+/// What the accuracy panels plot: top-1 or top-5 under one judge.
+#[derive(Clone, Copy)]
+struct Accuracy<'a> {
+    judge: &'a str,
+    top5: bool,
+}
+
+impl Accuracy<'_> {
+    /// The accuracy in percent of a summary, if it has a verdict of the judge.
+    fn of(self, summary: &BenchSummary) -> Option<f64> {
+        let judge = summary.judge(self.judge)?;
+        Some(100.0 * if self.top5 { judge.top5 } else { judge.top1 })
+    }
+
+    fn name(self) -> &'static str {
+        if self.top5 {
+            "top-5"
+        } else {
+            "top-1"
+        }
+    }
+}
+
+/// Per judge a row of three panels (top-1 and top-5 against bpp; MS-SSIM dB against top-1 at
+/// the target nearest `tradeoff_target`), and a legend below them.
 pub(super) fn svg(report: &BenchReport, tradeoff_target: f64) -> Result<String, BenchError> {
     let summaries = report.summaries();
     let codecs = codecs(&summaries);
@@ -64,46 +88,74 @@ pub(super) fn svg(report: &BenchReport, tradeoff_target: f64) -> Result<String, 
     } else {
         format!("{images} images")
     };
+    let judges = report.judges();
     let mut svg = String::new();
     {
         let rows = legend_rows(&legend_entries(&codecs, reference.is_some()), |e| {
             entry_width(&e.0)
         })
         .len() as u32;
-        let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
+        let panels_height = HEIGHT * judges.len().max(1) as u32;
+        let size = (WIDTH, panels_height + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
-        let (panels, legend_strip) = root.split_vertically(HEIGHT);
-        let (left, right) = panels.split_horizontally(WIDTH / 2);
-        accuracy_panel(&left, &summaries, &codecs, reference, &images)?;
-        tradeoff_panel(&right, &summaries, &codecs, reference, target)?;
+        let (panels, legend_strip) = root.split_vertically(panels_height);
+        let rows = panels.split_evenly((judges.len().max(1), 1));
+        for (judge, area) in judges.iter().zip(&rows) {
+            let columns = area.split_evenly((1, 3));
+            for (top5, panel) in [false, true].into_iter().zip(&columns) {
+                let accuracy = Accuracy {
+                    judge: judge.as_str(),
+                    top5,
+                };
+                let curves = Curves {
+                    summaries: &summaries,
+                    codecs: &codecs,
+                    reference,
+                };
+                accuracy_panel(panel, &curves, accuracy, &images)?;
+            }
+            let top1 = Accuracy {
+                judge: judge.as_str(),
+                top5: false,
+            };
+            tradeoff_panel(&columns[2], &summaries, &codecs, reference, top1, target)?;
+        }
         legend(&legend_strip, &codecs, reference.is_some())?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
 }
 
+/// What an accuracy panel draws from.
+struct Curves<'a> {
+    summaries: &'a [BenchSummary],
+    codecs: &'a [Codec],
+    reference: Option<&'a BenchSummary>,
+}
+
 fn accuracy_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
-    summaries: &[BenchSummary],
-    codecs: &[Codec],
-    reference: Option<&BenchSummary>,
+    data: &Curves<'_>,
+    accuracy: Accuracy<'_>,
     images: &str,
 ) -> Result<(), BenchError> {
-    let curves: Vec<(RGBColor, Vec<(f64, f64)>)> = codecs
+    let curves: Vec<(RGBColor, Vec<(f64, f64)>)> = data
+        .codecs
         .iter()
         .map(|codec| {
-            let mut points: Vec<(f64, f64)> = summaries
+            let mut points: Vec<(f64, f64)> = data
+                .summaries
                 .iter()
                 .filter(|s| s.codec == codec.name)
-                .map(|s| (s.bpp, s.top1 * 100.0))
+                .filter_map(|s| Some((s.bpp, accuracy.of(s)?)))
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             (codec.color, points)
         })
         .collect();
-    let reference_top1 = reference.map(|r| r.top1 * 100.0);
+    let reference_top1 = data.reference.and_then(|r| accuracy.of(r));
     let xs = curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.0));
     let ys = curves
         .iter()
@@ -112,7 +164,14 @@ fn accuracy_panel(
     let (x_low, x_high) = padded(xs);
     let (y_low, y_high) = padded(ys);
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Top-1 accuracy, {images}"), (FONT, 20))
+        .caption(
+            format!(
+                "{} accuracy, judge {}, {images}",
+                accuracy.name(),
+                accuracy.judge
+            ),
+            (FONT, 20),
+        )
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -121,7 +180,7 @@ fn accuracy_panel(
     chart
         .configure_mesh()
         .x_desc("bits per pixel (224x224 crop)")
-        .y_desc("top-1 accuracy (%)")
+        .y_desc(format!("{} accuracy (%)", accuracy.name()))
         .axis_desc_style((FONT, 15))
         .label_style((FONT, 12))
         .draw()
@@ -158,16 +217,17 @@ fn tradeoff_panel(
     summaries: &[BenchSummary],
     codecs: &[Codec],
     reference: Option<&BenchSummary>,
+    top1: Accuracy<'_>,
     target: f64,
 ) -> Result<(), BenchError> {
-    let title = format!("MS-SSIM vs top-1 accuracy at {target} bpp");
+    let title = format!("MS-SSIM vs top-1 ({}) at {target} bpp", top1.judge);
     let points: Vec<(&Codec, (f64, f64))> = codecs
         .iter()
         .filter_map(|codec| {
             let s = summaries
                 .iter()
                 .find(|s| s.codec == codec.name && s.target_bpp == Some(target))?;
-            let point = (s.top1 * 100.0, s.ms_ssim_db?);
+            let point = (top1.of(s)?, s.ms_ssim_db?);
             (point.0.is_finite() && point.1.is_finite()).then_some((codec, point))
         })
         .collect();
@@ -177,7 +237,7 @@ fn tradeoff_panel(
             .map_err(plot_error)?;
         return Ok(());
     }
-    let reference_top1 = reference.map(|r| r.top1 * 100.0);
+    let reference_top1 = reference.and_then(|r| top1.of(r));
     let (x_low, x_high) = padded(points.iter().map(|p| p.1 .0).chain(reference_top1));
     let (y_low, y_high) = padded(points.iter().map(|p| p.1 .1));
     let mut chart = ChartBuilder::on(area)
@@ -189,7 +249,10 @@ fn tradeoff_panel(
         .map_err(plot_error)?;
     chart
         .configure_mesh()
-        .x_desc("top-1 accuracy (%)  (better for the classifier ->)")
+        .x_desc(format!(
+            "top-1 accuracy of {} (%)  (better for the classifier ->)",
+            top1.judge
+        ))
         .y_desc("MS-SSIM (dB)  (better for a person ->)")
         .axis_desc_style((FONT, 15))
         .label_style((FONT, 12))

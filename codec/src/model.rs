@@ -68,6 +68,11 @@ const BUILTIN: &[BuiltinModel] = &[
         name: "mixed-q2",
         bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
     },
+    // The variable-rate PSNR network (qualities 0..10): exact rate control for `--bpp`.
+    BuiltinModel {
+        name: "mse-vr",
+        bytes: include_bytes!("../../models/trained/mse-vr.safetensors"),
+    },
 ];
 
 /// Quality used when none is asked for.
@@ -122,7 +127,8 @@ impl Model {
     /// [`Error::NoSuchModel`] if no built-in model has that quality.
     pub fn builtin_quality(quality: u8) -> Result<Self, Error> {
         for (candidate, info) in builtin_infos()? {
-            if info.quality == quality && info.distortion == Distortion::Mse {
+            let fixed_rate = info.variable_rate.is_none();
+            if fixed_rate && info.quality == quality && info.distortion == Distortion::Mse {
                 return Self::from_bytes(candidate.bytes);
             }
         }
@@ -132,7 +138,25 @@ impl Model {
         )))
     }
 
-    /// The built-in models trained with `distortion` (`"mse"`, `"ms-ssim"`), by increasing quality.
+    /// The built-in variable-rate model trained with `distortion` (`"mse"`: `mse-vr`), for
+    /// [`crate::encode_to_bpp`] and [`crate::Encoder::with_quality`].
+    ///
+    /// # Errors
+    /// [`Error::NoSuchModel`] if there is none.
+    pub fn builtin_variable_rate(distortion: &str) -> Result<Self, Error> {
+        for (candidate, info) in builtin_infos()? {
+            if info.variable_rate.is_some() && info.distortion.to_string() == distortion {
+                return Self::from_bytes(candidate.bytes);
+            }
+        }
+        Err(Error::NoSuchModel(format!(
+            "with a variable rate trained for {distortion} (built in: {})",
+            builtin_list()
+        )))
+    }
+
+    /// The built-in fixed-rate models trained with `distortion` (`"mse"`, `"ms-ssim"`), by
+    /// increasing quality.
     ///
     /// # Errors
     /// [`Error::NoSuchModel`] if there is none.
@@ -140,6 +164,7 @@ impl Model {
         let mut members: Vec<_> = builtin_infos()?
             .into_iter()
             .filter(|(_, info)| info.distortion.to_string() == distortion)
+            .filter(|(_, info)| info.variable_rate.is_none())
             .collect();
         members.sort_by_key(|(_, info)| info.quality);
         let family = members

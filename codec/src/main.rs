@@ -1026,10 +1026,14 @@ fn run_models(args: ModelsArgs) -> Result<()> {
     );
     for name in names {
         let model = Model::builtin(name)?;
+        let quality = match model.quality_range() {
+            Some((min, max)) => format!("{min}..{max}"),
+            None => model.quality().to_string(),
+        };
         out!(
             "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
             model.name(),
-            model.quality(),
+            quality,
             model.distortion(),
             model.lambda(),
             model.training_steps(),

@@ -446,11 +446,20 @@ impl Networks {
     }
 }
 
+/// That `planes` are a non-empty map of `expected` channels whose data fits its sizes (its
+/// fields are public, so [`Planes::new`]'s check may have been bypassed).
 fn check_channels(planes: &Planes, expected: usize, network: &str) -> Result<(), InferError> {
-    if planes.channels != expected || planes.height == 0 || planes.width == 0 {
+    let size = planes
+        .channels
+        .checked_mul(planes.height)
+        .and_then(|v| v.checked_mul(planes.width));
+    if planes.channels != expected || size == Some(0) || size != Some(planes.data.len()) {
         return Err(InferError::Input(format!(
-            "{network} takes {expected} channels, got {} x {} x {}",
-            planes.channels, planes.height, planes.width
+            "{network} takes {expected} channels, got {} x {} x {} ({} values)",
+            planes.channels,
+            planes.height,
+            planes.width,
+            planes.data.len()
         )));
     }
     Ok(())
@@ -537,6 +546,9 @@ mod tests {
         assert!(x_hat.data.iter().all(|v| v.is_finite()));
         assert!(networks.synthesis(&image(4, 4)).is_err());
         assert!(networks.hyper_analysis(&image(4, 4)).is_err());
+        let mut short = image(4, 4);
+        short.data.pop();
+        assert!(networks.analysis(&short).is_err());
     }
 
     #[test]

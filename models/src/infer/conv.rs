@@ -269,6 +269,7 @@ impl Conv {
     }
 
     /// Fills `patches` (`columns x taps x C_in`) for row `a` of `phase`, zeros outside the input.
+    /// Every element is written (copied or zeroed) once, so the buffer is never cleared first.
     fn im2col(
         &self,
         input: Strip<'_>,
@@ -280,30 +281,31 @@ impl Conv {
         let map = input.map;
         let cin = map.channels;
         let [taps_y, taps_x] = phase.taps;
-        let patch = taps_y * taps_x * cin;
-        patches.clear();
+        let (patch, run) = (taps_y * taps_x * cin, taps_x * cin);
         patches.resize(columns * patch, 0.0);
         let s = self.in_stride as isize;
         let width = map.width as isize;
         for ty in 0..taps_y {
             let iy = s * a as isize + phase.in_offset[0] + ty as isize;
-            let Some(input_row) = input.row(iy) else {
-                continue;
-            };
+            let input_row = input.row(iy);
             for (b, patch_row) in patches.chunks_exact_mut(patch).enumerate() {
+                let target = &mut patch_row[ty * run..][..run];
+                let Some(input_row) = input_row else {
+                    target.fill(0.0);
+                    continue;
+                };
                 let x0 = s * b as isize + phase.in_offset[1];
                 // Taps tx with 0 <= x0 + tx < width.
-                let first = (-x0).clamp(0, taps_x as isize);
-                let end = (width - x0).clamp(first, taps_x as isize);
-                if first == end {
-                    continue;
+                let first = (-x0).clamp(0, taps_x as isize) as usize;
+                let end = (width - x0).clamp(first as isize, taps_x as isize) as usize;
+                target[..first * cin].fill(0.0);
+                target[end * cin..].fill(0.0);
+                if first < end {
+                    let source = (x0 + first as isize) as usize * cin;
+                    let count = (end - first) * cin;
+                    target[first * cin..end * cin]
+                        .copy_from_slice(&input_row[source..source + count]);
                 }
-                let (first, end) = (first as usize, end as usize);
-                let source = (x0 + first as isize) as usize * cin;
-                let target = (ty * taps_x + first) * cin;
-                let count = (end - first) * cin;
-                patch_row[target..target + count]
-                    .copy_from_slice(&input_row[source..source + count]);
             }
         }
     }

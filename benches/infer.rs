@@ -4,18 +4,20 @@
 //! Run with `cargo bench -p ocular-models --bench infer` (2 threads on both sides: rayon's pool
 //! and libtorch's are set to 2; `OCULAR_BENCH_THREADS` overrides). Besides criterion's figures it
 //! prints a side-by-side table: the median of several alternating runs of each whole stage
-//! (encode networks `g_a + h_a`, decode network `g_s`) and the ratio libtorch / pure Rust, so a
-//! loaded machine slows both alike.
+//! (encode networks `g_a + h_a`, decode network `g_s`, also in strips of 64 output rows) and the
+//! ratio libtorch / pure Rust, so a loaded machine slows both alike.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use ocular_models::infer::{Networks, Planes};
+use ocular_models::infer::{InferError, Networks, Planes};
 use ocular_models::CodecModel;
 use tch::Tensor;
 
 const ROUNDS: usize = 15;
+/// Output rows per strip of the bounded-memory synthesis.
+const STRIP_ROWS: usize = 64;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -89,7 +91,7 @@ fn side_by_side(s: &Setup) {
         f();
         start.elapsed().as_secs_f64()
     };
-    let mut rows: Vec<[Vec<f64>; 2]> = vec![[vec![], vec![]], [vec![], vec![]]];
+    let mut rows: Vec<[Vec<f64>; 2]> = vec![[vec![], vec![]], [vec![], vec![]], [vec![], vec![]]];
     for _ in 0..ROUNDS {
         rows[0][0].push(time(&mut || {
             let y = s.pure.analysis(&s.image).expect("g_a");
@@ -107,6 +109,15 @@ fn side_by_side(s: &Setup) {
         rows[1][1].push(time(&mut || {
             let _ = black_box(tch::no_grad(|| network.synthesis(&y_hat)));
         }));
+        rows[2][0].push(time(&mut || {
+            s.pure
+                .synthesis_in_strips::<InferError>(&s.y_hat, STRIP_ROWS, |_, strip| {
+                    black_box(strip);
+                    Ok(())
+                })
+                .expect("g_s in strips");
+        }));
+        rows[2][1] = rows[1][1].clone();
     }
     println!(
         "\nside by side, {} threads, median of {ROUNDS} alternating runs:",
@@ -114,7 +125,8 @@ fn side_by_side(s: &Setup) {
     );
     println!("| stage | pure Rust | libtorch | libtorch / pure |");
     println!("|---|---|---|---|");
-    for (name, [pure, torch]) in ["g_a + h_a", "g_s"].iter().zip(rows) {
+    let strips = format!("g_s in strips of {STRIP_ROWS} rows");
+    for (name, [pure, torch]) in ["g_a + h_a", "g_s", &strips].iter().zip(rows) {
         let (p, t) = (median(pure), median(torch));
         println!(
             "| {name} | {:.1} ms | {:.1} ms | {:.2}x |",

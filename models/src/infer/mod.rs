@@ -48,7 +48,6 @@ mod gdn;
 mod matmul;
 mod network;
 
-pub use conv::{ConvKind, ConvShape};
 pub use network::{NetworkShape, Networks};
 
 /// Errors of the pure-Rust inference: a model file that does not hold the networks, or an

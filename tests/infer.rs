@@ -83,13 +83,18 @@ fn compare(bytes: &[u8], image: &Planes, what: &str) -> u8 {
 
     let level = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as i32;
     let theirs = to_planes(&torch_x_hat);
-    x_hat
+    let differences: Vec<u8> = x_hat
         .data
         .iter()
         .zip(&theirs.data)
         .map(|(&a, &b)| (level(a) - level(b)).unsigned_abs() as u8)
-        .max()
-        .unwrap_or(0)
+        .collect();
+    let differing = differences.iter().filter(|&&d| d > 0).count();
+    println!(
+        "{what}: {differing} of {} 8-bit values differ",
+        differences.len()
+    );
+    differences.into_iter().max().unwrap_or(0)
 }
 
 fn pseudo_image(height: usize, width: usize) -> Planes {

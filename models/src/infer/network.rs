@@ -14,6 +14,10 @@ use super::{FeatureMap, InferError, Planes, Strip};
 /// layer (the halo, about 9% of the work).
 pub const SYNTHESIS_STRIP_ROWS: usize = 64;
 
+/// Rows of `y` per band of [`Networks::analysis`] (64 image rows): the hidden layers keep a
+/// few dozen rows each instead of the whole image, which also keeps them in cache.
+pub const ANALYSIS_BAND_ROWS: usize = 4;
+
 /// Channels of the networks: `n` hidden (and of `z`), `m` of `y`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetworkShape {
@@ -59,10 +63,109 @@ impl Chain {
         map
     }
 
+    /// Runs every layer on `input`, `band` rows of the last output at a time: each layer
+    /// computes only the rows the next one still lacks and keeps only those it will still need
+    /// ([`Window`]), so the hidden layers hold a few rows each whatever the image size, and
+    /// every row is computed once, exactly as [`Self::run`] computes it. Returns the whole
+    /// output.
+    ///
+    /// # Panics
+    /// If `band` is 0 or the chain is empty.
+    fn run_in_bands(&self, input: &Planes, band: usize) -> FeatureMap {
+        assert!(band > 0 && !self.layers.is_empty(), "bands of {band} rows");
+        // sizes[i]: (rows, columns) of the input of layer i; the last: of the output.
+        let mut sizes = vec![(input.height, input.width)];
+        for (conv, _) in &self.layers {
+            let (h, w) = sizes[sizes.len() - 1];
+            sizes.push(conv.shape().output_size(h, w));
+        }
+        let mut source = Window::empty(input.width, input.channels);
+        let mut windows: Vec<Window> = self
+            .layers
+            .iter()
+            .zip(&sizes[1..])
+            .map(|((conv, _), &(_, w))| Window::empty(w, conv.shape().out_channels))
+            .collect();
+        let height = sizes[sizes.len() - 1].0;
+        for first in (0..height).step_by(band) {
+            // wanted[0]: rows of the input; wanted[i + 1]: output rows of layer i.
+            let mut wanted = vec![first..(first + band).min(height)];
+            for ((conv, _), &(h, _)) in self.layers.iter().zip(&sizes).rev() {
+                let needed = conv.input_rows(&wanted[0], h);
+                wanted.insert(0, needed);
+            }
+            source.trim(wanted[0].start);
+            let new = source.end().max(wanted[0].start)..wanted[0].end;
+            source.append(FeatureMap::from_plane_rows(input, new));
+            for (i, (conv, activation)) in self.layers.iter().enumerate() {
+                let (done, rest) = windows.split_at_mut(i);
+                let previous = done.last().unwrap_or(&source);
+                let window = &mut rest[0];
+                if i + 1 < self.layers.len() {
+                    window.trim(wanted[i + 1].start);
+                }
+                let new = window.end().max(wanted[i + 1].start)..wanted[i + 1].end;
+                if new.is_empty() {
+                    continue;
+                }
+                let strip = Strip {
+                    map: &previous.map,
+                    first: previous.first,
+                    total: sizes[i].0,
+                };
+                window.append(
+                    conv.forward_rows(strip, new, |row, scratch| activation.apply(row, scratch)),
+                );
+            }
+        }
+        windows.pop().map_or(source.map, |window| window.map)
+    }
+
     fn in_channels(&self) -> usize {
         self.layers
             .first()
             .map_or(0, |(conv, _)| conv.shape().in_channels)
+    }
+}
+
+/// Rows `first..first + map.height` of a map produced top to bottom: what a layer keeps of its
+/// output while the next layer may still read it.
+#[derive(Clone, Debug)]
+struct Window {
+    map: FeatureMap,
+    first: usize,
+}
+
+impl Window {
+    fn empty(width: usize, channels: usize) -> Self {
+        Self {
+            map: FeatureMap::zeros(0, width, channels),
+            first: 0,
+        }
+    }
+
+    /// One past the last row held.
+    fn end(&self) -> usize {
+        self.first + self.map.height
+    }
+
+    /// Drops the rows before `row`.
+    fn trim(&mut self, row: usize) {
+        let drop = row.saturating_sub(self.first).min(self.map.height);
+        let len = self.map.width * self.map.channels;
+        self.map.data.drain(..drop * len);
+        self.map.height -= drop;
+        self.first = self.first.max(row);
+    }
+
+    /// Appends `rows`, which follow the last row held.
+    fn append(&mut self, rows: FeatureMap) {
+        debug_assert_eq!(
+            (rows.width, rows.channels),
+            (self.map.width, self.map.channels)
+        );
+        self.map.data.extend_from_slice(&rows.data);
+        self.map.height += rows.height;
     }
 }
 
@@ -347,7 +450,7 @@ impl Networks {
         check_channels(image, self.analysis.in_channels(), "g_a")?;
         Ok(self
             .analysis
-            .run(FeatureMap::from_planes(image))
+            .run_in_bands(image, ANALYSIS_BAND_ROWS)
             .to_planes())
     }
 
@@ -561,6 +664,26 @@ mod tests {
                     .zip(&whole.data)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "strips of {strip_rows} rows differ from the whole image"
+            );
+        }
+    }
+
+    /// The banded analysis computes every row as the whole-image one does, to the bit.
+    #[test]
+    fn bands_equal_the_whole_image() {
+        let networks = Networks::pseudo_random(NetworkShape { n: 16, m: 24 }, 4);
+        let x = image(141, 37);
+        let whole = networks.analysis.run(FeatureMap::from_planes(&x));
+        for band in [1, 2, 3, 4, 100] {
+            let banded = networks.analysis.run_in_bands(&x, band);
+            assert_eq!((banded.height, banded.width), (whole.height, whole.width));
+            assert!(
+                banded
+                    .data
+                    .iter()
+                    .zip(&whole.data)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "bands of {band} rows differ from the whole image"
             );
         }
     }

@@ -89,7 +89,8 @@ impl Chain {
         let height = sizes[sizes.len() - 1].0;
         for first in (0..height).step_by(band) {
             // wanted[0]: rows of the input; wanted[i + 1]: output rows of layer i.
-            let mut wanted = vec![first..(first + band).min(height)];
+            let rows = first..(first + band).min(height);
+            let mut wanted = vec![rows];
             for ((conv, _), &(h, _)) in self.layers.iter().zip(&sizes).rev() {
                 let needed = conv.input_rows(&wanted[0], h);
                 wanted.insert(0, needed);

@@ -89,7 +89,7 @@ impl Chain {
         let height = sizes[sizes.len() - 1].0;
         for first in (0..height).step_by(band) {
             // wanted[0]: rows of the input; wanted[i + 1]: output rows of layer i.
-            let rows = first..(first + band).min(height);
+            let rows = first..first.saturating_add(band).min(height);
             let mut wanted = vec![rows];
             for ((conv, _), &(h, _)) in self.layers.iter().zip(&sizes).rev() {
                 let needed = conv.input_rows(&wanted[0], h);
@@ -510,7 +510,7 @@ impl Networks {
         }
         let height = self.output_side(y_hat.height);
         for first in (0..height).step_by(strip_rows) {
-            let rows = first..(first + strip_rows).min(height);
+            let rows = first..first.saturating_add(strip_rows).min(height);
             emit(first, self.synthesis_strip(y_hat, rows))?;
         }
         Ok(())

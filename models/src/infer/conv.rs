@@ -46,6 +46,10 @@ use std::ops::Range;
 use super::matmul::{add_product, Layout};
 use super::{FeatureMap, Planes, Strip};
 
+/// Output columns per product: the patch matrix of a tile (at most 128 x 1600 values here) stays
+/// in a core's cache however wide the image is.
+const TILE_COLUMNS: usize = 128;
+
 /// Whether a layer convolves or transposes a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKind {
@@ -256,39 +260,45 @@ impl Conv {
                 continue;
             }
             let k = phase.taps[0] * phase.taps[1] * input.map.channels;
-            self.im2col(input, phase, a, columns, patches);
-            add_product(
-                (
-                    &mut row[c * cout..],
-                    Layout::rows_apart(columns, cout, t * cout),
-                ),
-                (patches, Layout::dense(columns, k)),
-                (&phase.weights, Layout::dense(k, cout)),
-            );
+            // Tiles of a fixed number of columns, whatever the image width or thread count.
+            for first in (0..columns).step_by(TILE_COLUMNS) {
+                let tile = first..(first + TILE_COLUMNS).min(columns);
+                let count = tile.len();
+                self.im2col(input, phase, a, tile, patches);
+                add_product(
+                    (
+                        &mut row[(t * first + c) * cout..],
+                        Layout::rows_apart(count, cout, t * cout),
+                    ),
+                    (patches, Layout::dense(count, k)),
+                    (&phase.weights, Layout::dense(k, cout)),
+                );
+            }
         }
     }
 
-    /// Fills `patches` (`columns x taps x C_in`) for row `a` of `phase`, zeros outside the input.
-    /// Every element is written (copied or zeroed) once, so the buffer is never cleared first.
+    /// Fills `patches` (`columns x taps x C_in`) for columns `columns` of row `a` of `phase`,
+    /// zeros outside the input. Every element is written (copied or zeroed) once, so the buffer
+    /// is never cleared first.
     fn im2col(
         &self,
         input: Strip<'_>,
         phase: &Phase,
         a: usize,
-        columns: usize,
+        columns: Range<usize>,
         patches: &mut Vec<f32>,
     ) {
         let map = input.map;
         let cin = map.channels;
         let [taps_y, taps_x] = phase.taps;
         let (patch, run) = (taps_y * taps_x * cin, taps_x * cin);
-        patches.resize(columns * patch, 0.0);
+        patches.resize(columns.len() * patch, 0.0);
         let s = self.in_stride as isize;
         let width = map.width as isize;
         for ty in 0..taps_y {
             let iy = s * a as isize + phase.in_offset[0] + ty as isize;
             let input_row = input.row(iy);
-            for (b, patch_row) in patches.chunks_exact_mut(patch).enumerate() {
+            for (b, patch_row) in columns.clone().zip(patches.chunks_exact_mut(patch)) {
                 let target = &mut patch_row[ty * run..][..run];
                 let Some(input_row) = input_row else {
                     target.fill(0.0);

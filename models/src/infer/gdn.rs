@@ -16,6 +16,9 @@ use super::matmul::{add_product, Layout};
 /// `2^-36`, the pedestal of the reparametrisation.
 const PEDESTAL: f64 = 1.0 / (1u64 << 36) as f64;
 
+/// Pixels per product.
+const TILE_PIXELS: usize = 256;
+
 /// The effective value of a stored reparametrised variable (module docs).
 fn effective(stored: f32, minimum: f64) -> f32 {
     let bound = (minimum + PEDESTAL).sqrt() as f32;
@@ -64,8 +67,15 @@ impl Gdn {
     /// # Panics
     /// If `row` is not a whole number of pixels.
     pub(crate) fn apply(&self, row: &mut [f32], scratch: &mut Vec<f32>) {
+        assert_eq!(row.len() % self.channels, 0, "a row of whole pixels");
+        // Tiles of a fixed number of pixels keep the scratch in cache on wide images.
+        for tile in row.chunks_mut(TILE_PIXELS * self.channels) {
+            self.apply_tile(tile, scratch);
+        }
+    }
+
+    fn apply_tile(&self, row: &mut [f32], scratch: &mut Vec<f32>) {
         let c = self.channels;
-        assert_eq!(row.len() % c, 0, "a row of whole pixels");
         let pixels = row.len() / c;
         scratch.clear();
         scratch.extend(row.iter().map(|&x| x * x));

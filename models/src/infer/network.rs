@@ -9,9 +9,9 @@ use std::ops::Range;
 
 use super::{FeatureMap, InferError, Planes, Strip};
 
-/// Output rows per strip of [`Networks::synthesis`]: measured on a Kodak image, strips of 64
-/// rows beat the whole image by about 10% although they recompute a few rows of each hidden
-/// layer (the halo, about 9% of the work).
+/// Output rows per strip of [`Networks::synthesis`]. On a Kodak image strips of 64 rows run
+/// as fast as the whole image at once (within the noise of a loaded machine): the hidden rows
+/// they recompute (the halo, about 9% more work) are paid back by rows that stay in cache.
 pub const SYNTHESIS_STRIP_ROWS: usize = 64;
 
 /// Rows of `y` per band of [`Networks::analysis`] (64 image rows): the hidden layers keep a
@@ -468,8 +468,8 @@ impl Networks {
     }
 
     /// `g_s`: `y_hat` (M planes of `h x w`) to the reconstruction (3 planes of `16 h x 16 w`),
-    /// not clamped. Runs in strips of [`SYNTHESIS_STRIP_ROWS`] rows (faster than the whole
-    /// image at once: the hidden layers' rows stay in cache), with the same values.
+    /// not clamped. Runs in strips of [`SYNTHESIS_STRIP_ROWS`] rows, with the values of the
+    /// whole image at once, to the bit.
     ///
     /// # Errors
     /// [`InferError::Input`] if `y_hat` does not have M channels.

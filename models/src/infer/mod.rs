@@ -12,8 +12,8 @@
 //! g_s: tconv5/2 (M->N) IGDN tconv5/2 (N->N) IGDN tconv5/2 (N->N) IGDN tconv5/2 (N->3)
 //! ```
 //!
-//! Convolutions ([`conv`]) run as matrix products over output rows, through the `gemm` crate;
-//! GDN ([`gdn`]) too. Feature maps between layers are channels-last (`HWC`), so the patch
+//! Convolutions (`conv.rs`) run as matrix products over output rows, through the `gemm` crate;
+//! GDN (`gdn.rs`) too. Feature maps between layers are channels-last (`HWC`), so the patch
 //! matrix of an output row is a set of contiguous copies; the public API takes and returns
 //! channels-first [`Planes`] like the tensors `(1, C, H, W)` of the libtorch networks.
 //!
@@ -23,10 +23,21 @@
 //! # Determinism
 //!
 //! Every output row of every layer is computed by one task (im2col of its input rows, then
-//! single-threaded products in a fixed sequence), whatever the number of threads `rayon` runs,
-//! so the networks' outputs — and decoded pixels — are bit-identical for every thread count and
-//! every optimisation level of a build (the layout code does no floating-point arithmetic that
-//! the compiler could reorder: Rust neither fuses nor reassociates floats).
+//! single-threaded products in a fixed sequence over column tiles of a fixed width), whatever
+//! the number of threads `rayon` runs and whatever rows are computed with it, so the networks'
+//! outputs — and decoded pixels — are bit-identical for every thread count, for the whole image
+//! or any strips of it, and for every optimisation level of a build (the layout code does no
+//! floating-point arithmetic that the compiler could reorder: Rust neither fuses nor
+//! reassociates floats). The tests check threads and strips; a debug and a release build print
+//! the same fingerprint.
+//!
+//! # Memory
+//!
+//! `g_a` runs in bands of a few rows of `y`, each hidden layer keeping only the rows the next
+//! one still needs; `g_s` runs in strips of output rows, each recomputing the few hidden rows it
+//! shares with its neighbours, and can hand the strips out as they are made
+//! ([`Networks::synthesis_in_strips`]). The hidden activations, about 270 bytes per pixel for
+//! the whole image, so take a few rows' worth.
 //!
 //! What may differ across **machines**: `gemm` chooses its kernel (AVX-512, AVX2 + FMA, SSE,
 //! NEON, scalar) from the CPU's features and its blocking from the cache sizes, both at run time,
@@ -48,7 +59,7 @@ mod gdn;
 mod matmul;
 mod network;
 
-pub use network::{NetworkShape, Networks};
+pub use network::{NetworkShape, Networks, ANALYSIS_BAND_ROWS, SYNTHESIS_STRIP_ROWS};
 
 /// Errors of the pure-Rust inference: a model file that does not hold the networks, or an
 /// input that does not fit them.

@@ -612,7 +612,8 @@ mod tests {
     #[test]
     fn outputs_do_not_depend_on_the_thread_count() {
         let networks = Networks::pseudo_random(NetworkShape { n: 64, m: 96 }, 5);
-        let x = image(83, 50);
+        // Wide enough for several column tiles in the first layers and their GDN.
+        let x = image(83, 530);
         let run = || {
             let y = networks.analysis(&x).expect("g_a");
             let z = networks.hyper_analysis(&y).expect("h_a");

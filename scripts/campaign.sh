@@ -31,7 +31,7 @@ if [ "${1:-}" = "--decay" ]; then
   [ $# -eq 4 ] || { echo "usage: scripts/campaign.sh --decay NETWORK STEPS OUTPUT" >&2; return 2; }
   decay=$3
   decay_output=$4
-  shift 3
+  set -- "$2"
 fi
 network=${1:-mse-vr}
 minutes=${2:-}

@@ -234,7 +234,8 @@ impl MeanScaleHyperprior {
         h
     }
 
-    pub(crate) fn hyper_analysis(&self, y: &Tensor) -> Tensor {
+    /// Hyper-analysis transform: `y` -> `z` (N, N, ceil(h/4), ceil(w/4)), before quantisation.
+    pub fn hyper_analysis(&self, y: &Tensor) -> Tensor {
         let h = self.h_a[0].forward(y, self.precision).relu();
         let h = self.h_a[1].forward(&h, self.precision).relu();
         self.h_a[2].forward(&h, self.precision)

@@ -1,0 +1,571 @@
+//! Convolutions and transposed convolutions as matrix products over output rows.
+//!
+//! # Regular convolution
+//!
+//! A `k x k` convolution with stride `s` and padding `p = k / 2` (PyTorch's `conv2d`, weight
+//! `w[o][i][ky][kx]`) computes
+//!
+//! ```text
+//! out[y][x][o] = b[o] + sum_{ky, kx, i} in[s y + ky - p][s x + kx - p][i] * w[o][i][ky][kx]
+//! ```
+//!
+//! with zeros outside the input, so a side of `n` becomes `(n - 1) / s + 1`. For one output row
+//! `y` this is a matrix product: the *patch matrix* (one row per output column `x`, one column
+//! per tap `(ky, kx, i)`, copied from the input: "im2col") times the weight matrix
+//! `W[(ky k + kx) C_in + i][o]`.
+//!
+//! # Transposed convolution
+//!
+//! PyTorch's `conv_transpose2d` with stride `s`, padding `p = k / 2` and output padding `s - 1`
+//! (weight `w[i][o][ky][kx]`) is the adjoint: input pixel `(u, v)` adds `in[u][v][i] w[i][o][ky][kx]`
+//! into `out[s u + ky - p][s v + kx - p][o]`, and a side of `n` becomes `s n`. Written per output
+//! value, output row `y = s a + r` (phase `r < s`) receives input row `u` through kernel row
+//! `ky = r + p - s (u - a)`, which exists for `u - a` in `[ceil((r + p - k + 1) / s), floor((r + p)
+//! / s)]`. So each of the `s x s` output *phases* `(r, c)` is a stride-1 correlation of the input
+//! with its own small kernel (for `k = 5`, `s = 2`: 3x3, 3x2, 2x3 and 2x2 taps) whose outputs land
+//! on every `s`-th row and column. Splitting by phase multiplies no zero: the products add up to
+//! exactly the `k^2` taps per input pixel of the definition.
+//!
+//! # One form for both
+//!
+//! Both are sums of phases:
+//!
+//! ```text
+//! out[t a + r][t b + c] = sum_{ty, tx} in[s a + dy + ty][s b + dx + tx] * W_phase[ty][tx]
+//! ```
+//!
+//! with input stride `s` and output step `t` (`s` = stride, `t` = 1 for a convolution; `s` = 1,
+//! `t` = stride for a transposed one). Each output row is computed by one
+//! task — im2col of the needed input rows, then one product per phase of that row — so its values
+//! do not depend on how rows are spread over threads.
+
+use rayon::prelude::*;
+
+use std::ops::Range;
+
+use super::matmul::{add_product, Layout};
+use super::{FeatureMap, Planes, Strip};
+
+/// Whether a layer convolves or transposes a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    /// PyTorch `conv2d`, weight `(out, in, k, k)`.
+    Regular,
+    /// PyTorch `conv_transpose2d` with output padding `stride - 1`, weight `(in, out, k, k)`.
+    Transposed,
+}
+
+/// The geometry of a layer: square odd kernel, padding `kernel / 2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Regular or transposed.
+    pub kind: ConvKind,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Side of the kernel (odd).
+    pub kernel: usize,
+    /// Stride (the up-sampling factor of a transposed layer).
+    pub stride: usize,
+}
+
+impl ConvShape {
+    /// Output height and width for an input of `height` x `width`.
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let side = |n: usize| match self.kind {
+            ConvKind::Regular => n.saturating_sub(1) / self.stride + 1,
+            ConvKind::Transposed => n * self.stride,
+        };
+        (side(height), side(width))
+    }
+}
+
+/// One phase of a layer (module docs): a stride-`in_stride` correlation with `taps` taps whose
+/// outputs land at `out[step a + row][step b + column]`.
+#[derive(Clone, Debug)]
+struct Phase {
+    /// Output phase `(r, c)`.
+    out_phase: [usize; 2],
+    /// First input row / column relative to `in_stride * (a, b)`.
+    in_offset: [isize; 2],
+    /// Taps `(rows, columns)`.
+    taps: [usize; 2],
+    /// `W[(ty taps_x + tx) C_in + i][o]`, for channels-last maps.
+    weights: Vec<f32>,
+    /// `W[ty taps_x + tx][o][i]`, for channels-first maps.
+    tap_weights: Vec<f32>,
+}
+
+/// A convolution or transposed convolution ready to run (module docs).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    shape: ConvShape,
+    /// Input stride `s` and output step `t` of every phase.
+    in_stride: usize,
+    out_step: usize,
+    phases: Vec<Phase>,
+    bias: Vec<f32>,
+}
+
+/// Floor of `a / b` for a positive `b`.
+fn floor_div(a: isize, b: isize) -> isize {
+    a.div_euclid(b)
+}
+
+impl Conv {
+    /// A layer from weights in PyTorch's layout for its kind and one bias per output channel.
+    ///
+    /// # Panics
+    /// If the weight or bias length does not fit `shape`, the kernel is even or the stride is 0
+    /// (the loader checks all of these first).
+    pub(crate) fn new(shape: ConvShape, weight: &[f32], bias: &[f32]) -> Self {
+        let ConvShape {
+            kind,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride: s,
+        } = shape;
+        assert!(
+            k % 2 == 1 && s > 0 && weight.len() == cin * cout * k * k && bias.len() == cout,
+            "layer {shape:?} with {} weights, {} biases",
+            weight.len(),
+            bias.len()
+        );
+        // Index of w[i][o][ky][kx] in the stored weight.
+        let at = |i: usize, o: usize, ky: usize, kx: usize| match kind {
+            ConvKind::Regular => ((o * cin + i) * k + ky) * k + kx,
+            ConvKind::Transposed => ((i * cout + o) * k + ky) * k + kx,
+        };
+        let (in_stride, out_step, phases) = match kind {
+            ConvKind::Regular => {
+                let pad = -((k / 2) as isize);
+                let taps = |ty: usize, tx: usize| (ty, tx);
+                let phase = build_phase([0, 0], [pad, pad], [k, k], cin, cout, taps, |i, o, t| {
+                    weight[at(i, o, t.0, t.1)]
+                });
+                (s, 1, vec![phase])
+            }
+            ConvKind::Transposed => {
+                let mut phases = Vec::with_capacity(s * s);
+                for r in 0..s {
+                    for c in 0..s {
+                        phases.push(transposed_phase(shape, [r, c], |i, o, ky, kx| {
+                            weight[at(i, o, ky, kx)]
+                        }));
+                    }
+                }
+                (1, s, phases)
+            }
+        };
+        Self {
+            shape,
+            in_stride,
+            out_step,
+            phases,
+            bias: bias.to_vec(),
+        }
+    }
+
+    /// The layer's geometry.
+    pub fn shape(&self) -> ConvShape {
+        self.shape
+    }
+
+    /// Applies the layer to a whole map, then `activation` to every output row (in place).
+    ///
+    /// # Panics
+    /// If `input` does not have the layer's input channels.
+    #[cfg(test)]
+    pub(crate) fn forward<F>(&self, input: &FeatureMap, activation: F) -> FeatureMap
+    where
+        F: Fn(&mut [f32], &mut Vec<f32>) + Sync,
+    {
+        let rows = 0..self.shape.output_size(input.height, input.width).0;
+        self.forward_rows(Strip::whole(input), rows, activation)
+    }
+
+    /// The input rows that output rows `rows` read, within an input of `height` rows.
+    pub(crate) fn input_rows(&self, rows: &Range<usize>, height: usize) -> Range<usize> {
+        if rows.is_empty() {
+            return 0..0;
+        }
+        let first = self
+            .phases
+            .iter()
+            .map(|p| p.in_offset[0])
+            .min()
+            .unwrap_or(0);
+        let reach = self
+            .phases
+            .iter()
+            .map(|p| p.in_offset[0] + p.taps[0] as isize);
+        let end = reach.max().unwrap_or(0);
+        let at = |y: usize| (self.in_stride * (y / self.out_step)) as isize;
+        let clip = |v: isize| v.clamp(0, height as isize) as usize;
+        clip(at(rows.start) + first)..clip(at(rows.end - 1) + end)
+    }
+
+    /// Output rows `rows` (of the whole output) from `input`, a strip that holds at least
+    /// [`Self::input_rows`] of them, then `activation` on every row.
+    ///
+    /// # Panics
+    /// If `input` does not have the layer's input channels or lacks a row it needs.
+    pub(crate) fn forward_rows<F>(
+        &self,
+        input: Strip<'_>,
+        rows: Range<usize>,
+        activation: F,
+    ) -> FeatureMap
+    where
+        F: Fn(&mut [f32], &mut Vec<f32>) + Sync,
+    {
+        assert_eq!(input.map.channels, self.shape.in_channels, "input channels");
+        let width = self.shape.output_size(input.total, input.map.width).1;
+        let cout = self.shape.out_channels;
+        let mut output = FeatureMap::zeros(rows.len(), width, cout);
+        output
+            .data
+            .par_chunks_mut(width * cout)
+            .zip(rows)
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(patches, scratch), (row, y)| {
+                    self.output_row(input, y, row, patches);
+                    activation(row, scratch);
+                },
+            );
+        output
+    }
+
+    /// Computes output row `y` into `row` (`width x C_out`), using `patches` as scratch.
+    fn output_row(&self, input: Strip<'_>, y: usize, row: &mut [f32], patches: &mut Vec<f32>) {
+        let cout = self.shape.out_channels;
+        for pixel in row.chunks_exact_mut(cout) {
+            pixel.copy_from_slice(&self.bias);
+        }
+        let width = row.len() / cout;
+        let (t, r) = (self.out_step, y % self.out_step);
+        let a = y / self.out_step;
+        for phase in self.phases.iter().filter(|p| p.out_phase[0] == r) {
+            let c = phase.out_phase[1];
+            // Output columns t b + c < width.
+            let columns = (width + t - 1 - c) / t;
+            if columns == 0 {
+                continue;
+            }
+            let k = phase.taps[0] * phase.taps[1] * input.map.channels;
+            self.im2col(input, phase, a, columns, patches);
+            add_product(
+                (
+                    &mut row[c * cout..],
+                    Layout::rows_apart(columns, cout, t * cout),
+                ),
+                (patches, Layout::dense(columns, k)),
+                (&phase.weights, Layout::dense(k, cout)),
+            );
+        }
+    }
+
+    /// Fills `patches` (`columns x taps x C_in`) for row `a` of `phase`, zeros outside the input.
+    /// Every element is written (copied or zeroed) once, so the buffer is never cleared first.
+    fn im2col(
+        &self,
+        input: Strip<'_>,
+        phase: &Phase,
+        a: usize,
+        columns: usize,
+        patches: &mut Vec<f32>,
+    ) {
+        let map = input.map;
+        let cin = map.channels;
+        let [taps_y, taps_x] = phase.taps;
+        let (patch, run) = (taps_y * taps_x * cin, taps_x * cin);
+        patches.resize(columns * patch, 0.0);
+        let s = self.in_stride as isize;
+        let width = map.width as isize;
+        for ty in 0..taps_y {
+            let iy = s * a as isize + phase.in_offset[0] + ty as isize;
+            let input_row = input.row(iy);
+            for (b, patch_row) in patches.chunks_exact_mut(patch).enumerate() {
+                let target = &mut patch_row[ty * run..][..run];
+                let Some(input_row) = input_row else {
+                    target.fill(0.0);
+                    continue;
+                };
+                let x0 = s * b as isize + phase.in_offset[1];
+                // Taps tx with 0 <= x0 + tx < width.
+                let first = (-x0).clamp(0, taps_x as isize) as usize;
+                let end = (width - x0).clamp(first as isize, taps_x as isize) as usize;
+                target[..first * cin].fill(0.0);
+                target[end * cin..].fill(0.0);
+                if first < end {
+                    let source = (x0 + first as isize) as usize * cin;
+                    let count = (end - first) * cin;
+                    target[first * cin..end * cin]
+                        .copy_from_slice(&input_row[source..source + count]);
+                }
+            }
+        }
+    }
+}
+
+impl Conv {
+    /// Output rows `rows` of the layer as channels-first planes, from a channels-last strip:
+    /// the form for layers with few output channels (the last of the synthesis), whose row-form
+    /// product would be a few columns wide. Each output row is `sum_{tap} W_tap (C_out x C_in)
+    /// times the input planes shifted by the tap` (`C_in x columns`), read in place from a
+    /// zero-padded copy of the strip, with no patch matrix.
+    ///
+    /// # Panics
+    /// If `input` does not have the layer's input channels or lacks a row it needs.
+    pub(crate) fn forward_planar_rows(&self, input: Strip<'_>, rows: Range<usize>) -> Planes {
+        assert_eq!(input.map.channels, self.shape.in_channels, "input channels");
+        let pad = self.shape.kernel / 2;
+        let padded = Planes::padded_from(input.map, pad);
+        let width = self.shape.output_size(input.total, input.map.width).1;
+        let cout = self.shape.out_channels;
+        // Row blocks `[y][o][x]`, one task each, reordered to planes at the end.
+        let mut blocks = vec![0.0f32; rows.len() * cout * width];
+        let height = rows.len();
+        blocks
+            .par_chunks_mut(cout * width)
+            .zip(rows)
+            .for_each(|(block, y)| self.planar_row(&padded, input, y, block));
+        Planes::from_row_blocks(height, width, cout, &blocks)
+    }
+
+    /// Output row `y` as a `C_out x width` block, from the strip `input` padded by `kernel / 2`
+    /// (`padded`): rows outside the image are the padding's zeros.
+    fn planar_row(&self, padded: &Planes, input: Strip<'_>, y: usize, block: &mut [f32]) {
+        let (cin, cout) = (self.shape.in_channels, self.shape.out_channels);
+        let pad = self.shape.kernel / 2;
+        let width = block.len() / cout;
+        for (plane_row, &b) in block.chunks_exact_mut(width).zip(&self.bias) {
+            plane_row.fill(b);
+        }
+        let (t, s) = (self.out_step, self.in_stride);
+        let (r, a) = (y % t, y / t);
+        let plane = padded.height * padded.width;
+        for phase in self.phases.iter().filter(|p| p.out_phase[0] == r) {
+            let c = phase.out_phase[1];
+            let columns = (width + t - 1 - c) / t;
+            if columns == 0 {
+                continue;
+            }
+            let [taps_y, taps_x] = phase.taps;
+            for ty in 0..taps_y {
+                let iy = (s * a) as isize + phase.in_offset[0] + ty as isize;
+                if input.row(iy).is_none() {
+                    continue; // outside the image: zeros add nothing
+                }
+                // Inside the strip, so inside its padded copy.
+                let padded_row = (iy - input.first as isize) as usize + pad;
+                for tx in 0..taps_x {
+                    // Column offsets lie in [-pad, pad] (module docs).
+                    let ix = pad.wrapping_add_signed(phase.in_offset[1] + tx as isize);
+                    let index = ty * taps_x + tx;
+                    let weights = &phase.tap_weights[index * cout * cin..][..cout * cin];
+                    let shifted = Layout {
+                        rows: cin,
+                        cols: columns,
+                        row_stride: plane,
+                        col_stride: s,
+                    };
+                    let target = Layout {
+                        rows: cout,
+                        cols: columns,
+                        row_stride: width,
+                        col_stride: t,
+                    };
+                    add_product(
+                        (&mut block[c..], target),
+                        (weights, Layout::dense(cout, cin)),
+                        (&padded.data[padded_row * padded.width + ix..], shifted),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The weight matrix of a phase: `taps` maps a tap `(ty, tx)` to what `value(i, o, tap)` takes.
+fn build_phase<T: Copy>(
+    out_phase: [usize; 2],
+    in_offset: [isize; 2],
+    taps: [usize; 2],
+    cin: usize,
+    cout: usize,
+    tap: impl Fn(usize, usize) -> T,
+    value: impl Fn(usize, usize, T) -> f32,
+) -> Phase {
+    let mut weights = vec![0.0f32; taps[0] * taps[1] * cin * cout];
+    let mut tap_weights = weights.clone();
+    for ty in 0..taps[0] {
+        for tx in 0..taps[1] {
+            let t = tap(ty, tx);
+            let index = ty * taps[1] + tx;
+            for i in 0..cin {
+                for o in 0..cout {
+                    let w = value(i, o, t);
+                    weights[(index * cin + i) * cout + o] = w;
+                    tap_weights[(index * cout + o) * cin + i] = w;
+                }
+            }
+        }
+    }
+    Phase {
+        out_phase,
+        in_offset,
+        taps,
+        weights,
+        tap_weights,
+    }
+}
+
+/// Phase `(r, c)` of a transposed layer: input offsets `u - a` from `ceil((r + p - k + 1) / s)`
+/// to `floor((r + p) / s)`, kernel index `r + p - s (u - a)` (module docs).
+fn transposed_phase(
+    shape: ConvShape,
+    out_phase: [usize; 2],
+    weight: impl Fn(usize, usize, usize, usize) -> f32,
+) -> Phase {
+    let (k, s) = (shape.kernel as isize, shape.stride as isize);
+    let p = k / 2;
+    let first = |r: isize| -floor_div(-(r + p - k + 1), s);
+    let last = |r: isize| floor_div(r + p, s);
+    let [r, c] = out_phase.map(|v| v as isize);
+    let in_offset = [first(r), first(c)];
+    let taps = [last(r) - first(r) + 1, last(c) - first(c) + 1].map(|v| v as usize);
+    let kernel_index = |r: isize, d: isize| (r + p - s * d) as usize;
+    let tap = |ty: usize, tx: usize| {
+        (
+            kernel_index(r, in_offset[0] + ty as isize),
+            kernel_index(c, in_offset[1] + tx as isize),
+        )
+    };
+    build_phase(
+        out_phase,
+        in_offset,
+        taps,
+        shape.in_channels,
+        shape.out_channels,
+        tap,
+        |i, o, (ky, kx)| weight(i, o, ky, kx),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct evaluation of PyTorch's definitions in f64 (scatter form for the transposed layer).
+    fn reference(shape: ConvShape, w: &[f32], b: &[f32], input: &FeatureMap) -> Vec<f64> {
+        let ConvShape {
+            kind,
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            stride: s,
+        } = shape;
+        let p = (k / 2) as isize;
+        let (oh, ow) = shape.output_size(input.height, input.width);
+        let mut out: Vec<f64> = (0..oh * ow * cout)
+            .map(|j| f64::from(b[j % cout]))
+            .collect();
+        for u in 0..input.height as isize {
+            for v in 0..input.width as isize {
+                for i in 0..cin {
+                    let x =
+                        f64::from(input.data[(u as usize * input.width + v as usize) * cin + i]);
+                    for o in 0..cout {
+                        for ky in 0..k as isize {
+                            for kx in 0..k as isize {
+                                let (ku, kv) = (ky as usize, kx as usize);
+                                let (oy, ox, wv) = match kind {
+                                    ConvKind::Transposed => (
+                                        u * s as isize + ky - p,
+                                        v * s as isize + kx - p,
+                                        w[((i * cout + o) * k + ku) * k + kv],
+                                    ),
+                                    ConvKind::Regular => {
+                                        let (ty, tx) = (u + p - ky, v + p - kx);
+                                        if ty % s as isize != 0 || tx % s as isize != 0 {
+                                            continue;
+                                        }
+                                        (
+                                            ty / s as isize,
+                                            tx / s as isize,
+                                            w[((o * cin + i) * k + ku) * k + kv],
+                                        )
+                                    }
+                                };
+                                if (0..oh as isize).contains(&oy) && (0..ow as isize).contains(&ox)
+                                {
+                                    out[(oy as usize * ow + ox as usize) * cout + o] +=
+                                        x * f64::from(wv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (t % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layers_match_the_definitions() {
+        for (kind, k, s) in [
+            (ConvKind::Regular, 5, 2),
+            (ConvKind::Regular, 3, 1),
+            (ConvKind::Transposed, 5, 2),
+            (ConvKind::Transposed, 3, 2),
+            (ConvKind::Transposed, 5, 3),
+            (ConvKind::Regular, 5, 3),
+        ] {
+            for (h, w) in [(1, 1), (3, 4), (7, 5)] {
+                let shape = ConvShape {
+                    kind,
+                    in_channels: 3,
+                    out_channels: 4,
+                    kernel: k,
+                    stride: s,
+                };
+                let weight = values(3 * 4 * k * k, 1);
+                let bias = values(4, 2);
+                let input = FeatureMap::from_hwc(h, w, 3, values(h * w * 3, 3)).expect("map");
+                let conv = Conv::new(shape, &weight, &bias);
+                let fast = conv.forward(&input, |_, _| {});
+                let slow = reference(shape, &weight, &bias, &input);
+                assert_eq!(fast.data.len(), slow.len(), "{kind:?} k{k} s{s} {h}x{w}");
+                for (a, b) in fast.data.iter().zip(&slow) {
+                    assert!(
+                        (f64::from(*a) - b).abs() < 1e-5,
+                        "{kind:?} k{k} s{s} {h}x{w}: {a} vs {b}"
+                    );
+                }
+                let rows = 0..shape.output_size(h, w).0;
+                let planar = conv.forward_planar_rows(Strip::whole(&input), rows);
+                let plane = planar.height * planar.width;
+                for (j, b) in slow.iter().enumerate() {
+                    let a = planar.data[(j % 4) * plane + j / 4];
+                    assert!(
+                        (f64::from(a) - b).abs() < 1e-5,
+                        "planar {kind:?} k{k} s{s} {h}x{w}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}

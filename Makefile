@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 export OMP_WAIT_POLICY := PASSIVE
 CARGO ?= cargo
-# The `ocular` binary needs the `cli` feature (it brings libtorch for training, refinement and the
-# harness); the library's default features are the pure-Rust codec.
-OCULAR := $(CARGO) run --quiet -p ocular --features cli --
+# The `ocular` binary needs the `cli` feature; `torch` adds training, refinement, MS-SSIM and the
+# harness (libtorch). The library's default features are the pure-Rust codec.
+OCULAR := $(CARGO) run --quiet -p ocular --features cli,torch --
 DEMO_IMAGE ?= assets/ladybird.png
 
 .PHONY: setup build demo test lint bench ci embeddable
@@ -35,6 +35,7 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) clippy -p ocular-models --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --all-targets -- -D warnings
+	$(CARGO) clippy -p ocular --features cli --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --no-default-features --all-targets -- -D warnings
 
 ## The embeddable library: with its default features `ocular` must not depend on libtorch, the

@@ -21,7 +21,7 @@
 //! - `torch`: libtorch (tch) for refinement (`Encoder::with_refinement`,
 //!   `encode_within_bpp_refined`), training (`train`), the observer classifiers (`observer`),
 //!   MS-SSIM in [`metrics`], and the `eval` / `bench` harness.
-//! - `cli`: the `ocular` binary (takes `torch`).
+//! - `cli`: the `ocular` binary (pure Rust; with `torch` it also trains, refines, evaluates).
 #![forbid(unsafe_code)]
 
 pub mod container;

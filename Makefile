@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 export OMP_WAIT_POLICY := PASSIVE
 CARGO ?= cargo
-OCULAR := $(CARGO) run --quiet -p ocular --
+# The `ocular` binary needs the `cli` feature; `torch` adds training, refinement, MS-SSIM and the
+# harness (libtorch). The library's default features are the pure-Rust codec.
+OCULAR := $(CARGO) run --quiet -p ocular --features cli,torch --
 DEMO_IMAGE ?= assets/ladybird.png
 
-.PHONY: setup build demo test lint bench ci
+.PHONY: setup build demo test lint bench ci embeddable
 
 ## Installs libtorch once per machine (cache in ~/.cache/ocular) and links it as .libtorch.
 setup:
@@ -13,23 +15,38 @@ setup:
 	@scripts/setup-observer.sh
 
 build: setup
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-features
 
 ## Encodes and decodes the sample image with the built-in default model; prints bpp, PSNR, MS-SSIM, times.
 demo: setup
 	$(OCULAR) roundtrip $(DEMO_IMAGE) --output target/demo-decoded.png
 
-## Every test of the workspace (debug), the container tests once more without libtorch.
+## Every test of the workspace (debug) with every feature, so no test target is skipped by its
+## `required-features`; then the embeddable builds again on their own: `ocular-models` and
+## `ocular` with their default features (pure Rust, no libtorch), and the container alone.
 test: setup
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
+	$(CARGO) test -p ocular-models --lib
+	$(CARGO) test -p ocular --lib --test embedded --test container --test fuzz_inputs
 	$(CARGO) test -p ocular --no-default-features --lib --test container --test fuzz_inputs
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) clippy -p ocular-models --all-targets -- -D warnings
+	$(CARGO) clippy -p ocular --all-targets -- -D warnings
+	$(CARGO) clippy -p ocular --features cli --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --no-default-features --all-targets -- -D warnings
+
+## The embeddable library: with its default features `ocular` must not depend on libtorch, the
+## harness's native libraries, progress bars or argument parsing.
+embeddable:
+	@tree="$$($(CARGO) tree -p ocular -e normal --prefix none)"; \
+	bad="$$(grep -E '^(tch|torch-sys|libwebp-sys|plotters|indicatif|clap) ' <<< "$$tree" | sort -u)"; \
+	if [ -n "$$bad" ]; then echo "ocular's default features depend on:"; echo "$$bad"; exit 1; fi; \
+	echo "ocular (default features): no tch, torch-sys, libwebp-sys, plotters, indicatif, clap"
 
 bench: setup
 	$(CARGO) bench -p ocular-entropy --bench entropy
 
-ci: lint test
+ci: lint embeddable test

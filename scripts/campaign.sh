@@ -39,7 +39,7 @@ scripts/setup-libtorch.sh
 # OCULAR names a prebuilt binary, so that rebuilding the tree cannot disturb a long run.
 ocular=${OCULAR:-}
 if [ -z "$ocular" ]; then
-  cargo build --quiet -p ocular
+  cargo build --quiet -p ocular --features cli,torch
   ocular=/tmp/ocular-campaign-$$
   cp target/debug/ocular "$ocular"
 fi

@@ -1,14 +1,12 @@
 //! Encoding images into `.ocu` files and decoding them back.
 
+//!
+//! Plain coding runs the model's networks in pure Rust (`ocular_models::pure`); with the
+//! `torch` feature, refinement runs in libtorch and the file it makes is an ordinary one.
+
 use image::{DynamicImage, GenericImageView};
 use ocular_entropy::QuantizationStep;
-use ocular_models::hyperprior::Y_DOWNSAMPLING;
-use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor, tensor_to_rgb};
-use ocular_models::losses::DistortionMeasure;
-use ocular_models::observer::{default_weights_path, load_observer};
-use ocular_models::refine::{Refinement, DEFAULT_REFINE_LEARNING_RATE};
 use ocular_models::CompressedLatents;
-use std::path::Path;
 
 use crate::container::{Bitstream, Header, LatentShape};
 use crate::limits::{Limit, Limits};
@@ -27,6 +25,7 @@ use crate::{Error, Model};
 pub struct Encoder<'m> {
     model: &'m Model,
     limits: Limits,
+    #[cfg(feature = "torch")]
     refine_steps: usize,
     quality: Option<f32>,
 }
@@ -38,6 +37,7 @@ impl<'m> Encoder<'m> {
         Self {
             model,
             limits: Limits::default(),
+            #[cfg(feature = "torch")]
             refine_steps: 0,
             quality: None,
         }
@@ -67,7 +67,9 @@ impl<'m> Encoder<'m> {
     ///
     /// The coded latent is never worse than the unrefined one by that objective (see
     /// `ocular_models::refine`); refinement reaches the model's observer, not every metric: an
-    /// `mse` model gains PSNR, an observer-1 model classifier fidelity.
+    /// `mse` model gains PSNR, an observer-1 model classifier fidelity. Needs the `torch`
+    /// feature (refinement runs the libtorch networks).
+    #[cfg(feature = "torch")]
     pub fn with_refinement(mut self, steps: usize) -> Self {
         self.refine_steps = steps;
         self
@@ -106,27 +108,7 @@ impl<'m> Encoder<'m> {
         let step = self.model.step_for(self.quality)?;
         let grid = step.unwrap_or(QuantizationStep::ONE);
         let channels = image.color().channel_count();
-        let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
-        let inner = self.model.inner();
-        let latents = if self.refine_steps == 0 {
-            inner.network().compress_at(&x, inner.tables(), grid)?
-        } else {
-            let measure = refinement_measure(self.model)?;
-            let refinement = Refinement {
-                distortion: &measure,
-                lambda: self.model.lambda(),
-                steps: self.refine_steps,
-                learning_rate: DEFAULT_REFINE_LEARNING_RATE,
-                max_y_bytes,
-                step: grid,
-            };
-            let visible = (i64::from(height), i64::from(width));
-            let (latents, _) =
-                inner
-                    .network()
-                    .compress_refined(&x, visible, inner.tables(), &refinement)?;
-            latents
-        };
+        let latents = self.latents(image, grid, max_y_bytes)?;
         let shape = |[c, h, w]: [i64; 3]| LatentShape::new(c as u32, h as u32, w as u32);
         let bitstream = Bitstream {
             header: Header {
@@ -158,29 +140,31 @@ impl Encoder<'_> {
     }
 }
 
-/// The distortion `model` was trained with, with its observer when it has one: the built-in
-/// classifier, or the TorchScript module recorded in the model file.
-fn refinement_measure(model: &Model) -> Result<DistortionMeasure, Error> {
-    let info = model.inner().info();
-    let distortion = info.distortion;
-    let unavailable = |e: &dyn std::fmt::Display| {
-        Error::ObserverUnavailable(format!("refining for {distortion}: {e}"))
-    };
-    let torchscript = info
-        .training
-        .observer
-        .as_deref()
-        .and_then(|o| o.strip_prefix("torchscript:"));
-    match torchscript {
-        Some(path) if distortion.needs_classifier() => {
-            let observer =
-                load_observer(Some(Path::new(path)), None).map_err(|e| unavailable(&e))?;
-            DistortionMeasure::with_observer(distortion, Some(observer))
-                .map_err(|e| unavailable(&e))
+impl Encoder<'_> {
+    /// The latents of `image` on the grid of `step`, by the pure-Rust networks.
+    #[cfg(not(feature = "torch"))]
+    fn latents(
+        &self,
+        image: &DynamicImage,
+        step: QuantizationStep,
+        _max_y_bytes: Option<usize>,
+    ) -> Result<CompressedLatents, Error> {
+        Ok(self.model.pure().compress_at(&image.to_rgb8(), step)?)
+    }
+
+    /// The latents of `image` on the grid of `step`: by the pure-Rust networks, or refined by
+    /// libtorch (`y` stream within `max_y_bytes`) when refinement is asked for.
+    #[cfg(feature = "torch")]
+    fn latents(
+        &self,
+        image: &DynamicImage,
+        step: QuantizationStep,
+        max_y_bytes: Option<usize>,
+    ) -> Result<CompressedLatents, Error> {
+        if self.refine_steps == 0 {
+            return Ok(self.model.pure().compress_at(&image.to_rgb8(), step)?);
         }
-        _ => {
-            DistortionMeasure::new(distortion, &default_weights_path()).map_err(|e| unavailable(&e))
-        }
+        crate::torch_model::refined_latents(self.model, image, step, self.refine_steps, max_y_bytes)
     }
 }
 
@@ -215,14 +199,22 @@ impl<'m> Decoder<'m> {
     /// are corrupt.
     pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, Error> {
         let bitstream = Bitstream::parse(bytes, &self.limits)?;
-        self.decode_bitstream(bitstream)
+        self.decode_parsed(bitstream)
     }
 
-    /// Decodes an already parsed file (see [`Bitstream::parse`]).
+    /// Decodes an already parsed file (see [`Bitstream::parse`]). The bitstream is checked as
+    /// [`Bitstream::parse`] checks a file, against this decoder's limits, before anything is
+    /// allocated for it (a caller may have built or changed it).
     ///
     /// # Errors
     /// As [`Self::decode`].
     pub fn decode_bitstream(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
+        let checked = Bitstream::parse(&bitstream.to_bytes()?, &self.limits)?;
+        self.decode_parsed(checked)
+    }
+
+    /// Decodes a bitstream that [`Bitstream::parse`] made with this decoder's limits.
+    fn decode_parsed(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
         let header = &bitstream.header;
         if header.model_fingerprint != self.model.fingerprint() {
             return Err(Error::ModelMismatch {
@@ -247,17 +239,17 @@ impl<'m> Decoder<'m> {
             y_stream: bitstream.y_stream,
             step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
         };
-        let inner = self.model.inner();
-        let x_hat = inner
-            .network()
-            .decompress(&latents, inner.tables())
+        let rgb = self
+            .model
+            .pure()
+            .decompress_to_rgb(&latents, width, height)
             .map_err(|e| match e {
                 // The header passed the container's checks and names this model, so latent shapes
                 // that still do not fit the network mean a forged or corrupt file.
                 ocular_models::ModelError::Shape(message) => Error::CorruptStream(message),
                 other => other.into(),
             })?;
-        let rgb = DynamicImage::ImageRgb8(tensor_to_rgb(&x_hat, width, height));
+        let rgb = DynamicImage::ImageRgb8(rgb);
         Ok(if gray {
             DynamicImage::ImageLuma8(rgb.to_luma8())
         } else {

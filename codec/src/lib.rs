@@ -13,8 +13,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Without the default `neural` feature only the container ([`Bitstream`], [`Limits`]) is built:
-//! it needs no libtorch, so it can be tested and fuzzed on its own.
+//! # Features
+//!
+//! - `codec` (default): [`Model`], [`Encoder`], [`Decoder`], rate control, [`metrics`] (PSNR)
+//!   and [`open_image`], in pure Rust: no libtorch, nothing to install. Without it only the
+//!   container ([`Bitstream`], [`Limits`]) is built, so it can be fuzzed on its own.
+//! - `torch`: libtorch (tch) for refinement (`Encoder::with_refinement`,
+//!   `encode_within_bpp_refined`), training (`train`), the observer classifiers (`observer`),
+//!   MS-SSIM in [`metrics`], and the `eval` / `bench` harness.
+//! - `cli`: the `ocular` binary (pure Rust; with `torch` it also trains, refines, evaluates).
 #![forbid(unsafe_code)]
 
 pub mod container;
@@ -25,39 +32,43 @@ pub use limits::Limits;
 /// The grid step of a variable-rate model's file ([`Header::quantization_step`]).
 pub use ocular_entropy::QuantizationStep;
 
-#[cfg(feature = "neural")]
+#[cfg(feature = "torch")]
 pub mod bench;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 mod codec;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 mod error;
-#[cfg(feature = "neural")]
+#[cfg(feature = "torch")]
 pub mod eval;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 pub mod metrics;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 mod model;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 mod rate_control;
+#[cfg(feature = "torch")]
+mod torch_model;
 
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 pub use codec::{open_image, Decoder, Encoder};
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 pub use error::Error;
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 pub use model::{Model, DEFAULT_QUALITY};
-#[cfg(feature = "neural")]
+#[cfg(feature = "codec")]
 pub use ocular_models::rate::quality_of_step;
-#[cfg(feature = "neural")]
+#[cfg(feature = "torch")]
+pub use rate_control::encode_within_bpp_refined;
+#[cfg(feature = "codec")]
 pub use rate_control::{
-    encode_to_bpp, encode_within_bpp, encode_within_bpp_refined, ExactRate, RateControlled,
-    EXACT_RATE_TOLERANCE, MAX_RATE_SEARCH_ENCODES,
+    encode_to_bpp, encode_within_bpp, ExactRate, RateControlled, EXACT_RATE_TOLERANCE,
+    MAX_RATE_SEARCH_ENCODES,
 };
 
 /// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
 /// and observer-dependent training, and EfficientNet-Lite1, a judge the codec is never trained
 /// for (`ocular bench imagenet --judges`). `make setup` installs their weights.
-#[cfg(feature = "neural")]
+#[cfg(feature = "torch")]
 pub mod observer {
     pub use ocular_models::observer::{
         default_weights_path, load_image, load_observer, preprocess, top_k, weights_path,
@@ -67,7 +78,7 @@ pub mod observer {
 }
 
 /// Training of new models (for the `ocular train` command and for embedding programs).
-#[cfg(feature = "neural")]
+#[cfg(feature = "torch")]
 pub mod train {
     pub use ocular_models::losses::{
         FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,

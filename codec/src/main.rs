@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+#[cfg(feature = "torch")]
+use clap::ValueEnum;
+use clap::{Args, Parser, Subcommand};
 
+#[cfg(feature = "torch")]
 use ocular::train::{
     self, ComputePrecision, Distortion, HyperpriorConfig, ObserverDistortion, TrainConfig,
     TrainOutcome,
@@ -47,20 +50,24 @@ enum Command {
     Models(ModelsArgs),
     /// Benchmarks: `bench imagenet` (rate against classifier accuracy), `bench merge` (shards).
     #[command(subcommand)]
+    #[cfg(feature = "torch")]
     Bench(BenchCommand),
     /// Classify images with the observer classifier (EfficientNet-Lite0, ImageNet): top-k labels.
+    #[cfg(feature = "torch")]
     Classify(ClassifyArgs),
     /// Rate-distortion evaluation on a folder of images (e.g. Kodak) against JPEG and WebP.
     ///
     /// Every image is coded with each model; each baseline is coded per image at the highest
     /// quality whose file is not larger than ocular's, so codecs are compared at matched bpp.
     /// Prints a table of means; writes per-image CSV / JSON and an SVG plot on request.
+    #[cfg(feature = "torch")]
     Eval(EvalArgs),
     /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
     ///
     /// Checkpoints go to --run-dir every few minutes and on Ctrl-C; the same command with --resume
     /// continues from there. The finished model is written to --output. Logs: train.csv and
     /// validation.csv (real coding of the --validation images) in --run-dir.
+    #[cfg(feature = "torch")]
     Train(TrainArgs),
 }
 
@@ -104,6 +111,48 @@ fn encoder_at(model: &Model, quality: Option<f32>) -> Encoder<'_> {
         Some(q) => Encoder::new(model).with_quality(q),
         None => Encoder::new(model),
     }
+}
+
+/// `encoder` refining with `steps` steps (`--refine`).
+#[cfg(feature = "torch")]
+fn refining(encoder: Encoder<'_>, steps: usize) -> Result<Encoder<'_>> {
+    Ok(encoder.with_refinement(steps))
+}
+
+/// `encoder`, since `--refine` is 0: refinement runs the libtorch networks, absent from this build.
+#[cfg(not(feature = "torch"))]
+fn refining(encoder: Encoder<'_>, steps: usize) -> Result<Encoder<'_>> {
+    if steps > 0 {
+        bail!("--refine needs an ocular built with the `torch` feature (libtorch)");
+    }
+    Ok(encoder)
+}
+
+/// The file of the best rate point of `family` within `target` bpp, refined with `steps` steps.
+#[cfg(feature = "torch")]
+fn within_bpp(
+    family: &[Model],
+    image: &image::DynamicImage,
+    target: f64,
+    steps: usize,
+) -> Result<ocular::RateControlled> {
+    Ok(ocular::encode_within_bpp_refined(
+        family, image, target, steps,
+    )?)
+}
+
+/// The file of the best rate point of `family` within `target` bpp (`steps` must be 0).
+#[cfg(not(feature = "torch"))]
+fn within_bpp(
+    family: &[Model],
+    image: &image::DynamicImage,
+    target: f64,
+    steps: usize,
+) -> Result<ocular::RateControlled> {
+    if steps > 0 {
+        bail!("--refine needs an ocular built with the `torch` feature (libtorch)");
+    }
+    Ok(ocular::encode_within_bpp(family, image, target)?)
 }
 
 /// The model a `--model` argument names: a file if one is there, else a built-in model.
@@ -190,6 +239,7 @@ struct RoundtripArgs {
     refine: Refine,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct EvalArgs {
     /// Folder of images (searched recursively)
@@ -235,6 +285,7 @@ struct EvalArgs {
     outputs: ReportOutputs,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Rate against classifier accuracy on an ImageNet-style folder (<root>/<wnid>/<image>).
@@ -250,6 +301,7 @@ enum BenchCommand {
     Merge(BenchMergeArgs),
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct ReportOutputs {
     /// Write the per-image rows as CSV
@@ -264,6 +316,7 @@ struct ReportOutputs {
     plot: Option<PathBuf>,
 }
 
+#[cfg(feature = "torch")]
 impl ReportOutputs {
     /// Prints the table and writes the files asked for.
     fn write(
@@ -290,6 +343,7 @@ impl ReportOutputs {
     }
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct BenchImagenetArgs {
     /// ImageNet-style folder: <root>/<wnid>/<image> (the ILSVRC-2012 validation set arranged so works)
@@ -339,6 +393,7 @@ struct BenchImagenetArgs {
     outputs: ReportOutputs,
 }
 
+#[cfg(feature = "torch")]
 /// `--shard`: a fixed shard or the scheduler's.
 #[derive(Clone, Copy)]
 enum ShardArg {
@@ -346,6 +401,7 @@ enum ShardArg {
     Auto,
 }
 
+#[cfg(feature = "torch")]
 fn parse_shard(text: &str) -> Result<ShardArg, ocular::bench::BenchError> {
     if text.trim() == "auto" {
         Ok(ShardArg::Auto)
@@ -354,10 +410,12 @@ fn parse_shard(text: &str) -> Result<ShardArg, ocular::bench::BenchError> {
     }
 }
 
+#[cfg(feature = "torch")]
 fn parse_judges(text: &str) -> Result<Vec<ocular::bench::JudgeSpec>, ocular::bench::BenchError> {
     ocular::bench::JudgeSpec::parse_list(text)
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct BenchMergeArgs {
     /// CSV files of the shards
@@ -367,6 +425,7 @@ struct BenchMergeArgs {
     outputs: ReportOutputs,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct ClassifyArgs {
     /// Images to classify
@@ -394,6 +453,7 @@ struct ModelsArgs {
     model: Option<PathBuf>,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Clone, Copy, ValueEnum)]
 enum DistortionArg {
     /// 255^2 * mean squared error (PSNR-oriented)
@@ -405,6 +465,7 @@ enum DistortionArg {
     Observer,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Clone, Copy, ValueEnum)]
 enum PrecisionArg {
     /// f32 convolutions
@@ -413,6 +474,7 @@ enum PrecisionArg {
     Bf16,
 }
 
+#[cfg(feature = "torch")]
 #[derive(Args)]
 struct TrainArgs {
     /// Folder of training images (searched recursively)
@@ -521,6 +583,7 @@ struct TrainArgs {
     quiet: bool,
 }
 
+#[cfg(feature = "torch")]
 fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         train::set_threads(threads);
@@ -582,6 +645,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "torch")]
 /// The rates a variable-rate model is evaluated at: the qualities and target bpp asked for,
 /// else qualities 1, 3, 5, 7 and 9.
 fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular::eval::EvalRate> {
@@ -594,6 +658,7 @@ fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular::eval::EvalR
     rates
 }
 
+#[cfg(feature = "torch")]
 /// `MIN..MAX` of qualities, e.g. `0..10`.
 fn parse_quality_range(text: &str) -> Result<ocular::train::QualityRange, String> {
     let (min, max) = text
@@ -614,9 +679,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
         Some(target) => encode_to_target(&args, &image, target)?,
         None => {
             let (model, quality) = args.model.load()?;
-            let bytes = encoder_at(&model, quality)
-                .with_refinement(args.refine.steps)
-                .encode(&image)?;
+            let bytes = refining(encoder_at(&model, quality), args.refine.steps)?.encode(&image)?;
             (model, bytes)
         }
     };
@@ -671,7 +734,7 @@ fn encode_to_target(
         Some(observer) => Model::builtin_observer_family(observer)?,
         None => Model::builtin_family("mse")?,
     };
-    let found = ocular::encode_within_bpp_refined(&family, image, target, args.refine.steps)?;
+    let found = within_bpp(&family, image, target, args.refine.steps)?;
     out!("target {target} bpp: reached {:.4} bpp", found.bpp);
     Ok((family.swap_remove(found.model_index), found.bytes))
 }
@@ -782,9 +845,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let image = ocular::open_image(&args.input, &Limits::default())?;
     let (width, height) = (image.width(), image.height());
     let start = Instant::now();
-    let bytes = encoder_at(&model, rate)
-        .with_refinement(args.refine.steps)
-        .encode(&image)?;
+    let bytes = refining(encoder_at(&model, rate), args.refine.steps)?.encode(&image)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let decoded = Decoder::new(&model).decode(&bytes)?;
@@ -805,7 +866,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     out!("PSNR:     {:.2} dB (RGB)", quality.psnr);
     match (quality.ms_ssim, quality.ms_ssim_db()) {
         (Some(ms_ssim), Some(db)) => out!("MS-SSIM:  {ms_ssim:.4} ({db:.2} dB)"),
-        _ => out!("MS-SSIM:  n/a (image side below 161 px)"),
+        _ => out!("MS-SSIM:  n/a (image side below 161 px, or ocular built without `torch`)"),
     }
     out!("time:     encode {encode_seconds:.2} s, decode {decode_seconds:.2} s");
     if let Some(output) = &args.output {
@@ -817,6 +878,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "torch")]
 fn run_eval(args: EvalArgs) -> Result<()> {
     use ocular::eval::{evaluate, EvalConfig, EvalModel};
     if let Some(threads) = args.threads {
@@ -866,6 +928,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     write_eval_outputs(&report, &args)
 }
 
+#[cfg(feature = "torch")]
 fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Result<()> {
     args.outputs.write(
         report.table(),
@@ -882,6 +945,7 @@ fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Res
     )
 }
 
+#[cfg(feature = "torch")]
 fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutputs) -> Result<()> {
     outputs.write(
         report.table(),
@@ -891,6 +955,7 @@ fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutp
     )
 }
 
+#[cfg(feature = "torch")]
 fn run_bench(command: BenchCommand) -> Result<()> {
     use ocular::bench::{self, BenchCodec, BenchConfig, BenchReport};
     use ocular::observer::Synsets;
@@ -951,6 +1016,7 @@ fn run_bench(command: BenchCommand) -> Result<()> {
     }
 }
 
+#[cfg(feature = "torch")]
 /// The judges of `bench imagenet`: `--observer-torchscript FILE` alone, else `--judges`.
 fn bench_judges(args: &BenchImagenetArgs) -> Result<Vec<ocular::bench::Judge>> {
     use ocular::bench::{Judge, JudgeSpec};
@@ -964,6 +1030,7 @@ fn bench_judges(args: &BenchImagenetArgs) -> Result<Vec<ocular::bench::Judge>> {
         .collect()
 }
 
+#[cfg(feature = "torch")]
 fn run_classify(args: ClassifyArgs) -> Result<()> {
     use ocular::observer::{load_image, load_observer, preprocess, top_k, Synsets};
     let classifier = load_observer(
@@ -1051,9 +1118,13 @@ fn main() -> ExitCode {
         Command::Info(args) => run_info(args),
         Command::Roundtrip(args) => run_roundtrip(args),
         Command::Models(args) => run_models(args),
+        #[cfg(feature = "torch")]
         Command::Eval(args) => run_eval(args),
+        #[cfg(feature = "torch")]
         Command::Classify(args) => run_classify(args),
+        #[cfg(feature = "torch")]
         Command::Bench(command) => run_bench(command),
+        #[cfg(feature = "torch")]
         Command::Train(args) => run_train(args),
     };
     match result {

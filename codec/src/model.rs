@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ocular_entropy::QuantizationStep;
-use ocular_models::{CodecModel, Distortion, ModelInfo};
+use ocular_models::{Distortion, ModelInfo, PureModel};
 
 use crate::container::ModelFingerprint;
 use crate::Error;
@@ -79,9 +79,15 @@ const BUILTIN: &[BuiltinModel] = &[
 pub const DEFAULT_QUALITY: u8 = 3;
 
 /// A trained model: networks plus the integer tables it codes with.
+///
+/// Encoding and decoding run its networks in pure Rust ([`PureModel`]). With the `torch`
+/// feature the libtorch networks of the same file are loaded the first time they are needed
+/// (refinement, evaluation), never for plain coding.
 #[derive(Debug)]
 pub struct Model {
-    inner: CodecModel,
+    pure: PureModel,
+    #[cfg(feature = "torch")]
+    torch: crate::torch_model::LazyTorchModel,
 }
 
 impl Model {
@@ -91,7 +97,9 @@ impl Model {
     /// [`Error::InvalidModel`] if the bytes are not a valid model file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         Ok(Self {
-            inner: CodecModel::from_bytes(bytes)?,
+            pure: PureModel::from_bytes(bytes)?,
+            #[cfg(feature = "torch")]
+            torch: crate::torch_model::LazyTorchModel::new(bytes.to_vec()),
         })
     }
 
@@ -100,9 +108,9 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidModel`] if it cannot be read or is not a valid model file.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        Ok(Self {
-            inner: CodecModel::load(path)?,
-        })
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes)
     }
 
     /// The names of the built-in models.
@@ -225,29 +233,29 @@ impl Model {
 
     /// The model's name.
     pub fn name(&self) -> &str {
-        &self.inner.info().name
+        &self.pure.info().name
     }
 
     /// Its rate point (higher = more bits).
     pub fn quality(&self) -> u8 {
-        self.inner.info().quality
+        self.pure.info().quality
     }
 
     /// What its training measured distortion with, which is also its family name: `mse`,
     /// `ms-ssim` or `observer-<alpha>`.
     pub fn distortion(&self) -> String {
-        self.inner.info().distortion.to_string()
+        self.pure.info().distortion.to_string()
     }
 
     /// The rate-distortion trade-off it was trained for.
     pub fn lambda(&self) -> f64 {
-        self.inner.info().lambda
+        self.pure.info().lambda
     }
 
     /// The qualities a variable-rate model codes at (`(min, max)`, see
     /// [`Encoder::with_quality`](crate::Encoder::with_quality)); `None` for a fixed-rate model.
     pub fn quality_range(&self) -> Option<(f32, f32)> {
-        self.inner.info().variable_rate.map(|r| (r.min, r.max))
+        self.pure.info().variable_rate.map(|r| (r.min, r.max))
     }
 
     /// The grid a file at `quality` codes `y` on: `None` (the unit grid, no record in the
@@ -258,7 +266,7 @@ impl Model {
     /// [`Error::FixedRateModel`] for a quality asked of a fixed-rate model,
     /// [`Error::QualityOutOfRange`] for one outside a variable-rate model's range.
     pub(crate) fn step_for(&self, quality: Option<f32>) -> Result<Option<QuantizationStep>, Error> {
-        let info = self.inner.info();
+        let info = self.pure.info();
         let Some(range) = info.variable_rate else {
             return match quality {
                 None => Ok(None),
@@ -281,21 +289,31 @@ impl Model {
 
     /// Optimiser steps it was trained for.
     pub fn training_steps(&self) -> u64 {
-        self.inner.info().training.steps
+        self.pure.info().training.steps
     }
 
     /// Identifies the exact weights and tables; written into every file the model makes.
     pub fn fingerprint(&self) -> ModelFingerprint {
-        ModelFingerprint(self.inner.fingerprint())
+        ModelFingerprint(self.pure.fingerprint())
     }
 
     /// The full description stored in the model file, as JSON.
     pub fn description_json(&self) -> String {
-        serde_json::to_string_pretty(self.inner.info()).unwrap_or_default()
+        serde_json::to_string_pretty(self.pure.info()).unwrap_or_default()
     }
 
-    pub(crate) fn inner(&self) -> &CodecModel {
-        &self.inner
+    /// The pure-Rust coder.
+    pub(crate) fn pure(&self) -> &PureModel {
+        &self.pure
+    }
+
+    /// The libtorch model of the same file, loaded on first use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] if libtorch cannot load it.
+    #[cfg(feature = "torch")]
+    pub(crate) fn inner(&self) -> Result<&ocular_models::CodecModel, Error> {
+        self.torch.get()
     }
 }
 

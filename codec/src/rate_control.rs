@@ -4,7 +4,9 @@
 
 use image::{DynamicImage, GenericImageView};
 
-use crate::{Bitstream, Encoder, Error, Limits, Model};
+#[cfg(feature = "torch")]
+use crate::{Bitstream, Limits};
+use crate::{Encoder, Error, Model};
 
 /// The outcome of [`encode_within_bpp`].
 #[derive(Debug)]
@@ -134,7 +136,35 @@ pub fn encode_within_bpp(
     image: &DynamicImage,
     target_bpp: f64,
 ) -> Result<RateControlled, Error> {
-    encode_within_bpp_refined(models, image, target_bpp, 0)
+    let (width, height) = image.dimensions();
+    let pixels = f64::from(width) * f64::from(height);
+    let budget_bytes = (target_bpp * pixels / 8.0).floor();
+    let found = highest_fitting(models.len(), budget_bytes, |index| {
+        Encoder::new(&models[index]).encode(image)
+    })?;
+    rate_controlled(found, pixels, target_bpp)
+}
+
+/// The outcome of a search: the file found (if any) with its bits per pixel.
+///
+/// # Errors
+/// [`Error::RateTargetUnreachable`] when nothing was found.
+fn rate_controlled(
+    found: Option<(usize, Vec<u8>)>,
+    pixels: f64,
+    target_bpp: f64,
+) -> Result<RateControlled, Error> {
+    match found {
+        Some((model_index, bytes)) => {
+            let bpp = bytes.len() as f64 * 8.0 / pixels;
+            Ok(RateControlled {
+                bytes,
+                model_index,
+                bpp,
+            })
+        }
+        None => Err(Error::RateTargetUnreachable { target_bpp }),
+    }
 }
 
 /// [`encode_within_bpp`], then the chosen model's file made again with
@@ -146,6 +176,7 @@ pub fn encode_within_bpp(
 /// # Errors
 /// As [`encode_within_bpp`], and [`Error::ObserverUnavailable`] when refining an observer
 /// model without its classifier.
+#[cfg(feature = "torch")]
 pub fn encode_within_bpp_refined(
     models: &[Model],
     image: &DynamicImage,
@@ -183,17 +214,7 @@ pub fn encode_within_bpp_refined(
         },
         other => other,
     };
-    match found {
-        Some((model_index, bytes)) => {
-            let bpp = bytes.len() as f64 * 8.0 / pixels;
-            Ok(RateControlled {
-                bytes,
-                model_index,
-                bpp,
-            })
-        }
-        None => Err(Error::RateTargetUnreachable { target_bpp }),
-    }
+    rate_controlled(found, pixels, target_bpp)
 }
 
 /// `encoder`'s (refining) file of `image` if it fits `budget_bytes`, else `unrefined`, the
@@ -202,6 +223,7 @@ pub fn encode_within_bpp_refined(
 ///
 /// # Errors
 /// As [`Encoder::encode`]; [`Error::Container`] if `unrefined` is not a valid file.
+#[cfg(feature = "torch")]
 pub(crate) fn refine_within(
     encoder: &Encoder<'_>,
     image: &DynamicImage,

@@ -13,35 +13,16 @@
 //! grid of step `Δ` around its mean, and its rate is that of the Gaussian of scale `σ / Δ` on
 //! the unit grid, so the same integer tables serve every step.
 
-use ocular_entropy::{CdfTable, CodingTables, QuantizationStep};
-use serde::{Deserialize, Serialize};
+use ocular_entropy::{CdfTable, QuantizationStep};
 use tch::{nn, Device, Kind, Tensor};
+
+pub use crate::latents::{
+    CompressedLatents, HyperpriorConfig, ModelTables, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
+};
 
 use crate::entropy_models::{gaussian_likelihood, EntropyBottleneck};
 use crate::layers::{ComputePrecision, Conv, Gdn};
 use crate::ModelError;
-
-/// Downsampling of the analysis transform: `y` is 16x smaller than the image in each direction.
-pub const Y_DOWNSAMPLING: i64 = 16;
-/// Downsampling of `z` relative to the image.
-pub const Z_DOWNSAMPLING: i64 = 64;
-
-/// Shape of the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HyperpriorConfig {
-    /// Channels of the hidden layers (and of `z`).
-    pub n: i64,
-    /// Channels of `y`.
-    pub m: i64,
-}
-
-impl Default for HyperpriorConfig {
-    /// The half-width network: at this CPU budget it reaches far better quality per training
-    /// second than N=128, M=192 (DESIGN.md).
-    fn default() -> Self {
-        Self { n: 64, m: 96 }
-    }
-}
 
 /// What the training-time forward pass returns.
 #[derive(Debug)]
@@ -65,34 +46,6 @@ impl ForwardOutput {
     }
 }
 
-/// The two range-coded streams of one image and the shapes needed to decode them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompressedLatents {
-    /// Range-coded `round(z - median)`.
-    pub z_stream: Vec<u8>,
-    /// Range-coded `round((y - mean) / step)`.
-    pub y_stream: Vec<u8>,
-    /// The grid `y` is coded on (1 for fixed-rate models).
-    pub step: QuantizationStep,
-    /// (channels, height, width) of `y`.
-    pub y_shape: [i64; 3],
-    /// (channels, height, width) of `z`.
-    pub z_shape: [i64; 3],
-}
-
-/// What a model codes with: its integer tables, their prepared coders, and the reproducible
-/// hyper-synthesis that picks a `y` table per element — all derived once per model.
-#[derive(Debug)]
-pub struct ModelTables {
-    /// One table per channel of `z`.
-    pub z: Vec<CdfTable>,
-    /// One table per entry of [`ocular_entropy::scale_table`].
-    pub y: Vec<CdfTable>,
-    z_coders: CodingTables,
-    y_coders: CodingTables,
-    hyper_synthesis: ocular_entropy::HyperSynthesis,
-}
-
 impl ModelTables {
     /// Validates the tables, prepares their coders and takes the reproducible hyper-synthesis
     /// from `network`'s current weights (so build these after the weights are final).
@@ -104,30 +57,8 @@ impl ModelTables {
         y: Vec<CdfTable>,
         network: &MeanScaleHyperprior,
     ) -> Result<Self, ModelError> {
-        let z_channels = network.config.n;
-        if z.len() as i64 != z_channels {
-            return Err(ModelError::InvalidModel(format!(
-                "{} z tables for {z_channels} channels",
-                z.len()
-            )));
-        }
-        if y.len() != ocular_entropy::NUM_SCALES {
-            return Err(ModelError::InvalidModel(format!(
-                "{} y tables, expected {}",
-                y.len(),
-                ocular_entropy::NUM_SCALES
-            )));
-        }
-        let invalid = |e: ocular_entropy::TableError| ModelError::InvalidModel(e.to_string());
-        let z_coders = CodingTables::new(&z).map_err(invalid)?;
-        let y_coders = CodingTables::new(&y).map_err(invalid)?;
-        Ok(Self {
-            z,
-            y,
-            z_coders,
-            y_coders,
-            hyper_synthesis: network.coding_hyper_synthesis()?,
-        })
+        let hyper_synthesis = network.coding_hyper_synthesis()?;
+        Self::from_parts(z, y, network.config.n, hyper_synthesis)
     }
 }
 
@@ -392,22 +323,10 @@ impl MeanScaleHyperprior {
         latents: &CompressedLatents,
         tables: &ModelTables,
     ) -> Result<Tensor, ModelError> {
+        latents.check_shapes(self.config)?;
         let [y_channels, y_height, y_width] = latents.y_shape;
-        let expected_z = [self.config.n, ceil_div(y_height, 4), ceil_div(y_width, 4)];
-        if y_channels != self.config.m
-            || latents.z_shape != expected_z
-            || y_height < 1
-            || y_width < 1
-        {
-            return Err(ModelError::Shape(format!(
-                "latent shapes y {:?} / z {:?} do not fit this model (M={}, N={})",
-                latents.y_shape, latents.z_shape, self.config.m, self.config.n
-            )));
-        }
         tch::no_grad(|| {
-            let z_indices = z_channel_indices(latents.z_shape);
-            let z_symbols =
-                ocular_entropy::decode(&latents.z_stream, &z_indices, &tables.z_coders)?;
+            let z_symbols = tables.decode_z(&latents.z_stream, latents.z_shape)?;
             let (means, y_indices) = y_parameters(
                 tables,
                 &z_symbols,
@@ -415,7 +334,7 @@ impl MeanScaleHyperprior {
                 latents.y_shape,
                 latents.step,
             )?;
-            let y_values = ocular_entropy::decode(&latents.y_stream, &y_indices, &tables.y_coders)?;
+            let y_values = tables.decode_y(&latents.y_stream, &y_indices)?;
             let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width])
                 * f64::from(latents.step.get())
                 + means;
@@ -469,14 +388,10 @@ impl CodedHyperprior {
         y: &Tensor,
         tables: &ModelTables,
     ) -> Result<CompressedLatents, ModelError> {
-        let z_stream = ocular_entropy::encode(
-            &self.z_symbols,
-            &z_channel_indices(self.z_shape),
-            &tables.z_coders,
-        )?;
+        let z_stream = tables.encode_z(&self.z_symbols, self.z_shape)?;
         let delta = f64::from(self.step.get());
         let y_symbols = tch::no_grad(|| tensor_to_symbols(&((y - &self.y_means) / delta).round()))?;
-        let y_stream = ocular_entropy::encode(&y_symbols, &self.y_indices, &tables.y_coders)?;
+        let y_stream = tables.encode_y(&y_symbols, &self.y_indices)?;
         Ok(CompressedLatents {
             z_stream,
             y_stream,
@@ -488,28 +403,18 @@ impl CodedHyperprior {
 }
 
 /// Means (1, M, h, w) and table indices of `y` coded on the grid of `step` from the integer
-/// symbols of `z`, by the model's reproducible hyper-synthesis. The encoder and the decoder
-/// both go through here, so every machine and thread count derives the same indices and means
-/// from the same symbols and step.
+/// symbols of `z` ([`crate::latents::y_parameters`], the same for the encoder and the decoder).
 fn y_parameters(
     tables: &ModelTables,
     z_symbols: &[i32],
-    [_, z_height, z_width]: [i64; 3],
-    [y_channels, y_height, y_width]: [i64; 3],
+    z_shape: [i64; 3],
+    y_shape: [i64; 3],
     step: QuantizationStep,
 ) -> Result<(Tensor, Vec<u16>), ModelError> {
-    let side = |v: i64| usize::try_from(v).unwrap_or(0);
-    let parameters = tables
-        .hyper_synthesis
-        .y_parameters_at(
-            z_symbols,
-            [side(z_height), side(z_width)],
-            [side(y_height), side(y_width)],
-            step,
-        )
-        .map_err(|e| ModelError::Shape(e.to_string()))?;
-    let means = Tensor::from_slice(&parameters.means).view([1, y_channels, y_height, y_width]);
-    Ok((means, parameters.scale_indices))
+    let (means, indices) = crate::latents::y_parameters(tables, z_symbols, z_shape, y_shape, step)?;
+    let [y_channels, y_height, y_width] = y_shape;
+    let means = Tensor::from_slice(&means).view([1, y_channels, y_height, y_width]);
+    Ok((means, indices))
 }
 
 /// What compressing takes: one RGB image, (1, 3, H, W).
@@ -523,21 +428,9 @@ pub(crate) fn check_one_rgb_image(x: &Tensor) -> Result<(), ModelError> {
     Ok(())
 }
 
-fn ceil_div(a: i64, b: i64) -> i64 {
-    (a + b - 1) / b
-}
-
 fn shape3(t: &Tensor) -> [i64; 3] {
     let s = t.size();
     [s[1], s[2], s[3]]
-}
-
-/// Table index of every element of `z`: its channel.
-fn z_channel_indices([channels, height, width]: [i64; 3]) -> Vec<u16> {
-    let plane = (height * width) as usize;
-    (0..channels as u16)
-        .flat_map(|c| std::iter::repeat_n(c, plane))
-        .collect()
 }
 
 /// The rounded values of `symbols` as integers, in `(channel, row, column)` order.

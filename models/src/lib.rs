@@ -1,30 +1,56 @@
-//! Networks, entropy models, losses and training of the ocular learned image codec.
+//! Model files and the networks of the ocular learned image codec.
 //!
-//! Layers ([`layers`]) build the transforms; entropy models ([`entropy_models`]) give
-//! likelihoods at training time and integer tables at coding time; the model
-//! ([`hyperprior::MeanScaleHyperprior`]) exposes the train-time `forward`, `compress` and
-//! `decompress`; [`rate`] maps a variable-rate model's quality to its quantisation step and
-//! lambda; [`model_file`] stores a trained model with its tables; [`train`] trains one.
+//! Always built (no libtorch): [`model_file`] reads a model's description, tables and
+//! fingerprint; [`infer`] runs its analysis and synthesis networks in pure Rust; [`pure`]
+//! codes images with them ([`pure::PureModel`]: `compress_at`, `decompress`), bit-compatible
+//! with the libtorch path; [`rate`] maps a variable-rate model's quality to its quantisation
+//! step and lambda; [`distortion`] names the training distortions.
+//!
+//! With the `torch` feature (tch / libtorch): layers ([`layers`]) build the trainable
+//! transforms; entropy models ([`entropy_models`]) give likelihoods at training time and integer
+//! tables at coding time; the model ([`hyperprior::MeanScaleHyperprior`]) exposes the train-time
+//! `forward`, `compress` and `decompress`; [`refine`] refines latents; [`losses`], [`msssim`]
+//! and [`observer`] measure distortion; [`train`] trains a model and [`model_file`] writes it.
 // `deny`, not `forbid`: `infer::matmul` alone calls the `gemm` crate's unsafe product.
 #![deny(unsafe_code)]
 
-pub mod entropy_models;
-pub mod hyperprior;
-pub mod imaging;
+pub mod distortion;
 pub mod infer;
-pub mod layers;
-pub mod losses;
+pub mod latents;
 pub mod model_file;
-pub mod msssim;
-pub mod observer;
+pub mod pure;
 pub mod rate;
+
+#[cfg(feature = "torch")]
+pub mod entropy_models;
+#[cfg(feature = "torch")]
+pub mod hyperprior;
+#[cfg(feature = "torch")]
+pub mod imaging;
+#[cfg(feature = "torch")]
+pub mod layers;
+#[cfg(feature = "torch")]
+pub mod losses;
+#[cfg(feature = "torch")]
+pub mod msssim;
+#[cfg(feature = "torch")]
+pub mod observer;
+#[cfg(feature = "torch")]
 pub mod refine;
+#[cfg(feature = "torch")]
 pub mod train;
 
-pub use hyperprior::{CompressedLatents, HyperpriorConfig, MeanScaleHyperprior, ModelTables};
+pub use distortion::Distortion;
+pub use latents::{CompressedLatents, HyperpriorConfig, ModelTables};
+pub use model_file::{ModelInfo, TrainingSummary};
+pub use pure::PureModel;
+
+#[cfg(feature = "torch")]
+pub use hyperprior::MeanScaleHyperprior;
+#[cfg(feature = "torch")]
 pub use layers::ComputePrecision;
-pub use losses::Distortion;
-pub use model_file::{CodecModel, ModelInfo, TrainingSummary};
+#[cfg(feature = "torch")]
+pub use model_file::CodecModel;
 
 /// Errors of the models crate.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +77,11 @@ pub enum ModelError {
     /// No usable training image was found.
     #[error("no readable image of at least {1} px in {0}")]
     NoImages(String, i64),
+    /// The pure-Rust networks refused their weights or input.
+    #[error("inference: {0}")]
+    Inference(#[from] infer::InferError),
     /// libtorch reported an error.
+    #[cfg(feature = "torch")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use tch::{nn, Device, Kind, Tensor};
 
 use super::{Observation, Observer, ObserverError};
+pub use crate::distortion::{FeatureLayer, DEFAULT_FEATURE_LAYERS, NUM_STAGES};
 
 /// Number of ImageNet classes of the classifier's output.
 pub const NUM_CLASSES: i64 = 1000;
@@ -99,8 +99,8 @@ const STAGES: [StageConfig; 7] = [
     },
 ];
 
-/// Number of block groups; [`FeatureLayer::Stage`] takes `0..NUM_STAGES`.
-pub const NUM_STAGES: usize = STAGES.len();
+// `NUM_STAGES` (defined with `FeatureLayer` in the tch-free `crate::distortion`) counts these.
+const _: () = assert!(STAGES.len() == NUM_STAGES);
 
 /// Which EfficientNet-Lite network: the observer of training is always [`Variant::Lite0`];
 /// [`Variant::Lite1`] is a judge the codec was never trained for (`ocular bench imagenet
@@ -185,51 +185,7 @@ impl fmt::Display for Variant {
     }
 }
 
-/// A point of the network whose activations [`Classifier::forward_with_features`] returns.
-///
-/// | layer | channels | resolution at 224x224 input (stride) |
-/// |---|---|---|
-/// | `Stem` (conv 3x3/2 + BN + ReLU6) | 32 | 112 (2) |
-/// | `Stage(0)` | 16 | 112 (2) |
-/// | `Stage(1)` | 24 | 56 (4) |
-/// | `Stage(2)` | 40 | 28 (8) |
-/// | `Stage(3)` | 80 | 14 (16) |
-/// | `Stage(4)` | 112 | 14 (16) |
-/// | `Stage(5)` | 192 | 7 (32) |
-/// | `Stage(6)` | 320 | 7 (32) |
-/// | `Head` (conv 1x1 + BN + ReLU6, before pooling) | 1280 | 7 (32) |
-/// | `Logits` (pooled head, linear layer) | 1000 | none: shape (N, 1000) |
-///
-/// `Stage(k)` is the output of the last block of group `k` (block groups as in the reference
-/// package's `blocks_args`; Lite0 blocks 0, 1-2, 3-4, 5-7, 8-10, 11-14, 15; Lite1 blocks 0,
-/// 1-3, 4-6, 7-10, 11-14, 15-19, 20). Stage outputs have no activation (linear bottlenecks);
-/// stem and head end in ReLU6. Channels and strides are those of both variants (sides scale
-/// with the input: at 240, `Stage(1)` is 60x60).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FeatureLayer {
-    /// After the stem.
-    Stem,
-    /// After block group `k` (`0..NUM_STAGES`).
-    Stage(usize),
-    /// After the head convolution (the 1280 maps that are average-pooled into the classifier).
-    Head,
-    /// The classifier's output scores, (N, [`NUM_CLASSES`]). Compared by the observer loss like
-    /// a feature map (relative MSE), this is logit matching, the distillation loss of Ba and
-    /// Caruana ("Do deep nets really need to be deep?", 2014): the term that asks most
-    /// directly for the same decision.
-    Logits,
-}
-
 impl FeatureLayer {
-    /// Every layer, from the earliest.
-    pub fn all() -> Vec<FeatureLayer> {
-        let mut v = vec![FeatureLayer::Stem];
-        v.extend((0..NUM_STAGES).map(FeatureLayer::Stage));
-        v.push(FeatureLayer::Head);
-        v.push(FeatureLayer::Logits);
-        v
-    }
-
     /// Channels of the feature map, `None` for a stage index out of range.
     pub fn channels(self) -> Option<i64> {
         match self {
@@ -271,49 +227,6 @@ impl FeatureLayer {
 
 /// [`FeatureLayer::depth`] of the logits.
 const LOGITS_DEPTH: usize = 2 + NUM_STAGES;
-
-impl fmt::Display for FeatureLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FeatureLayer::Stem => write!(f, "stem"),
-            FeatureLayer::Stage(k) => write!(f, "stage{k}"),
-            FeatureLayer::Head => write!(f, "head"),
-            FeatureLayer::Logits => write!(f, "logits"),
-        }
-    }
-}
-
-impl FromStr for FeatureLayer {
-    type Err = ObserverError;
-
-    /// Parses `stem`, `stage0`..`stage6`, `head` or `logits` (the [`Display`](fmt::Display)
-    /// form).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let layer = match s {
-            "stem" => FeatureLayer::Stem,
-            "head" => FeatureLayer::Head,
-            "logits" => FeatureLayer::Logits,
-            _ => match s
-                .strip_prefix("stage")
-                .and_then(|k| k.parse::<usize>().ok())
-            {
-                Some(k) => FeatureLayer::Stage(k),
-                None => {
-                    return Err(ObserverError::Input(format!(
-                        "unknown feature layer {s:?} (stem, stage0..stage{}, head, logits)",
-                        NUM_STAGES - 1
-                    )))
-                }
-            },
-        };
-        layer.depth()?;
-        Ok(layer)
-    }
-}
-
-/// The default early and late feature layers for the observer loss: `Stage(1)` (24 x 56 x 56,
-/// edges and textures) and `Head` (1280 x 7 x 7, what the classifier's linear layer reads).
-pub const DEFAULT_FEATURE_LAYERS: [FeatureLayer; 2] = [FeatureLayer::Stage(1), FeatureLayer::Head];
 
 /// Convolution without bias + eval-mode BatchNorm (+ ReLU6).
 struct ConvBn {

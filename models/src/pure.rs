@@ -1,0 +1,390 @@
+//! Coding images with a model file's networks in pure Rust: no libtorch.
+//!
+//! [`PureModel`] reads everything from the bytes of a model file: the description, the stored
+//! integer tables, `g_a` / `h_a` / `g_s` ([`crate::infer::Networks`]) and the reproducible
+//! hyper-synthesis ([`ocular_entropy::HyperSynthesis`], built from the stored `h_s` weights and
+//! the medians of `z`'s prior exactly as the libtorch model builds it, from the same `f32`
+//! values of the same fp16 weights). It codes what `MeanScaleHyperprior::compress_at` /
+//! `decompress` (feature `torch`) code:
+//!
+//! ```text
+//! x          = pixel / 255, padded to a multiple of 16 by repeating the last row and column
+//! y = g_a(x),  z = h_a(y)
+//! z symbols  = round(z - median_c)                      (ties to even, as libtorch's round)
+//! (μ, index) = HyperSynthesis(z symbols, Δ)             (crate::latents::y_parameters)
+//! y symbols  = round((y - μ) / Δ)                       (ties to even)
+//! y_hat      = y symbol · Δ + μ,   x_hat = clamp(g_s(y_hat), 0, 1)
+//! pixel      = round(255 · x_hat)                       (ties to even)
+//! ```
+//!
+//! Files are interchangeable with the libtorch path's: both select tables through the same
+//! fixed-order hyper-synthesis, so any valid file decodes with either. `g_a` and `g_s` round
+//! differently from libtorch's (another summation order), so an encoder may pick a different
+//! integer for a `y` element that sits on a rounding boundary (a different, equally valid
+//! file), and decoded pixels may differ by a level.
+
+use image::RgbImage;
+use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::infer::{Networks, Planes};
+use crate::latents::{y_parameters, CompressedLatents, HyperpriorConfig, ModelTables};
+use crate::model_file::{fingerprint, read_info_and_tables, ModelInfo};
+use crate::ModelError;
+
+/// The side the networks need: images are padded to a multiple of it.
+const MULTIPLE: usize = 16;
+
+/// A model ready to code with the pure-Rust networks (module docs).
+#[derive(Debug)]
+pub struct PureModel {
+    info: ModelInfo,
+    tables: ModelTables,
+    networks: Networks,
+    /// The medians of `z`'s prior, one per channel: `z` is coded as `round(z - median)`.
+    z_medians: Vec<f32>,
+    fingerprint: [u8; 8],
+}
+
+impl PureModel {
+    /// Reads a model from the bytes of a model file.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] if the bytes are not a valid ocular model file, or its
+    /// networks do not have the shape its description records.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
+        let (info, stored) = read_info_and_tables(bytes)?;
+        let invalid = |e: &dyn std::fmt::Display| ModelError::InvalidModel(e.to_string());
+        let networks = Networks::from_safetensors(bytes).map_err(|e| invalid(&e))?;
+        let shape = networks.shape();
+        let HyperpriorConfig { n, m } = info.network;
+        if i64::try_from(shape.n).ok() != Some(n) || i64::try_from(shape.m).ok() != Some(m) {
+            return Err(invalid(&format!(
+                "networks of N={}, M={} in a file describing N={n}, M={m}",
+                shape.n, shape.m
+            )));
+        }
+        let (hyper_synthesis, z_medians) = hyper_synthesis_from_file(bytes, shape.n, shape.m)?;
+        let tables = ModelTables::from_parts(stored.z, stored.y, n, hyper_synthesis)?;
+        Ok(Self {
+            info,
+            tables,
+            networks,
+            z_medians,
+            fingerprint: fingerprint(bytes),
+        })
+    }
+
+    /// The model's description.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The integer tables and the reproducible hyper-synthesis.
+    pub fn tables(&self) -> &ModelTables {
+        &self.tables
+    }
+
+    /// The pure-Rust `g_a`, `h_a` and `g_s`.
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
+    /// First 8 bytes of the SHA-256 of the model file.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
+    }
+
+    /// Compresses `image` with `y` on the grid of `step` (1 for a fixed-rate model). The image
+    /// is padded to a multiple of 16 by repeating its edges ([`padded_planes`]).
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] for an empty image, [`ModelError::Entropy`] if coding fails.
+    pub fn compress_at(
+        &self,
+        image: &RgbImage,
+        step: QuantizationStep,
+    ) -> Result<CompressedLatents, ModelError> {
+        let x = padded_planes(image)?;
+        self.compress_planes(&x, step)
+    }
+
+    /// [`Self::compress_at`] of an image already in planes (3 channels, values in [0, 1]).
+    ///
+    /// # Errors
+    /// As [`Self::compress_at`].
+    pub fn compress_planes(
+        &self,
+        x: &Planes,
+        step: QuantizationStep,
+    ) -> Result<CompressedLatents, ModelError> {
+        let y = self.networks.analysis(x)?;
+        let z = self.networks.hyper_analysis(&y)?;
+        let medians = &self.z_medians;
+        let plane = z.height * z.width;
+        let z_symbols: Vec<i32> = z
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v - medians[i / plane]).round_ties_even() as i32)
+            .collect();
+        let shape = |p: &Planes| [p.channels, p.height, p.width].map(|v| v as i64);
+        let (y_shape, z_shape) = (shape(&y), shape(&z));
+        let (means, indices) = y_parameters(&self.tables, &z_symbols, z_shape, y_shape, step)?;
+        let delta = step.get();
+        let y_symbols: Vec<i32> = y
+            .data
+            .iter()
+            .zip(&means)
+            .map(|(&v, &mean)| ((v - mean) / delta).round_ties_even() as i32)
+            .collect();
+        Ok(CompressedLatents {
+            z_stream: self.tables.encode_z(&z_symbols, z_shape)?,
+            y_stream: self.tables.encode_y(&y_symbols, &indices)?,
+            step,
+            y_shape,
+            z_shape,
+        })
+    }
+
+    /// Decompresses `latents` into the padded reconstruction: 3 planes of `16 h x 16 w`, values
+    /// clamped to [0, 1] (crop it to the image's size, e.g. with [`planes_to_rgb`]).
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] if the shapes do not fit this model, [`ModelError::Entropy`] if a
+    /// stream is corrupt.
+    pub fn decompress(&self, latents: &CompressedLatents) -> Result<Planes, ModelError> {
+        latents.check_shapes(self.info.network)?;
+        let tables = &self.tables;
+        let z_symbols = tables.decode_z(&latents.z_stream, latents.z_shape)?;
+        let (means, indices) = y_parameters(
+            tables,
+            &z_symbols,
+            latents.z_shape,
+            latents.y_shape,
+            latents.step,
+        )?;
+        let symbols = tables.decode_y(&latents.y_stream, &indices)?;
+        let delta = latents.step.get();
+        let y_hat: Vec<f32> = symbols
+            .iter()
+            .zip(&means)
+            .map(|(&s, &mean)| s as f32 * delta + mean)
+            .collect();
+        let [channels, height, width] = latents.y_shape.map(|v| usize::try_from(v).unwrap_or(0));
+        let y_hat = Planes::new(channels, height, width, y_hat)?;
+        let mut x_hat = self.networks.synthesis(&y_hat)?;
+        x_hat.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        Ok(x_hat)
+    }
+
+    /// The integer symbols of `z` and of `y` in `latents` (channel-major), decoded from their
+    /// streams: what two encoders' files may be compared by.
+    ///
+    /// # Errors
+    /// As [`Self::decompress`].
+    pub fn decode_symbols(
+        &self,
+        latents: &CompressedLatents,
+    ) -> Result<(Vec<i32>, Vec<i32>), ModelError> {
+        latents.check_shapes(self.info.network)?;
+        let z_symbols = self.tables.decode_z(&latents.z_stream, latents.z_shape)?;
+        let (_, indices) = y_parameters(
+            &self.tables,
+            &z_symbols,
+            latents.z_shape,
+            latents.y_shape,
+            latents.step,
+        )?;
+        let y_symbols = self.tables.decode_y(&latents.y_stream, &indices)?;
+        Ok((z_symbols, y_symbols))
+    }
+
+    /// [`Self::decompress`] cropped to `width` x `height` and rounded to 8-bit RGB.
+    ///
+    /// # Errors
+    /// As [`Self::decompress`]; [`ModelError::Shape`] if the reconstruction is smaller than
+    /// `width` x `height`.
+    pub fn decompress_to_rgb(
+        &self,
+        latents: &CompressedLatents,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, ModelError> {
+        let [_, y_height, y_width] = latents.y_shape;
+        let fits = |side: u32, latent: i64| i64::from(side) <= latent.saturating_mul(16);
+        if !fits(width, y_width) || !fits(height, y_height) {
+            return Err(ModelError::Shape(format!(
+                "a {width}x{height} image does not fit latents of {y_width}x{y_height}"
+            )));
+        }
+        planes_to_rgb(&self.decompress(latents)?, width, height)
+    }
+}
+
+/// The image as 3 planes of values `pixel / 255`, padded on the right and bottom to a multiple
+/// of 16 by repeating the last column and row (what libtorch's repeated replication padding
+/// makes).
+///
+/// # Errors
+/// [`ModelError::Shape`] for an empty image.
+pub fn padded_planes(image: &RgbImage) -> Result<Planes, ModelError> {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(ModelError::Shape(format!(
+            "an empty {width}x{height} image"
+        )));
+    }
+    let padded = |side: usize| side.div_ceil(MULTIPLE) * MULTIPLE;
+    let (padded_width, padded_height) = (padded(width), padded(height));
+    let plane = padded_width * padded_height;
+    let mut data = vec![0.0f32; 3 * plane];
+    let raw = image.as_raw();
+    for y in 0..padded_height {
+        let row = &raw[y.min(height - 1) * width * 3..][..width * 3];
+        for x in 0..padded_width {
+            let pixel = &row[x.min(width - 1) * 3..][..3];
+            for (c, &value) in pixel.iter().enumerate() {
+                data[c * plane + y * padded_width + x] = f32::from(value) / 255.0;
+            }
+        }
+    }
+    Ok(Planes::new(3, padded_height, padded_width, data)?)
+}
+
+/// The top-left `width` x `height` of 3 planes in [0, 1] as 8-bit RGB: `round(255 v)`, ties to
+/// even, clamped to 0..=255.
+///
+/// # Errors
+/// [`ModelError::Shape`] if the planes are not 3 or smaller than `width` x `height`.
+pub fn planes_to_rgb(planes: &Planes, width: u32, height: u32) -> Result<RgbImage, ModelError> {
+    let (w, h) = (width as usize, height as usize);
+    if planes.channels != 3 || planes.width < w || planes.height < h {
+        return Err(ModelError::Shape(format!(
+            "{} planes of {}x{} for a {width}x{height} RGB image",
+            planes.channels, planes.width, planes.height
+        )));
+    }
+    let plane = planes.width * planes.height;
+    let mut bytes = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let v = planes.data[c * plane + y * planes.width + x];
+                bytes.push((v * 255.0).round_ties_even().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, bytes)
+        .ok_or_else(|| ModelError::Shape(format!("{width}x{height} RGB buffer")))
+}
+
+/// The coder's hyper-synthesis from a model file: the `h_s` layers (`h_s.0`, `h_s.2` transposed
+/// 5x5 stride 2 with ReLU, `h_s.4` 3x3) and the medians of `z`'s prior (the middle column of
+/// `entropy_bottleneck.quantiles`), as `f32` from the stored values — what
+/// `MeanScaleHyperprior::coding_hyper_synthesis` reads from the same file.
+/// Returns it with the medians.
+///
+/// # Errors
+/// [`ModelError::InvalidModel`] if a tensor is missing or of another shape.
+fn hyper_synthesis_from_file(
+    bytes: &[u8],
+    n: usize,
+    m: usize,
+) -> Result<(HyperSynthesis, Vec<f32>), ModelError> {
+    let invalid = |e: String| ModelError::InvalidModel(e);
+    let file = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+    let wide = m * 3 / 2;
+    let layer = |index: usize, kind, in_channels, out_channels, kernel, stride, relu| {
+        let weight_shape = match kind {
+            ConvKind::Regular => [out_channels, in_channels, kernel, kernel],
+            ConvKind::Transposed => [in_channels, out_channels, kernel, kernel],
+        };
+        let weights = tensor_values(&file, &format!("h_s.{index}.weight"), &weight_shape)?;
+        let bias = tensor_values(&file, &format!("h_s.{index}.bias"), &[out_channels])?;
+        let shape = ConvShape {
+            kind,
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            relu,
+        };
+        ConvLayer::from_torch_layout(shape, &weights, &bias).map_err(|e| invalid(e.to_string()))
+    };
+    let layers = vec![
+        layer(0, ConvKind::Transposed, n, m, 5, 2, true)?,
+        layer(2, ConvKind::Transposed, m, wide, 5, 2, true)?,
+        layer(4, ConvKind::Regular, wide, 2 * m, 3, 1, false)?,
+    ];
+    let quantiles = tensor_values(&file, "entropy_bottleneck.quantiles", &[n, 1, 3])?;
+    let medians: Vec<f32> = quantiles.chunks_exact(3).map(|q| q[1]).collect();
+    let hyper_synthesis =
+        HyperSynthesis::new(medians.clone(), layers).map_err(|e| invalid(e.to_string()))?;
+    Ok((hyper_synthesis, medians))
+}
+
+/// The values of tensor `name` as `f32` (stored as f16, bf16 or f32), checking its shape.
+fn tensor_values(
+    file: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, ModelError> {
+    let invalid = |e: String| ModelError::InvalidModel(format!("tensor {name}: {e}"));
+    let view = file.tensor(name).map_err(|e| invalid(e.to_string()))?;
+    if view.shape() != shape {
+        return Err(invalid(format!(
+            "shape {:?}, expected {shape:?}",
+            view.shape()
+        )));
+    }
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        other => return Err(invalid(format!("unsupported type {other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_repeats_the_last_row_and_column() {
+        let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([(x * 10 + y) as u8, 0, 255]));
+        let planes = padded_planes(&image).expect("planes");
+        assert_eq!((planes.channels, planes.height, planes.width), (3, 16, 16));
+        let at = |c: usize, y: usize, x: usize| planes.data[(c * 16 + y) * 16 + x] * 255.0;
+        assert_eq!(at(0, 0, 2), 20.0);
+        assert_eq!(at(0, 15, 15), 21.0);
+        assert_eq!(at(0, 1, 0), 1.0);
+        assert_eq!(at(2, 7, 9), 255.0);
+        assert!(padded_planes(&RgbImage::new(0, 4)).is_err());
+    }
+
+    #[test]
+    fn pixels_round_half_to_even_and_clamp() {
+        // 0.5 · 255 = 127.5 exactly: ties to even.
+        let values = [0.5, 0.0, -0.2, 1.3, 0.999];
+        let mut data = Vec::new();
+        for _ in 0..3 {
+            data.extend(values);
+        }
+        let planes = Planes::new(3, 1, 5, data).expect("planes");
+        let rgb = planes_to_rgb(&planes, 5, 1).expect("rgb");
+        let reds: Vec<u8> = rgb.pixels().map(|p| p.0[0]).collect();
+        assert_eq!(reds, [128, 0, 0, 255, 255]);
+        assert!(planes_to_rgb(&planes, 6, 1).is_err());
+    }
+}

@@ -75,7 +75,7 @@ enum Command {
 struct ModelChoice {
     /// Quality: picks the built-in MSE-trained model of that rate point (1 = fewest bits; see
     /// `ocular models`; default 3); with a variable-rate --model, any value in its range
-    /// (e.g. 0..10, 5 = ~0.4 bpp on Kodak for a PSNR network; default 5)
+    /// (e.g. -2..12 for mse-vr, 5 = ~0.45 bpp on Kodak; default 5)
     #[arg(short, long)]
     quality: Option<f32>,
     /// Use this model instead: a built-in model by name (e.g. msssim-q2; see `ocular models`)
@@ -549,8 +549,9 @@ struct TrainArgs {
     /// restart on --resume and --init)
     #[arg(long, default_value_t = 200)]
     warmup_steps: u64,
-    /// Train one variable-rate network for qualities MIN..MAX (e.g. 0..10; --lambda is the
-    /// lambda of quality 5, each step draws a quality and codes y on its quantisation step)
+    /// Train one variable-rate network for qualities MIN..MAX (e.g. 0..10; a negative MIN
+    /// needs `=`: --variable-rate=-2..12). --lambda is the lambda of quality 5; each step draws
+    /// a quality and codes y on its quantisation step
     #[arg(long, value_name = "MIN..MAX", value_parser = parse_quality_range)]
     variable_rate: Option<ocular::train::QualityRange>,
     /// Qualities a variable-rate run is validated at (default: 5)

@@ -68,7 +68,7 @@ const BUILTIN: &[BuiltinModel] = &[
         name: "mixed-q2",
         bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
     },
-    // The variable-rate PSNR network (qualities 0..10): exact rate control for `--bpp`.
+    // The variable-rate PSNR network (qualities -2..12): exact rate control for `--bpp`.
     BuiltinModel {
         name: "mse-vr",
         bytes: include_bytes!("../../models/trained/mse-vr.safetensors"),

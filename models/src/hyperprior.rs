@@ -14,7 +14,7 @@
 //! the unit grid, so the same integer tables serve every step.
 
 use ocular_entropy::{CdfTable, QuantizationStep};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 pub use crate::latents::{
     CompressedLatents, HyperpriorConfig, ModelTables, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
@@ -326,18 +326,8 @@ impl MeanScaleHyperprior {
         latents.check_shapes(self.config)?;
         let [y_channels, y_height, y_width] = latents.y_shape;
         tch::no_grad(|| {
-            let z_symbols = tables.decode_z(&latents.z_stream, latents.z_shape)?;
-            let (means, y_indices) = y_parameters(
-                tables,
-                &z_symbols,
-                latents.z_shape,
-                latents.y_shape,
-                latents.step,
-            )?;
-            let y_values = tables.decode_y(&latents.y_stream, &y_indices)?;
-            let y_hat = symbols_to_tensor(&y_values, [1, y_channels, y_height, y_width])
-                * f64::from(latents.step.get())
-                + means;
+            let y_hat = Tensor::from_slice(&tables.dequantized_y(latents)?)
+                .view([1, y_channels, y_height, y_width]);
             Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
         })
     }
@@ -440,16 +430,18 @@ fn tensor_to_symbols(symbols: &Tensor) -> Result<Vec<i32>, ModelError> {
     Ok(values.into_iter().map(|v| v as i32).collect())
 }
 
+#[cfg(test)]
 fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
     let floats: Vec<f32> = values.iter().map(|&v| v as f32).collect();
     Tensor::from_slice(&floats)
         .view(shape)
-        .to_device(Device::Cpu)
+        .to_device(tch::Device::Cpu)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// The coder's reproducible hyper-synthesis computes what the training network computes,
     /// up to float rounding: the same means, the same table for (nearly) every element.

@@ -180,6 +180,33 @@ impl ModelTables {
     pub(crate) fn decode_y(&self, stream: &[u8], indices: &[u16]) -> Result<Vec<i32>, ModelError> {
         Ok(ocular_entropy::decode(stream, indices, &self.y_coders)?)
     }
+
+    /// The decoder's `y_hat` of `latents` (channel-major, `y_shape`): both streams decoded,
+    /// `y_hat = symbol · step + mean`. One definition for every synthesis (pure or libtorch).
+    ///
+    /// # Errors
+    /// [`ModelError::Entropy`] for a corrupt stream, [`ModelError::Shape`] for shapes the
+    /// hyper-synthesis cannot take.
+    pub(crate) fn dequantized_y(
+        &self,
+        latents: &CompressedLatents,
+    ) -> Result<Vec<f32>, ModelError> {
+        let z_symbols = self.decode_z(&latents.z_stream, latents.z_shape)?;
+        let (means, indices) = y_parameters(
+            self,
+            &z_symbols,
+            latents.z_shape,
+            latents.y_shape,
+            latents.step,
+        )?;
+        let symbols = self.decode_y(&latents.y_stream, &indices)?;
+        let delta = latents.step.get();
+        Ok(symbols
+            .iter()
+            .zip(&means)
+            .map(|(&s, &mean)| s as f32 * delta + mean)
+            .collect())
+    }
 }
 
 /// Means (channel-major, `y_shape`) and table indices of `y` coded on the grid of `step` from

@@ -155,22 +155,7 @@ impl PureModel {
     /// stream is corrupt.
     pub fn decompress(&self, latents: &CompressedLatents) -> Result<Planes, ModelError> {
         latents.check_shapes(self.info.network)?;
-        let tables = &self.tables;
-        let z_symbols = tables.decode_z(&latents.z_stream, latents.z_shape)?;
-        let (means, indices) = y_parameters(
-            tables,
-            &z_symbols,
-            latents.z_shape,
-            latents.y_shape,
-            latents.step,
-        )?;
-        let symbols = tables.decode_y(&latents.y_stream, &indices)?;
-        let delta = latents.step.get();
-        let y_hat: Vec<f32> = symbols
-            .iter()
-            .zip(&means)
-            .map(|(&s, &mean)| s as f32 * delta + mean)
-            .collect();
+        let y_hat = self.tables.dequantized_y(latents)?;
         let [channels, height, width] = latents.y_shape.map(|v| usize::try_from(v).unwrap_or(0));
         let y_hat = Planes::new(channels, height, width, y_hat)?;
         let mut x_hat = self.networks.synthesis(&y_hat)?;

@@ -56,3 +56,86 @@ fn forged_bitstreams_are_refused_not_panics() {
         .decode_bitstream(parsed);
     assert!(matches!(result, Err(Error::Container(_))), "{result:?}");
 }
+
+/// A sink that keeps what the decoder hands it, and checks the order.
+#[derive(Default)]
+struct Collected {
+    start: Option<(u32, u32, image::ColorType)>,
+    bytes: Vec<u8>,
+    strips: usize,
+}
+
+impl ocular::RowSink for Collected {
+    fn start(&mut self, width: u32, height: u32, color: image::ColorType) -> std::io::Result<()> {
+        assert!(self.start.is_none(), "start is called once");
+        self.start = Some((width, height, color));
+        Ok(())
+    }
+
+    fn rows(&mut self, first: u32, rows: &[u8]) -> std::io::Result<()> {
+        let (width, _, color) = self.start.expect("start comes first");
+        let row = (width * u32::from(color.channel_count())) as usize;
+        assert_eq!(first as usize, self.bytes.len() / row, "rows in order");
+        assert_eq!(rows.len() % row, 0, "whole rows");
+        self.bytes.extend_from_slice(rows);
+        self.strips += 1;
+        Ok(())
+    }
+}
+
+/// Decoding in strips of any height, into a sink or a PNG written row by row, gives the
+/// pixels of the whole-image decode, RGB and gray.
+#[test]
+fn strips_and_streamed_png_equal_the_whole_decode() {
+    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let rgb = DynamicImage::ImageRgb8(photo_like(45, 70));
+    let gray = DynamicImage::ImageLuma8(GrayImage::from_fn(45, 70, |x, y| {
+        image::Luma([(60 + x * 2 + y) as u8])
+    }));
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, image) in [("rgb", rgb), ("gray", gray)] {
+        let file = Encoder::new(&model).encode(&image).expect("encodes");
+        let whole = Decoder::new(&model).decode(&file).expect("decodes");
+        for strip_rows in [16, 23, 32] {
+            let mut sink = Collected::default();
+            Decoder::new(&model)
+                .with_strip_rows(strip_rows)
+                .decode_rows(&file, &mut sink)
+                .expect("decodes in strips");
+            assert_eq!(sink.strips, 70usize.div_ceil(strip_rows), "{name}");
+            assert!(
+                sink.bytes == whole.as_bytes(),
+                "{name}: strips of {strip_rows}"
+            );
+        }
+        let path = dir.path().join(format!("{name}.png"));
+        let output = std::fs::File::create(&path).expect("create");
+        Decoder::new(&model)
+            .with_strip_rows(16)
+            .decode_png(&file, output)
+            .expect("decodes to PNG");
+        let read = image::open(&path).expect("the PNG reads back");
+        assert_eq!(read.color(), whole.color(), "{name}");
+        assert!(read.as_bytes() == whole.as_bytes(), "{name}: PNG pixels");
+    }
+}
+
+/// A sink's failure stops the decode and comes back as an output error.
+#[test]
+fn a_failing_sink_is_an_output_error() {
+    struct Full;
+    impl ocular::RowSink for Full {
+        fn start(&mut self, _: u32, _: u32, _: image::ColorType) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn rows(&mut self, _: u32, _: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::other("disk full"))
+        }
+    }
+    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let file = Encoder::new(&model)
+        .encode(&DynamicImage::ImageRgb8(photo_like(20, 20)))
+        .expect("encodes");
+    let result = Decoder::new(&model).decode_rows(&file, &mut Full);
+    assert!(matches!(result, Err(Error::Output(_))), "{result:?}");
+}

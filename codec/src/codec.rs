@@ -4,12 +4,15 @@
 //! Plain coding runs the model's networks in pure Rust (`ocular_models::pure`); with the
 //! `torch` feature, refinement runs in libtorch and the file it makes is an ordinary one.
 
-use image::{DynamicImage, GenericImageView};
+use std::borrow::Cow;
+
+use image::{ColorType, DynamicImage, GenericImageView, RgbImage};
 use ocular_entropy::QuantizationStep;
-use ocular_models::CompressedLatents;
+use ocular_models::{CompressedLatents, ModelError};
 
 use crate::container::{Bitstream, Header, LatentShape};
 use crate::limits::{Limit, Limits};
+use crate::rows::{ImageRows, PngRows, RowSink};
 use crate::{Error, Model};
 
 /// Encodes images with one model.
@@ -149,7 +152,7 @@ impl Encoder<'_> {
         step: QuantizationStep,
         _max_y_bytes: Option<usize>,
     ) -> Result<CompressedLatents, Error> {
-        Ok(self.model.pure().compress_at(&image.to_rgb8(), step)?)
+        Ok(self.model.pure().compress_at(&rgb(image), step)?)
     }
 
     /// The latents of `image` on the grid of `step`: by the pure-Rust networks, or refined by
@@ -162,9 +165,17 @@ impl Encoder<'_> {
         max_y_bytes: Option<usize>,
     ) -> Result<CompressedLatents, Error> {
         if self.refine_steps == 0 {
-            return Ok(self.model.pure().compress_at(&image.to_rgb8(), step)?);
+            return Ok(self.model.pure().compress_at(&rgb(image), step)?);
         }
         crate::torch_model::refined_latents(self.model, image, step, self.refine_steps, max_y_bytes)
+    }
+}
+
+/// `image` as 8-bit RGB, borrowed if it already is.
+fn rgb(image: &DynamicImage) -> Cow<'_, RgbImage> {
+    match image.as_rgb8() {
+        Some(rgb) => Cow::Borrowed(rgb),
+        None => Cow::Owned(image.to_rgb8()),
     }
 }
 
@@ -173,6 +184,8 @@ impl Encoder<'_> {
 pub struct Decoder<'m> {
     model: &'m Model,
     limits: Limits,
+    /// Output rows per strip of the synthesis.
+    strip_rows: usize,
 }
 
 impl<'m> Decoder<'m> {
@@ -181,12 +194,21 @@ impl<'m> Decoder<'m> {
         Self {
             model,
             limits: Limits::default(),
+            strip_rows: ocular_models::pure::STRIP_ROWS,
         }
     }
 
     /// Uses `limits` for the files it reads.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Runs the synthesis in strips of `rows` output rows (default 64; at least 1). Decoded
+    /// pixels do not depend on it; smaller strips hold less memory and recompute more of the
+    /// rows that neighbouring strips share.
+    pub fn with_strip_rows(mut self, rows: usize) -> Self {
+        self.strip_rows = rows.max(1);
         self
     }
 
@@ -199,7 +221,7 @@ impl<'m> Decoder<'m> {
     /// are corrupt.
     pub fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, Error> {
         let bitstream = Bitstream::parse(bytes, &self.limits)?;
-        self.decode_parsed(bitstream)
+        self.decode_image(bitstream)
     }
 
     /// Decodes an already parsed file (see [`Bitstream::parse`]). The bitstream is checked as
@@ -210,11 +232,48 @@ impl<'m> Decoder<'m> {
     /// As [`Self::decode`].
     pub fn decode_bitstream(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
         let checked = Bitstream::parse(&bitstream.to_bytes()?, &self.limits)?;
-        self.decode_parsed(checked)
+        self.decode_image(checked)
     }
 
-    /// Decodes a bitstream that [`Bitstream::parse`] made with this decoder's limits.
-    fn decode_parsed(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
+    /// The whole image of a checked bitstream.
+    fn decode_image(&self, bitstream: Bitstream) -> Result<DynamicImage, Error> {
+        let mut image = ImageRows::default();
+        self.decode_parsed(bitstream, &mut image)?;
+        image
+            .into_image()
+            .ok_or_else(|| Error::Internal("the decoder left rows out".into()))
+    }
+
+    /// Decodes the bytes of an `.ocu` file in horizontal strips, handing each to `sink` as
+    /// soon as it is made ([`RowSink`]): memory grows with the latents and one strip, not with
+    /// the image, so images far larger than what fits as `f32` decode. The pixels are those of
+    /// [`Self::decode`], to the bit.
+    ///
+    /// # Errors
+    /// As [`Self::decode`]; [`Error::Output`] if the sink fails.
+    pub fn decode_rows(&self, bytes: &[u8], sink: &mut impl RowSink) -> Result<(), Error> {
+        let bitstream = Bitstream::parse(bytes, &self.limits)?;
+        self.decode_parsed(bitstream, sink)
+    }
+
+    /// Decodes the bytes of an `.ocu` file into a PNG written to `output` row by row (8-bit RGB,
+    /// or gray if the source was gray), without holding the image ([`Self::decode_rows`]).
+    ///
+    /// # Errors
+    /// As [`Self::decode_rows`].
+    pub fn decode_png(
+        &self,
+        bytes: &[u8],
+        output: impl std::io::Write + 'static,
+    ) -> Result<(), Error> {
+        let mut png = PngRows::new(output);
+        self.decode_rows(bytes, &mut png)?;
+        png.finish().map_err(Error::Output)
+    }
+
+    /// Decodes a bitstream that [`Bitstream::parse`] made with this decoder's limits into
+    /// `sink`.
+    fn decode_parsed(&self, bitstream: Bitstream, sink: &mut impl RowSink) -> Result<(), Error> {
         let header = &bitstream.header;
         if header.model_fingerprint != self.model.fingerprint() {
             return Err(Error::ModelMismatch {
@@ -239,22 +298,52 @@ impl<'m> Decoder<'m> {
             y_stream: bitstream.y_stream,
             step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
         };
-        let rgb = self
-            .model
-            .pure()
-            .decompress_to_rgb(&latents, width, height)
-            .map_err(|e| match e {
-                // The header passed the container's checks and names this model, so latent shapes
-                // that still do not fit the network mean a forged or corrupt file.
-                ocular_models::ModelError::Shape(message) => Error::CorruptStream(message),
-                other => other.into(),
-            })?;
-        let rgb = DynamicImage::ImageRgb8(rgb);
-        Ok(if gray {
-            DynamicImage::ImageLuma8(rgb.to_luma8())
-        } else {
-            rgb
-        })
+        let color = if gray { ColorType::L8 } else { ColorType::Rgb8 };
+        sink.start(width, height, color).map_err(Error::Output)?;
+        let emit = |first: usize, rgb: &[u8]| -> Result<(), DecodeFailure> {
+            let first = u32::try_from(first).map_err(|e| Error::Internal(e.to_string()))?;
+            if !gray {
+                return Ok(sink.rows(first, rgb).map_err(Error::Output)?);
+            }
+            let rows = u32::try_from(rgb.len() / (3 * width as usize)).unwrap_or(0);
+            let strip = RgbImage::from_raw(width, rows, rgb.to_vec())
+                .ok_or_else(|| Error::Internal("a strip of partial rows".into()))?;
+            let luma = DynamicImage::ImageRgb8(strip).to_luma8();
+            Ok(sink.rows(first, luma.as_raw()).map_err(Error::Output)?)
+        };
+        let decoded =
+            self.model
+                .pure()
+                .decompress_rows(&latents, width, height, self.strip_rows, emit);
+        match decoded {
+            Ok(()) => Ok(()),
+            // The header passed the container's checks and names this model, so latent shapes
+            // that still do not fit the network mean a forged or corrupt file.
+            Err(DecodeFailure::Model(ModelError::Shape(message))) => {
+                Err(Error::CorruptStream(message))
+            }
+            Err(DecodeFailure::Model(other)) => Err(other.into()),
+            Err(DecodeFailure::Codec(error)) => Err(error),
+        }
+    }
+}
+
+/// What stops a decode in strips: the model (its error mapped for a file's reader), or the
+/// codec around it.
+enum DecodeFailure {
+    Model(ModelError),
+    Codec(Error),
+}
+
+impl From<ModelError> for DecodeFailure {
+    fn from(error: ModelError) -> Self {
+        Self::Model(error)
+    }
+}
+
+impl From<Error> for DecodeFailure {
+    fn from(error: Error) -> Self {
+        Self::Codec(error)
     }
 }
 

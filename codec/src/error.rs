@@ -89,6 +89,10 @@ pub enum Error {
     /// built-in one with `make setup`).
     #[error("observer unavailable: {0}")]
     ObserverUnavailable(String),
+    /// The decoded image could not be written where the caller asked
+    /// ([`Decoder::decode_rows`](crate::Decoder::decode_rows)): the environment's fault.
+    #[error("cannot write the decoded image: {0}")]
+    Output(#[source] std::io::Error),
     /// The computation failed inside libtorch (a bug or resource exhaustion, not bad input).
     #[error("internal error: {0}")]
     Internal(String),

@@ -46,6 +46,8 @@ pub mod metrics;
 mod model;
 #[cfg(feature = "codec")]
 mod rate_control;
+#[cfg(feature = "codec")]
+mod rows;
 #[cfg(feature = "torch")]
 mod torch_model;
 
@@ -64,6 +66,8 @@ pub use rate_control::{
     encode_to_bpp, encode_within_bpp, ExactRate, RateControlled, EXACT_RATE_TOLERANCE,
     MAX_RATE_SEARCH_ENCODES,
 };
+#[cfg(feature = "codec")]
+pub use rows::{PngRows, RowSink};
 
 /// The ImageNet classifier that observes reconstructions (EfficientNet-Lite0), for `ocular classify`
 /// and observer-dependent training, and EfficientNet-Lite1, a judge the codec is never trained

@@ -192,6 +192,28 @@ struct EncodeArgs {
     observer: Option<String>,
     #[command(flatten)]
     refine: Refine,
+    #[command(flatten)]
+    size: MaxPixels,
+}
+
+/// `--max-pixels N`, the same for every command that reads an image or an .ocu file.
+#[derive(Args)]
+struct MaxPixels {
+    /// Largest image accepted, in pixels (width x height). Larger images and .ocu files are
+    /// refused before anything is allocated for them. Raise it to code very large photos (e.g.
+    /// 192000000 for 16000x12000): memory grows by about 5 bytes a pixel to encode (the image
+    /// and the latents) and about 2 to decode to PNG
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+}
+
+impl MaxPixels {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_pixels: self.max_pixels,
+            ..Limits::default()
+        }
+    }
 }
 
 /// `--refine N`, the same for every command that encodes.
@@ -215,6 +237,8 @@ struct DecodeArgs {
     /// Model file that made the input, if it is not a built-in model
     #[arg(long)]
     model: Option<PathBuf>,
+    #[command(flatten)]
+    size: MaxPixels,
 }
 
 #[derive(Args)]
@@ -237,6 +261,8 @@ struct RoundtripArgs {
     model: ModelChoice,
     #[command(flatten)]
     refine: Refine,
+    #[command(flatten)]
+    size: MaxPixels,
 }
 
 #[cfg(feature = "torch")]
@@ -674,13 +700,15 @@ fn bits_per_pixel(bytes: usize, width: u32, height: u32) -> f64 {
 }
 
 fn run_encode(args: EncodeArgs) -> Result<()> {
-    let image = ocular::open_image(&args.input, &Limits::default())?;
+    let limits = args.size.limits();
+    let image = ocular::open_image(&args.input, &limits)?;
     let start = Instant::now();
     let (model, bytes) = match args.bpp {
         Some(target) => encode_to_target(&args, &image, target)?,
         None => {
             let (model, quality) = args.model.load()?;
-            let bytes = refining(encoder_at(&model, quality), args.refine.steps)?.encode(&image)?;
+            let encoder = encoder_at(&model, quality).with_limits(limits);
+            let bytes = refining(encoder, args.refine.steps)?.encode(&image)?;
             (model, bytes)
         }
     };
@@ -740,9 +768,9 @@ fn encode_to_target(
     Ok((family.swap_remove(found.model_index), found.bytes))
 }
 
-fn read_ocu(path: &Path) -> Result<(Vec<u8>, Bitstream)> {
+fn read_ocu(path: &Path, limits: &Limits) -> Result<(Vec<u8>, Bitstream)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bitstream = Bitstream::parse(&bytes, &Limits::default())
+    let bitstream = Bitstream::parse(&bytes, limits)
         .with_context(|| format!("{} is not a valid .ocu file", path.display()))?;
     Ok((bytes, bitstream))
 }
@@ -758,28 +786,42 @@ fn model_for(bitstream: &Bitstream, path: Option<&Path>) -> Result<Model> {
 }
 
 fn run_decode(args: DecodeArgs) -> Result<()> {
-    let (bytes, bitstream) = read_ocu(&args.input)?;
+    let limits = args.size.limits();
+    let (bytes, bitstream) = read_ocu(&args.input, &limits)?;
     let model = model_for(&bitstream, args.model.as_deref())?;
+    let (width, height) = (bitstream.header.width, bitstream.header.height);
+    let decoder = Decoder::new(&model).with_limits(limits);
     let start = Instant::now();
-    let image = Decoder::new(&model).decode_bitstream(bitstream)?;
+    let cannot_write = || format!("cannot write {}", args.output.display());
+    if is_png(&args.output) {
+        // Row by row: the decoded image is never held whole.
+        let file = std::fs::File::create(&args.output).with_context(cannot_write)?;
+        decoder
+            .decode_png(&bytes, std::io::BufWriter::new(file))
+            .with_context(cannot_write)?;
+    } else {
+        let image = decoder.decode_bitstream(bitstream)?;
+        image.save(&args.output).with_context(cannot_write)?;
+    }
     let seconds = start.elapsed().as_secs_f64();
-    image
-        .save(&args.output)
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
     out!(
-        "{} -> {}: {}x{}, {:.4} bpp, model {}, {seconds:.2} s",
+        "{} -> {}: {width}x{height}, {:.4} bpp, model {}, {seconds:.2} s",
         args.input.display(),
         args.output.display(),
-        image.width(),
-        image.height(),
-        bits_per_pixel(bytes.len(), image.width(), image.height()),
+        bits_per_pixel(bytes.len(), width, height),
         model.name()
     );
     Ok(())
 }
 
+/// Whether `path` names a PNG file (by its extension).
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("png"))
+}
+
 fn run_info(args: InfoArgs) -> Result<()> {
-    let (bytes, bitstream) = read_ocu(&args.input)?;
+    let (bytes, bitstream) = read_ocu(&args.input, &Limits::default())?;
     let header = &bitstream.header;
     let bpp = bits_per_pixel(bytes.len(), header.width, header.height);
     if args.json {
@@ -843,13 +885,15 @@ fn run_info(args: InfoArgs) -> Result<()> {
 
 fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let (model, rate) = args.model.load()?;
-    let image = ocular::open_image(&args.input, &Limits::default())?;
+    let limits = args.size.limits();
+    let image = ocular::open_image(&args.input, &limits)?;
     let (width, height) = (image.width(), image.height());
     let start = Instant::now();
-    let bytes = refining(encoder_at(&model, rate), args.refine.steps)?.encode(&image)?;
+    let encoder = encoder_at(&model, rate).with_limits(limits.clone());
+    let bytes = refining(encoder, args.refine.steps)?.encode(&image)?;
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let decoded = Decoder::new(&model).decode(&bytes)?;
+    let decoded = Decoder::new(&model).with_limits(limits).decode(&bytes)?;
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality = ocular::metrics::measure(&image.to_rgb8(), &decoded.to_rgb8());
     out!("image:    {} ({width}x{height})", args.input.display());

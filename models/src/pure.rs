@@ -105,8 +105,28 @@ impl PureModel {
         image: &RgbImage,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
-        let x = padded_planes(image)?;
-        self.compress_planes(&x, step)
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        if width == 0 || height == 0 {
+            return Err(ModelError::Shape(format!(
+                "an empty {width}x{height} image"
+            )));
+        }
+        // The rows of `padded_planes`, made as `g_a` asks for them: the image is never held as
+        // f32 (12 bytes a pixel), only a band of rows at a time.
+        let padded = |side: usize| side.div_ceil(MULTIPLE) * MULTIPLE;
+        let raw = image.as_raw();
+        let y = self
+            .networks
+            .analysis_of_rows(padded(height), padded(width), |y, row| {
+                let source = &raw[y.min(height - 1) * width * 3..][..width * 3];
+                for (x, pixel) in row.chunks_exact_mut(3).enumerate() {
+                    let from = &source[x.min(width - 1) * 3..][..3];
+                    for (v, &byte) in pixel.iter_mut().zip(from) {
+                        *v = f32::from(byte) / 255.0;
+                    }
+                }
+            })?;
+        self.compress_y(y, step)
     }
 
     /// [`Self::compress_at`] of an image already in planes (3 channels, values in [0, 1]).
@@ -118,7 +138,15 @@ impl PureModel {
         x: &Planes,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
-        let y = self.networks.analysis(x)?;
+        self.compress_y(self.networks.analysis(x)?, step)
+    }
+
+    /// The coded latents of `y = g_a(x)`.
+    fn compress_y(
+        &self,
+        y: Planes,
+        step: QuantizationStep,
+    ) -> Result<CompressedLatents, ModelError> {
         let z = self.networks.hyper_analysis(&y)?;
         let medians = &self.z_medians;
         let plane = z.height * z.width;
@@ -185,25 +213,125 @@ impl PureModel {
         Ok((z_symbols, y_symbols))
     }
 
-    /// [`Self::decompress`] cropped to `width` x `height` and rounded to 8-bit RGB.
+    /// [`Self::decompress`] cropped to `width` x `height` and rounded to 8-bit RGB, made in
+    /// strips ([`Self::decompress_rows`]): the reconstruction is never held as `f32`.
     ///
     /// # Errors
-    /// As [`Self::decompress`]; [`ModelError::Shape`] if the reconstruction is smaller than
-    /// `width` x `height`.
+    /// As [`Self::decompress_rows`].
     pub fn decompress_to_rgb(
         &self,
         latents: &CompressedLatents,
         width: u32,
         height: u32,
     ) -> Result<RgbImage, ModelError> {
-        let [_, y_height, y_width] = latents.y_shape;
+        let (w, h) = (width as usize, height as usize);
+        let mut bytes = Vec::with_capacity(w.saturating_mul(h).saturating_mul(3));
+        self.decompress_rows::<ModelError>(latents, width, height, STRIP_ROWS, |_, rows| {
+            bytes.extend_from_slice(rows);
+            Ok(())
+        })?;
+        RgbImage::from_raw(width, height, bytes)
+            .ok_or_else(|| ModelError::Shape(format!("{width}x{height} RGB buffer")))
+    }
+
+    /// Decompresses `latents` into the top-left `width` x `height` of the reconstruction as
+    /// 8-bit RGB rows (`round(255 · clamp(x_hat, 0, 1))`, ties to even), handed to `emit` top
+    /// to bottom in strips of `strip_rows` rows (the last may be shorter) with the index of
+    /// their first row: `3 * width` bytes a row. Memory grows with the strip and the latents,
+    /// not with the image; the pixels are those of [`Self::decompress`], to the bit, whatever
+    /// `strip_rows` is.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] if the shapes do not fit this model or `width` x `height` does not
+    /// fit the latents, or `strip_rows` is 0; [`ModelError::Entropy`] if a stream is corrupt;
+    /// else what `emit` returns.
+    pub fn decompress_rows<E: From<ModelError>>(
+        &self,
+        latents: &CompressedLatents,
+        width: u32,
+        height: u32,
+        strip_rows: usize,
+        mut emit: impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let y_hat = self.checked_y_hat(latents, width, height, strip_rows)?;
+        let (w, h) = (width as usize, height as usize);
+        let mut rgb = Vec::new();
+        let result = self.networks.synthesis_in_strips::<StripError<E>>(
+            &y_hat,
+            strip_rows,
+            |first, strip| {
+                let rows = first..(first + strip.height).min(h);
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                strip_to_rgb(&strip, rows.len(), w, &mut rgb);
+                emit(first, &rgb).map_err(StripError::Emit)
+            },
+        );
+        match result {
+            Ok(()) => Ok(()),
+            Err(StripError::Model(e)) => Err(e.into()),
+            Err(StripError::Emit(e)) => Err(e),
+        }
+    }
+
+    /// The dequantised `y` of `latents`, once every size is checked.
+    fn checked_y_hat(
+        &self,
+        latents: &CompressedLatents,
+        width: u32,
+        height: u32,
+        strip_rows: usize,
+    ) -> Result<Planes, ModelError> {
+        latents.check_shapes(self.info.network)?;
+        let [channels, y_height, y_width] = latents.y_shape;
         let fits = |side: u32, latent: i64| i64::from(side) <= latent.saturating_mul(16);
-        if !fits(width, y_width) || !fits(height, y_height) {
+        if !fits(width, y_width) || !fits(height, y_height) || width == 0 || height == 0 {
             return Err(ModelError::Shape(format!(
                 "a {width}x{height} image does not fit latents of {y_width}x{y_height}"
             )));
         }
-        planes_to_rgb(&self.decompress(latents)?, width, height)
+        if strip_rows == 0 {
+            return Err(ModelError::Shape("strips of 0 rows".into()));
+        }
+        let y_hat = self.tables.dequantized_y(latents)?;
+        let size = |v: i64| usize::try_from(v).unwrap_or(0);
+        Ok(Planes::new(
+            size(channels),
+            size(y_height),
+            size(y_width),
+            y_hat,
+        )?)
+    }
+}
+
+/// Output rows per strip of [`PureModel::decompress_to_rgb`].
+pub const STRIP_ROWS: usize = crate::infer::SYNTHESIS_STRIP_ROWS;
+
+/// What stops a decode in strips: the networks, or the caller's `emit`.
+enum StripError<E> {
+    Model(ModelError),
+    Emit(E),
+}
+
+impl<E> From<crate::infer::InferError> for StripError<E> {
+    fn from(e: crate::infer::InferError) -> Self {
+        Self::Model(e.into())
+    }
+}
+
+/// The first `rows` rows and `width` columns of a strip of 3 planes in 8-bit RGB, into `rgb`
+/// (cleared first): `round(255 · clamp(v, 0, 1))`, ties to even.
+fn strip_to_rgb(strip: &Planes, rows: usize, width: usize, rgb: &mut Vec<u8>) {
+    let plane = strip.height * strip.width;
+    rgb.clear();
+    for y in 0..rows {
+        for x in 0..width {
+            for c in 0..3 {
+                let v = strip.data[c * plane + y * strip.width + x].clamp(0.0, 1.0);
+                rgb.push((v * 255.0).round_ties_even() as u8);
+            }
+        }
     }
 }
 
@@ -356,6 +484,70 @@ mod tests {
         assert_eq!(at(0, 1, 0), 1.0);
         assert_eq!(at(2, 7, 9), 255.0);
         assert!(padded_planes(&RgbImage::new(0, 4)).is_err());
+    }
+
+    /// Decoding in strips of any height gives the pixels of the whole reconstruction, and
+    /// encoding from rows made on demand gives the latents of the padded planes (a shipped
+    /// model, an image whose sides are not multiples of 16).
+    #[test]
+    fn strips_and_rows_equal_whole_planes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/trained/mse-q3.safetensors");
+        let bytes = std::fs::read(path).expect("the shipped mse-q3 model");
+        let model = PureModel::from_bytes(&bytes).expect("model");
+        let (width, height) = (70u32, 83u32);
+        let image = RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([
+                (x * 3 + y) as u8,
+                (y * 5 % 256) as u8,
+                ((x * y) % 251) as u8,
+            ])
+        });
+        let step = QuantizationStep::ONE;
+        let latents = model.compress_at(&image, step).expect("encode");
+        let planes = padded_planes(&image).expect("planes");
+        let from_planes = model.compress_planes(&planes, step).expect("encode planes");
+        assert_eq!(latents.y_stream, from_planes.y_stream);
+        assert_eq!(latents.z_stream, from_planes.z_stream);
+
+        let whole = planes_to_rgb(&model.decompress(&latents).expect("decode"), width, height)
+            .expect("rgb");
+        for strip_rows in [16, 23, 32, 64, 1000] {
+            let mut bytes = Vec::new();
+            let mut firsts = Vec::new();
+            model
+                .decompress_rows::<ModelError>(
+                    &latents,
+                    width,
+                    height,
+                    strip_rows,
+                    |first, rows| {
+                        assert_eq!(first, bytes.len() / (3 * width as usize));
+                        firsts.push(first);
+                        bytes.extend_from_slice(rows);
+                        Ok(())
+                    },
+                )
+                .expect("strips");
+            assert!(
+                bytes == whole.as_raw()[..],
+                "strips of {strip_rows} rows differ"
+            );
+            assert_eq!(firsts.len(), (height as usize).div_ceil(strip_rows));
+        }
+        let too_big = model.decompress_to_rgb(&latents, width, 16 * 6 + 1);
+        assert!(matches!(too_big, Err(ModelError::Shape(_))));
+        let no_strips =
+            model.decompress_rows::<ModelError>(&latents, width, height, 0, |_, _| Ok(()));
+        assert!(matches!(no_strips, Err(ModelError::Shape(_))));
+        // The caller's error stops the decode and comes back as it was.
+        let stopped = model.decompress_rows(&latents, width, height, 16, |first, _| {
+            if first >= 32 {
+                Err(ModelError::Shape(format!("stop at {first}")))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(stopped, Err(ModelError::Shape(m)) if m == "stop at 32"));
     }
 
     #[test]

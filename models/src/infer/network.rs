@@ -69,17 +69,25 @@ impl Chain {
     /// every row is computed once, exactly as [`Self::run`] computes it. Returns the whole
     /// output.
     ///
+    /// The input is `height` x `width`, and `input(rows)` returns those rows of it (channels
+    /// last); it is asked for every row once, top to bottom.
+    ///
     /// # Panics
     /// If `band` is 0 or the chain is empty.
-    fn run_in_bands(&self, input: &Planes, band: usize) -> FeatureMap {
+    fn run_in_bands(
+        &self,
+        (height, width): (usize, usize),
+        mut input: impl FnMut(Range<usize>) -> FeatureMap,
+        band: usize,
+    ) -> FeatureMap {
         assert!(band > 0 && !self.layers.is_empty(), "bands of {band} rows");
         // sizes[i]: (rows, columns) of the input of layer i; the last: of the output.
-        let mut sizes = vec![(input.height, input.width)];
+        let mut sizes = vec![(height, width)];
         for (conv, _) in &self.layers {
             let (h, w) = sizes[sizes.len() - 1];
             sizes.push(conv.shape().output_size(h, w));
         }
-        let mut source = Window::empty(input.width, input.channels);
+        let mut source = Window::empty(width, self.in_channels());
         let mut windows: Vec<Window> = self
             .layers
             .iter()
@@ -97,7 +105,9 @@ impl Chain {
             }
             source.trim(wanted[0].start);
             let new = source.end().max(wanted[0].start)..wanted[0].end;
-            source.append(FeatureMap::from_plane_rows(input, new));
+            if !new.is_empty() {
+                source.append(input(new));
+            }
             for (i, (conv, activation)) in self.layers.iter().enumerate() {
                 let (done, rest) = windows.split_at_mut(i);
                 let previous = done.last().unwrap_or(&source);
@@ -449,9 +459,45 @@ impl Networks {
     /// [`InferError::Input`] if `image` does not have 3 channels.
     pub fn analysis(&self, image: &Planes) -> Result<Planes, InferError> {
         check_channels(image, self.analysis.in_channels(), "g_a")?;
+        let size = (image.height, image.width);
+        let rows = |rows| FeatureMap::from_plane_rows(image, rows);
         Ok(self
             .analysis
-            .run_in_bands(image, ANALYSIS_BAND_ROWS)
+            .run_in_bands(size, rows, ANALYSIS_BAND_ROWS)
+            .to_planes())
+    }
+
+    /// [`Self::analysis`] of a `height` x `width` RGB image that `fill` produces a row at a
+    /// time: `fill(y, row)` writes row `y` channels-last into `row` (`3 * width` values: red,
+    /// green, blue of pixel 0, then of pixel 1, ...; values in [0, 1]). Rows are asked for once
+    /// each, top to bottom, and only a band of them is held at a time, so the caller never
+    /// needs the image as `f32` (12 bytes a pixel). The same values as [`Self::analysis`] of
+    /// the same image, to the bit.
+    ///
+    /// # Errors
+    /// [`InferError::Input`] if `height` or `width` is 0.
+    pub fn analysis_of_rows(
+        &self,
+        height: usize,
+        width: usize,
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Result<Planes, InferError> {
+        if height == 0 || width == 0 {
+            return Err(InferError::Input(format!(
+                "g_a of a {width}x{height} image"
+            )));
+        }
+        let channels = self.analysis.in_channels();
+        let rows = |rows: Range<usize>| {
+            let mut map = FeatureMap::zeros(rows.len(), width, channels);
+            for (row, y) in map.data.chunks_exact_mut(width * channels).zip(rows) {
+                fill(y, row);
+            }
+            map
+        };
+        Ok(self
+            .analysis
+            .run_in_bands((height, width), rows, ANALYSIS_BAND_ROWS)
             .to_planes())
     }
 
@@ -685,7 +731,10 @@ mod tests {
         let x = image(141, 37);
         let whole = networks.analysis.run(FeatureMap::from_planes(&x));
         for band in [1, 2, 3, 4, 100] {
-            let banded = networks.analysis.run_in_bands(&x, band);
+            let rows = |rows| FeatureMap::from_plane_rows(&x, rows);
+            let banded = networks
+                .analysis
+                .run_in_bands((x.height, x.width), rows, band);
             assert_eq!((banded.height, banded.width), (whole.height, whole.width));
             assert!(
                 banded
@@ -696,6 +745,31 @@ mod tests {
                 "bands of {band} rows differ from the whole image"
             );
         }
+    }
+
+    /// The analysis of rows produced on demand equals that of the whole planes, to the bit.
+    #[test]
+    fn rows_on_demand_equal_the_planes() {
+        let networks = Networks::pseudo_random(NetworkShape { n: 16, m: 24 }, 6);
+        let x = image(77, 45);
+        let whole = networks.analysis(&x).expect("g_a");
+        let plane = x.height * x.width;
+        let mut asked = Vec::new();
+        let from_rows = networks
+            .analysis_of_rows(x.height, x.width, |y, row| {
+                asked.push(y);
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = x.data[(i % 3) * plane + y * x.width + i / 3];
+                }
+            })
+            .expect("g_a of rows");
+        assert!(bits(&from_rows) == bits(&whole), "rows on demand differ");
+        assert_eq!(
+            asked,
+            (0..x.height).collect::<Vec<_>>(),
+            "each row once, in order"
+        );
+        assert!(networks.analysis_of_rows(0, 5, |_, _| {}).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 # state.json with its steps, seconds and CPU seconds, and its CSV logs) lives in the repository
 # under models/checkpoints/<network>/, so a fresh clone or another machine continues it.
 #
-#   scripts/campaign.sh [NETWORK] [MINUTES]     e.g. scripts/campaign.sh mse-vr 150
+#   scripts/campaign.sh [NETWORK] [MINUTES]     e.g. scripts/campaign.sh msssim-vr 150
 #   scripts/campaign.sh --status                CPU-hours and latest validation of every run
 #   scripts/campaign.sh --decay NETWORK STEPS OUTPUT
 #                                               a shippable model: STEPS of learning-rate decay
@@ -56,8 +56,17 @@ case "$network" in
                   --crop-size 128 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 2500)
     init=../shared/warmstart/mse-q3-continued.safetensors ;;
+  # The person-observer network (alpha 0 of the observer loss: 1 - MS-SSIM), variable rate,
+  # from the shipped PSNR network: the same quality range, at MS-SSIM's own lambda (msssim-q3's
+  # 8.73 at the reference quality), crops of 192 (MS-SSIM's five scales need >= 161).
+  msssim-vr)
+    network_args=(--distortion ms-ssim --lambda 8.73 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
+                  --crop-size 192 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 1500)
+    init=models/trained/mse-vr.safetensors ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, msssim-vr)" >&2
     return 2 ;;
 esac
 if [ -n "$decay" ]; then

@@ -1,8 +1,8 @@
 //! `ocular::bench`: the ImageNet rate–accuracy benchmark. Folder parsing, the crop protocol,
 //! judges, shards and their merge, CSV. The runs use a tiny untrained network, JPEG, generated
 //! images and stand-in judges (a fixed function of the pixels), so they take seconds and need
-//! no weights; tests that need the classifier weights or `../shared/data` print
-//! `skipping: ...` and pass when those are absent.
+//! no weights; tests that need the classifier weights (`make setup`) or `../shared/data` fail
+//! with a message saying what is missing.
 //!
 //! `imagenet_dev_timing` (ignored) measures the time per image on `../shared/data/imagenet-dev`:
 //! `BENCH_LIMIT=20 cargo test -p ocular --test bench_imagenet imagenet_dev_timing -- --ignored --nocapture`
@@ -33,28 +33,26 @@ fn tiny_model(seed: i64) -> Model {
     Model::from_bytes(&bytes).expect("a fresh model file loads")
 }
 
-/// The built-in judges `specs` names (e.g. `lite0,lite1`), or `None` when their weights are
-/// absent.
-fn builtin_judges(specs: &str) -> Option<Vec<Judge>> {
+/// The built-in judges `specs` names (e.g. `lite0,lite1`).
+///
+/// # Panics
+/// If their weights are absent (run `make setup`): a green run must mean the test ran.
+fn builtin_judges(specs: &str) -> Vec<Judge> {
     let specs = JudgeSpec::parse_list(specs).expect("judges");
     for spec in &specs {
         if let JudgeSpec::Builtin(variant) = spec {
             let path = weights_path(*variant);
-            if !path.exists() {
-                println!(
-                    "skipping: no {variant} weights at {} (run scripts/setup-observer.sh)",
-                    path.display()
-                );
-                return None;
-            }
+            assert!(
+                path.exists(),
+                "no {variant} weights at {}: run `make setup` (scripts/setup-observer.sh)",
+                path.display()
+            );
         }
     }
-    Some(
-        specs
-            .iter()
-            .map(|spec| Judge::load(spec, None).expect("the judge loads"))
-            .collect(),
-    )
+    specs
+        .iter()
+        .map(|spec| Judge::load(spec, None).expect("the judge loads"))
+        .collect()
 }
 
 /// A stand-in classifier: the class is the mean pixel value (normalised, in [-1, 1]) scaled
@@ -104,16 +102,20 @@ fn stand_in_judges() -> Vec<Judge> {
     ]
 }
 
-fn shared_data(relative: &str) -> Option<PathBuf> {
+/// A file of `../shared/data`, which CI checks out beside the repository.
+///
+/// # Panics
+/// If it is absent: the test cannot run, and a green run must mean that it ran.
+fn shared_data(relative: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data")
         .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("skipping: {} is absent", path.display());
-        None
-    }
+    assert!(
+        path.exists(),
+        "{} not found: this test needs ../shared/data beside the repository",
+        path.display()
+    );
+    path
 }
 
 fn photo_like(width: u32, height: u32, seed: u32) -> RgbImage {
@@ -194,12 +196,10 @@ fn scans_imagenet_style_folders() {
 
 #[test]
 fn the_real_synsets_label_imagenet_dev() {
-    let (Some(synsets_path), Some(dev)) = (
+    let (synsets_path, dev) = (
         shared_data("imagenet/synsets.txt"),
         shared_data("imagenet-dev"),
-    ) else {
-        return;
-    };
+    );
     let synsets = Synsets::load(&synsets_path).expect("synsets.txt");
     let images = scan_folder(&dev, &synsets).expect("imagenet-dev scans");
     assert_eq!(images.len(), 500);
@@ -795,15 +795,11 @@ fn shards_merge_into_the_report_of_one_run() {
 
 #[test]
 fn labels_line_up_with_the_classifier() {
-    let (Some(synsets_path), Some(dev)) = (
+    let (synsets_path, dev) = (
         shared_data("imagenet/synsets.txt"),
         shared_data("imagenet-dev"),
-    ) else {
-        return;
-    };
-    let Some(judges) = builtin_judges("lite0,lite1") else {
-        return;
-    };
+    );
+    let judges = builtin_judges("lite0,lite1");
     let synsets = Synsets::load(&synsets_path).expect("synsets.txt");
     let ostrich: Vec<LabeledImage> = scan_folder(&dev, &synsets)
         .expect("scan")
@@ -833,16 +829,12 @@ fn labels_line_up_with_the_classifier() {
 #[test]
 #[ignore = "timing on ../shared/data/imagenet-dev; run with --ignored --nocapture"]
 fn imagenet_dev_timing() {
-    let (Some(synsets_path), Some(dev)) = (
+    let (synsets_path, dev) = (
         shared_data("imagenet/synsets.txt"),
         shared_data("imagenet-dev"),
-    ) else {
-        return;
-    };
+    );
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let Some(judges) = builtin_judges(&env("BENCH_JUDGES", "lite0,lite1")) else {
-        return;
-    };
+    let judges = builtin_judges(&env("BENCH_JUDGES", "lite0,lite1"));
     let limit: usize = env("BENCH_LIMIT", "20").parse().expect("BENCH_LIMIT");
     let targets: Vec<f64> = env("BENCH_TARGETS", "0.25")
         .split(',')

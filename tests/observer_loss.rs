@@ -1,8 +1,8 @@
 //! The observer-dependent training loss (`ocular_models::losses`):
 //! `D = (1 - alpha) * w_ms * (1 - MS-SSIM) + alpha * w_f * L_features`.
 //!
-//! Tests that need the converted classifier weights (`scripts/setup-observer.sh`) print
-//! `skipping: ...` and pass when they are absent. Two ignored measurements:
+//! Tests that need the converted classifier weights (`make setup`) fail with a message saying
+//! so when they are absent. Two ignored measurements:
 //!
 //! * `calibrate_feature_weight`: the magnitudes of `1 - MS-SSIM` and `L_f` on training crops
 //!   reconstructed by a human-oriented model (`OBSERVER_CALIBRATION_MODEL`: a model file or a
@@ -29,16 +29,18 @@ use ocular_models::{CodecModel, HyperpriorConfig, MeanScaleHyperprior, ModelErro
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 
-fn classifier() -> Option<Classifier> {
+/// The converted Lite0 weights, which `make setup` installs.
+///
+/// # Panics
+/// If they are absent (run `make setup`): a green run must mean the test ran.
+fn classifier() -> Classifier {
     let path = default_weights_path();
-    if !path.exists() {
-        eprintln!(
-            "skipping: observer weights {} not found (run scripts/setup-observer.sh)",
-            path.display()
-        );
-        return None;
-    }
-    Some(Classifier::load(&path).expect("the converted weights load"))
+    assert!(
+        path.exists(),
+        "observer weights {} not found: run `make setup` (scripts/setup-observer.sh)",
+        path.display()
+    );
+    Classifier::load(&path).expect("the converted weights load")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -199,7 +201,7 @@ fn invalid_parameters_and_missing_weights_are_errors() {
 
 #[test]
 fn alpha_zero_is_ms_ssim_and_alpha_one_is_the_feature_term() {
-    let Some(c) = classifier() else { return };
+    let c = classifier();
     let x = images(2, 192, 192);
     let x_hat = degraded(&x);
     let ms = DistortionMeasure::with_classifier(Distortion::MsSsim, None).expect("ms-ssim");
@@ -229,7 +231,7 @@ fn alpha_zero_is_ms_ssim_and_alpha_one_is_the_feature_term() {
     ));
 
     // alpha = 0.5 mixes the two terms.
-    let Some(c) = classifier() else { return };
+    let c = classifier();
     let half = DistortionMeasure::with_classifier(Distortion::observer(0.5), Some(c))
         .expect("alpha 0.5")
         .compute(&x, &x_hat)
@@ -250,7 +252,7 @@ fn alpha_zero_is_ms_ssim_and_alpha_one_is_the_feature_term() {
 
 #[test]
 fn identical_images_have_no_feature_distance() {
-    let Some(c) = classifier() else { return };
+    let c = classifier();
     let x = images(2, 192, 192);
     for crop_and_resize in [false, true] {
         let all = FeatureLayer::all();
@@ -276,7 +278,7 @@ fn identical_images_have_no_feature_distance() {
 
 #[test]
 fn gradients_reach_the_codec_not_the_classifier() {
-    let Some(c) = classifier() else { return };
+    let c = classifier();
     let measure =
         DistortionMeasure::with_classifier(Distortion::observer(1.0), Some(c)).expect("measure");
     tch::manual_seed(1);
@@ -303,9 +305,7 @@ fn gradients_reach_the_codec_not_the_classifier() {
         );
     }
     assert!(measure.observer().is_some());
-    let Some(classifier) = self::classifier() else {
-        return;
-    };
+    let classifier = self::classifier();
     assert!(classifier.is_frozen());
     // The original's features carry no graph, the reconstruction's do.
     let features = classifier
@@ -351,13 +351,11 @@ fn write_png(path: &Path, seed: u32) {
 #[test]
 fn observer_training_writes_a_model_file() {
     let weights = default_weights_path();
-    if !weights.exists() {
-        eprintln!(
-            "skipping: observer weights {} not found (run scripts/setup-observer.sh)",
-            weights.display()
-        );
-        return;
-    }
+    assert!(
+        weights.exists(),
+        "observer weights {} not found: run `make setup` (scripts/setup-observer.sh)",
+        weights.display()
+    );
     let dir = temp_dir("train");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
@@ -436,13 +434,17 @@ fn torchscript_observer_trains_a_model() {
 // ---------------------------------------------------------------- measurements (ignored)
 
 /// Random `side` crops of the training images (deterministic), in batches of `batch`.
-fn training_crops(count: usize, side: u32, batch: usize) -> Option<Vec<Tensor>> {
+///
+/// # Panics
+/// If `../shared/data/train` holds no images.
+fn training_crops(count: usize, side: u32, batch: usize) -> Vec<Tensor> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/train");
-    let files = ocular_models::train::image_files(&root).ok()?;
-    if files.is_empty() {
-        eprintln!("skipping: no training images in {}", root.display());
-        return None;
-    }
+    let files = ocular_models::train::image_files(&root).unwrap_or_default();
+    assert!(
+        !files.is_empty(),
+        "no training images in {}: the measurement needs ../shared/data/train",
+        root.display()
+    );
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: u64| {
         state ^= state << 13;
@@ -465,24 +467,22 @@ fn training_crops(count: usize, side: u32, batch: usize) -> Option<Vec<Tensor>> 
         let crop = image::imageops::crop_imm(&image, left, top, side, side).to_image();
         crops.push(crop);
     }
-    Some(
-        crops
-            .chunks(batch)
-            .map(|chunk| {
-                let tensors: Vec<Tensor> = chunk
-                    .iter()
-                    .map(|c| {
-                        Tensor::from_slice(c.as_raw())
-                            .view([i64::from(side), i64::from(side), 3])
-                            .permute([2, 0, 1])
-                            .to_kind(Kind::Float)
-                            / 255.0
-                    })
-                    .collect();
-                Tensor::stack(&tensors, 0)
-            })
-            .collect(),
-    )
+    crops
+        .chunks(batch)
+        .map(|chunk| {
+            let tensors: Vec<Tensor> = chunk
+                .iter()
+                .map(|c| {
+                    Tensor::from_slice(c.as_raw())
+                        .view([i64::from(side), i64::from(side), 3])
+                        .permute([2, 0, 1])
+                        .to_kind(Kind::Float)
+                        / 255.0
+                })
+                .collect();
+            Tensor::stack(&tensors, 0)
+        })
+        .collect()
 }
 
 /// JPEG (4:2:0) round trip of every image of a batch, and the mean bits per pixel.
@@ -537,10 +537,8 @@ fn load_human_model(path: &Path) -> (nn::VarStore, MeanScaleHyperprior) {
 #[test]
 #[ignore = "measurement: needs the observer weights and ../shared/data/train"]
 fn calibrate_feature_weight() {
-    let Some(c) = classifier() else { return };
-    let Some(batches) = training_crops(48, 192, 8) else {
-        return;
-    };
+    let c = classifier();
+    let batches = training_crops(48, 192, 8);
     let layers = ocular_models::observer::DEFAULT_FEATURE_LAYERS;
     let ms = DistortionMeasure::with_classifier(Distortion::MsSsim, None).expect("ms-ssim");
     let model = std::env::var_os("OBSERVER_CALIBRATION_MODEL").map(PathBuf::from);
@@ -634,10 +632,8 @@ fn calibrate_feature_weight() {
 #[test]
 #[ignore = "measurement: needs the observer weights and ../shared/data/train"]
 fn observer_step_timing() {
-    let Some(_) = classifier() else { return };
-    let Some(batches) = training_crops(8 * 4, 192, 8) else {
-        return;
-    };
+    let _ = classifier();
+    let batches = training_crops(8 * 4, 192, 8);
     let steps: usize = std::env::var("OBSERVER_TIMING_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())

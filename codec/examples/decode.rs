@@ -31,7 +31,10 @@ fn decode(input: &Path, output: &Path) -> Result<(), Box<dyn std::error::Error>>
     let bitstream = Bitstream::parse(&bytes, &limits)?;
     let header = &bitstream.header;
     let model = Model::builtin_for(&header.model_name, header.model_fingerprint)?;
-    let image = Decoder::new(&model).with_limits(limits).decode(&bytes)?;
-    image.save(output)?;
+    // Row by row into the PNG: the decoded image is never held whole.
+    let file = std::io::BufWriter::new(std::fs::File::create(output)?);
+    Decoder::new(&model)
+        .with_limits(limits)
+        .decode_png(&bytes, file)?;
     Ok(())
 }

@@ -58,8 +58,10 @@ mod conv;
 mod gdn;
 mod matmul;
 mod network;
+mod synthesis;
 
 pub use network::{NetworkShape, Networks, ANALYSIS_BAND_ROWS, SYNTHESIS_STRIP_ROWS};
+pub use synthesis::Synthesis;
 
 /// Errors of the pure-Rust inference: a model file that does not hold the networks, or an
 /// input that does not fit them.

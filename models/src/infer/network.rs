@@ -5,6 +5,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::conv::{Conv, ConvKind, ConvShape};
 use super::gdn::Gdn;
+use super::synthesis::Synthesis;
 use std::ops::Range;
 
 use super::{FeatureMap, InferError, Planes, Strip};
@@ -29,14 +30,14 @@ pub struct NetworkShape {
 
 /// What follows a convolution.
 #[derive(Clone, Debug)]
-enum Activation {
+pub(super) enum Activation {
     None,
     Relu,
     Gdn(Gdn),
 }
 
 impl Activation {
-    fn apply(&self, row: &mut [f32], scratch: &mut Vec<f32>) {
+    pub(super) fn apply(&self, row: &mut [f32], scratch: &mut Vec<f32>) {
         match self {
             Self::None => {}
             Self::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
@@ -47,8 +48,8 @@ impl Activation {
 
 /// A chain of convolutions, each followed by its activation.
 #[derive(Clone, Debug)]
-struct Chain {
-    layers: Vec<(Conv, Activation)>,
+pub(super) struct Chain {
+    pub(super) layers: Vec<(Conv, Activation)>,
 }
 
 impl Chain {
@@ -132,7 +133,7 @@ impl Chain {
         windows.pop().map_or(source.map, |window| window.map)
     }
 
-    fn in_channels(&self) -> usize {
+    pub(super) fn in_channels(&self) -> usize {
         self.layers
             .first()
             .map_or(0, |(conv, _)| conv.shape().in_channels)
@@ -187,15 +188,12 @@ pub struct Networks {
     shape: NetworkShape,
     analysis: Chain,
     hyper_analysis: Chain,
-    /// All layers of `g_s` but the last, channels-last.
-    synthesis: Chain,
-    /// The last layer of `g_s` (3 output channels), run channels-first.
-    synthesis_output: Conv,
+    synthesis: Synthesis,
 }
 
 /// The tensors of a model file, read as `f32`.
-struct Tensors<'a> {
-    file: SafeTensors<'a>,
+pub(super) struct Tensors<'a> {
+    pub(super) file: SafeTensors<'a>,
 }
 
 impl Tensors<'_> {
@@ -244,7 +242,7 @@ impl Tensors<'_> {
     }
 
     /// The first dimension of tensor `name`.
-    fn leading_dimension(&self, name: &str) -> Result<usize, InferError> {
+    pub(super) fn leading_dimension(&self, name: &str) -> Result<usize, InferError> {
         let view = self
             .file
             .tensor(name)
@@ -291,7 +289,7 @@ impl Tensors<'_> {
     }
 
     /// `g_a` or `g_s`: four 5x5 stride-2 layers through `channels`, GDN between them.
-    fn transform(
+    pub(super) fn transform(
         &self,
         prefix: &str,
         kind: ConvKind,
@@ -360,16 +358,12 @@ impl Networks {
         }
         let shape = NetworkShape { n, m };
         let analysis = tensors.transform("g_a", ConvKind::Regular, [3, n, n, n, m])?;
-        let mut synthesis = tensors.transform("g_s", ConvKind::Transposed, [m, n, n, n, 3])?;
-        let (synthesis_output, _) = synthesis.layers.pop().ok_or_else(|| {
-            InferError::Format("g_s has no layer".into()) // unreachable: transform makes four
-        })?;
+        let synthesis = tensors.transform("g_s", ConvKind::Transposed, [m, n, n, n, 3])?;
         Ok(Self {
             shape,
             analysis,
             hyper_analysis: tensors.hyper_analysis(shape)?,
-            synthesis,
-            synthesis_output,
+            synthesis: Synthesis::new(synthesis)?,
         })
     }
 
@@ -433,8 +427,7 @@ impl Networks {
                 .collect(),
         };
         let analysis = chain(regular.to_vec(), false);
-        let mut synthesis = chain(transposed.to_vec(), true);
-        let (synthesis_output, _) = synthesis.layers.pop().expect("four layers");
+        let synthesis = Synthesis::new(chain(transposed.to_vec(), true)).expect("four layers");
         let activations = [Activation::Relu, Activation::Relu, Activation::None];
         Self {
             shape,
@@ -443,7 +436,6 @@ impl Networks {
                 layers: hyper.into_iter().zip(activations).collect(),
             },
             synthesis,
-            synthesis_output,
         }
     }
 
@@ -514,107 +506,40 @@ impl Networks {
     }
 
     /// `g_s`: `y_hat` (M planes of `h x w`) to the reconstruction (3 planes of `16 h x 16 w`),
-    /// not clamped. Runs in strips of [`SYNTHESIS_STRIP_ROWS`] rows, with the values of the
-    /// whole image at once, to the bit.
+    /// not clamped ([`Synthesis::run`]).
     ///
     /// # Errors
     /// [`InferError::Input`] if `y_hat` does not have M channels.
     pub fn synthesis(&self, y_hat: &Planes) -> Result<Planes, InferError> {
-        check_channels(y_hat, self.synthesis.in_channels(), "g_s")?;
-        let height = self.output_side(y_hat.height);
-        let width = self.output_side(y_hat.width);
-        let plane = height * width;
-        let mut data = vec![0.0f32; 3 * plane];
-        self.synthesis_in_strips::<InferError>(y_hat, SYNTHESIS_STRIP_ROWS, |first, strip| {
-            let len = strip.height * strip.width;
-            for (c, values) in strip.data.chunks_exact(len).enumerate() {
-                data[c * plane + first * width..][..len].copy_from_slice(values);
-            }
-            Ok(())
-        })?;
-        Planes::new(3, height, width, data)
+        self.synthesis.run(y_hat)
     }
 
-    /// `g_s` in horizontal strips of `strip_rows` output rows (the last may be shorter), handed
-    /// to `emit` top to bottom with the index of their first row: the same values as
-    /// [`Self::synthesis`], to the bit, with memory that grows with the strip, not the image.
-    /// Each strip recomputes the few rows of every hidden layer it shares with its neighbours
-    /// (the halo of the 5x5 kernels).
+    /// `g_s` in horizontal strips ([`Synthesis::in_strips`]).
     ///
     /// # Errors
-    /// [`InferError::Input`] if `y_hat` does not have M channels or `strip_rows` is 0, else what
-    /// `emit` returns.
+    /// As [`Synthesis::in_strips`].
     pub fn synthesis_in_strips<E: From<InferError>>(
         &self,
         y_hat: &Planes,
         strip_rows: usize,
-        mut emit: impl FnMut(usize, Planes) -> Result<(), E>,
+        emit: impl FnMut(usize, Planes) -> Result<(), E>,
     ) -> Result<(), E> {
-        check_channels(y_hat, self.synthesis.in_channels(), "g_s")?;
-        if strip_rows == 0 {
-            return Err(InferError::Input("strips of 0 rows".into()).into());
-        }
-        let height = self.output_side(y_hat.height);
-        for first in (0..height).step_by(strip_rows) {
-            let rows = first..first.saturating_add(strip_rows).min(height);
-            emit(first, self.synthesis_strip(y_hat, rows))?;
-        }
-        Ok(())
+        self.synthesis.in_strips(y_hat, strip_rows, emit)
     }
 
-    /// The layers of `g_s`, last included.
-    fn synthesis_layers(&self) -> impl Iterator<Item = &Conv> {
-        let hidden = self.synthesis.layers.iter().map(|(conv, _)| conv);
-        hidden.chain(std::iter::once(&self.synthesis_output))
-    }
-
-    /// The side of the reconstruction of a `y_hat` side of `side` (rows or columns alike).
-    fn output_side(&self, side: usize) -> usize {
-        self.synthesis_layers()
-            .fold(side, |h, conv| conv.shape().output_size(h, 1).0)
-    }
-
-    /// Output rows `rows` of `g_s`: the rows every layer needs, from the last back to `y_hat`,
-    /// then the layers on those rows only.
-    fn synthesis_strip(&self, y_hat: &Planes, rows: Range<usize>) -> Planes {
-        let layers: Vec<&Conv> = self.synthesis_layers().collect();
-        // heights[i]: rows of the input of layer i.
-        let mut heights = vec![y_hat.height];
-        for conv in &layers {
-            let h = heights[heights.len() - 1];
-            heights.push(conv.shape().output_size(h, 1).0);
-        }
-        // wanted[i]: output rows of layer i; wanted[0] before it: rows of y_hat.
-        let mut wanted = vec![rows];
-        for (conv, &height) in layers.iter().zip(&heights).rev() {
-            let needed = conv.input_rows(&wanted[0], height);
-            wanted.insert(0, needed);
-        }
-        let mut map = FeatureMap::from_plane_rows(y_hat, wanted[0].clone());
-        for (i, (conv, activation)) in self.synthesis.layers.iter().enumerate() {
-            let input = Strip {
-                map: &map,
-                first: wanted[i].start,
-                total: heights[i],
-            };
-            map = conv.forward_rows(input, wanted[i + 1].clone(), |row, scratch| {
-                activation.apply(row, scratch)
-            });
-        }
-        let last = self.synthesis.layers.len();
-        let input = Strip {
-            map: &map,
-            first: wanted[last].start,
-            total: heights[last],
-        };
-        self.synthesis_output
-            .forward_planar_rows(input, wanted[last + 1].clone())
+    /// The synthesis network `g_s` on its own.
+    pub fn synthesis_network(&self) -> &Synthesis {
+        &self.synthesis
     }
 }
 
 /// That `planes` are a non-empty map of `expected` channels whose data fits its sizes (its
 /// fields are public, so [`Planes::new`]'s check may have been bypassed).
-fn check_channels(planes: &Planes, expected: usize, network: &str) -> Result<(), InferError> {
+pub(super) fn check_channels(
+    planes: &Planes,
+    expected: usize,
+    network: &str,
+) -> Result<(), InferError> {
     let size = planes
         .channels
         .checked_mul(planes.height)
@@ -685,16 +610,17 @@ mod tests {
         let networks = Networks::pseudo_random(NetworkShape { n: 16, m: 24 }, 9);
         let y_hat = networks.analysis(&image(250, 40)).expect("g_a");
         let whole = networks.synthesis(&y_hat).expect("g_s");
-        let rows = networks.output_side(y_hat.height);
+        let rows = networks.synthesis.output_side(y_hat.height);
         let mut map = FeatureMap::from_planes(&y_hat);
-        for (conv, activation) in &networks.synthesis.layers {
+        for (conv, activation) in networks.synthesis.hidden_layers() {
             let rows = 0..conv.shape().output_size(map.height, map.width).0;
             map = conv.forward_rows(Strip::whole(&map), rows, |row, scratch| {
                 activation.apply(row, scratch)
             });
         }
         let at_once = networks
-            .synthesis_output
+            .synthesis
+            .output_layer()
             .forward_planar_rows(Strip::whole(&map), 0..rows);
         assert!(
             bits(&at_once) == bits(&whole),

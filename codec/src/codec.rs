@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use image::{ColorType, DynamicImage, GenericImageView, RgbImage};
 use ocular_entropy::QuantizationStep;
-use ocular_models::{CompressedLatents, ModelError};
+use ocular_models::{CompressedLatents, ModelError, Realism};
 
 use crate::container::{Bitstream, Header, LatentShape};
 use crate::limits::{Limit, Limits};
@@ -186,6 +186,8 @@ pub struct Decoder<'m> {
     limits: Limits,
     /// Output rows per strip of the synthesis.
     strip_rows: usize,
+    /// The realism knob R (0: the plain decoder).
+    realism: f32,
 }
 
 impl<'m> Decoder<'m> {
@@ -195,7 +197,17 @@ impl<'m> Decoder<'m> {
             model,
             limits: Limits::default(),
             strip_rows: ocular_models::pure::STRIP_ROWS,
+            realism: 0.0,
         }
+    }
+
+    /// Decodes with the realism knob at `r` in 0..=1: the model's synthesis `g_s` and its
+    /// realism decoder `g_s'` ([`Model::with_realism_decoder`]) mixed as
+    /// `(1 - r) g_s(y) + r g_s'(y)`. 0 (the default) is the plain decoder, to the bit; 1 is the
+    /// realism decoder alone. Checked when decoding.
+    pub fn with_realism(mut self, r: f32) -> Self {
+        self.realism = r;
+        self
     }
 
     /// Uses `limits` for the files it reads.
@@ -298,6 +310,7 @@ impl<'m> Decoder<'m> {
             y_stream: bitstream.y_stream,
             step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
         };
+        let realism = self.checked_realism()?;
         let color = if gray { ColorType::L8 } else { ColorType::Rgb8 };
         sink.start(width, height, color).map_err(Error::Output)?;
         let emit = |first: usize, rgb: &[u8]| -> Result<(), DecodeFailure> {
@@ -311,10 +324,13 @@ impl<'m> Decoder<'m> {
             let luma = DynamicImage::ImageRgb8(strip).to_luma8();
             Ok(sink.rows(first, luma.as_raw()).map_err(Error::Output)?)
         };
-        let decoded =
-            self.model
-                .pure()
-                .decompress_rows(&latents, width, height, self.strip_rows, emit);
+        let decoded = self.model.pure().decompress_rows(
+            &latents,
+            (width, height),
+            self.strip_rows,
+            realism,
+            emit,
+        );
         match decoded {
             Ok(()) => Ok(()),
             // The header passed the container's checks and names this model, so latent shapes
@@ -325,6 +341,28 @@ impl<'m> Decoder<'m> {
             Err(DecodeFailure::Model(other)) => Err(other.into()),
             Err(DecodeFailure::Codec(error)) => Err(error),
         }
+    }
+}
+
+impl Decoder<'_> {
+    /// The realism knob of this decode, checked: `None` for the plain decoder.
+    fn checked_realism(&self) -> Result<Option<Realism<'_>>, Error> {
+        let r = self.realism;
+        if r == 0.0 {
+            return Ok(None);
+        }
+        if !(0.0..=1.0).contains(&r) {
+            return Err(Error::RealismOutOfRange(r));
+        }
+        let decoder = self
+            .model
+            .realism_decoder()
+            .ok_or_else(|| Error::NoRealismDecoder {
+                model: self.model.name().to_string(),
+            })?;
+        Ok(Some(
+            Realism::new(decoder, r).map_err(|_| Error::RealismOutOfRange(r))?,
+        ))
     }
 }
 

@@ -89,6 +89,18 @@ pub enum Error {
     /// built-in one with `make setup`).
     #[error("observer unavailable: {0}")]
     ObserverUnavailable(String),
+    /// A realism weight outside 0..=1 was asked for (the caller's fault).
+    #[error("realism {0} is outside 0..=1")]
+    RealismOutOfRange(f32),
+    /// A realism weight above 0 was asked for, and the model has no realism decoder (the
+    /// caller's: attach its companion file).
+    #[error(
+        "model '{model}' has no realism decoder (its companion file {model}.realism.safetensors)"
+    )]
+    NoRealismDecoder {
+        /// The model's name.
+        model: String,
+    },
     /// The decoded image could not be written where the caller asked
     /// ([`Decoder::decode_rows`](crate::Decoder::decode_rows)): the environment's fault.
     #[error("cannot write the decoded image: {0}")]

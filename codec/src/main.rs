@@ -234,9 +234,19 @@ struct DecodeArgs {
     /// Output image (format from the extension; PNG recommended)
     #[arg(short, long)]
     output: PathBuf,
-    /// Model file that made the input, if it is not a built-in model
+    /// Model file that made the input, if it is not a built-in model (a companion file
+    /// NAME.realism.safetensors beside it is loaded too)
     #[arg(long)]
     model: Option<PathBuf>,
+    /// The perception–distortion knob, 0..=1: mixes the model's decoder (0, the default: the
+    /// least distortion) with its realism decoder (1: natural-looking detail, at some PSNR) as
+    /// (1 - R) g_s + R g_s'. Needs a model with a realism decoder (see --realism-decoder)
+    #[arg(long, value_name = "R", default_value_t = 0.0)]
+    realism: f32,
+    /// The realism decoder's companion file (NAME.realism.safetensors, made by `ocular train
+    /// --adversarial`) for the model that made the input
+    #[arg(long, value_name = "FILE")]
+    realism_decoder: Option<PathBuf>,
     #[command(flatten)]
     size: MaxPixels,
 }
@@ -788,9 +798,16 @@ fn model_for(bitstream: &Bitstream, path: Option<&Path>) -> Result<Model> {
 fn run_decode(args: DecodeArgs) -> Result<()> {
     let limits = args.size.limits();
     let (bytes, bitstream) = read_ocu(&args.input, &limits)?;
-    let model = model_for(&bitstream, args.model.as_deref())?;
+    let mut model = model_for(&bitstream, args.model.as_deref())?;
+    if let Some(path) = &args.realism_decoder {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        model = model.with_realism_decoder(&bytes)?;
+    }
     let (width, height) = (bitstream.header.width, bitstream.header.height);
-    let decoder = Decoder::new(&model).with_limits(limits);
+    let decoder = Decoder::new(&model)
+        .with_limits(limits)
+        .with_realism(args.realism);
     let start = Instant::now();
     let cannot_write = || format!("cannot write {}", args.output.display());
     if is_png(&args.output) {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use ocular_entropy::QuantizationStep;
-use ocular_models::{Distortion, ModelInfo, PureModel};
+use ocular_models::{Distortion, ModelInfo, PureModel, RealismDecoder};
 
 use crate::container::ModelFingerprint;
 use crate::Error;
@@ -86,6 +86,8 @@ pub const DEFAULT_QUALITY: u8 = 3;
 #[derive(Debug)]
 pub struct Model {
     pure: PureModel,
+    /// The realism decoder `g_s'` of its companion file, if one is attached.
+    realism: Option<RealismDecoder>,
     #[cfg(feature = "torch")]
     torch: crate::torch_model::LazyTorchModel,
 }
@@ -98,19 +100,61 @@ impl Model {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         Ok(Self {
             pure: PureModel::from_bytes(bytes)?,
+            realism: None,
             #[cfg(feature = "torch")]
             torch: crate::torch_model::LazyTorchModel::new(bytes.to_vec()),
         })
     }
 
-    /// Reads a model file.
+    /// Reads a model file, and the realism decoder of its companion file
+    /// (`NAME.realism.safetensors` beside `NAME.safetensors`) if there is one.
     ///
     /// # Errors
-    /// [`Error::InvalidModel`] if it cannot be read or is not a valid model file.
+    /// [`Error::InvalidModel`] if either file cannot be read or is not valid, or the companion
+    /// belongs to another model.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))?;
-        Self::from_bytes(&bytes)
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))
+        };
+        let model = Self::from_bytes(&read(path)?)?;
+        let companion = ocular_models::realism::companion_path(path);
+        if companion.is_file() {
+            return model.with_realism_decoder(&read(&companion)?);
+        }
+        Ok(model)
+    }
+
+    /// This model with the realism decoder `g_s'` of a companion file's bytes, which
+    /// [`Decoder::with_realism`](crate::Decoder::with_realism) mixes with the model's own
+    /// synthesis. The model file and its fingerprint do not change, so every file it made
+    /// decodes with either synthesis.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] if the bytes are not a companion file, or one trained for another
+    /// model (by fingerprint).
+    pub fn with_realism_decoder(mut self, bytes: &[u8]) -> Result<Self, Error> {
+        let decoder = RealismDecoder::from_bytes(bytes)?;
+        if decoder.model_fingerprint() != self.pure.fingerprint() {
+            return Err(Error::InvalidModel(format!(
+                "the realism decoder was trained for model '{}' ({}), not for '{}' ({})",
+                decoder.info().model_name,
+                decoder.info().model_fingerprint,
+                self.name(),
+                self.fingerprint()
+            )));
+        }
+        self.realism = Some(decoder);
+        Ok(self)
+    }
+
+    /// Whether a realism decoder is attached ([`Self::with_realism_decoder`]).
+    pub fn has_realism_decoder(&self) -> bool {
+        self.realism.is_some()
+    }
+
+    /// The attached realism decoder.
+    pub(crate) fn realism_decoder(&self) -> Option<&RealismDecoder> {
+        self.realism.as_ref()
     }
 
     /// The names of the built-in models.

@@ -20,6 +20,7 @@ pub mod latents;
 pub mod model_file;
 pub mod pure;
 pub mod rate;
+pub mod realism;
 
 #[cfg(feature = "torch")]
 pub mod entropy_models;
@@ -44,6 +45,7 @@ pub use distortion::Distortion;
 pub use latents::{CompressedLatents, HyperpriorConfig, ModelTables};
 pub use model_file::{ModelInfo, TrainingSummary};
 pub use pure::PureModel;
+pub use realism::{Realism, RealismDecoder};
 
 #[cfg(feature = "torch")]
 pub use hyperprior::MeanScaleHyperprior;

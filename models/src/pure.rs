@@ -27,9 +27,10 @@ use image::RgbImage;
 use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep};
 use safetensors::tensor::{Dtype, SafeTensors};
 
-use crate::infer::{Networks, Planes};
+use crate::infer::{Networks, Planes, Synthesis};
 use crate::latents::{y_parameters, CompressedLatents, HyperpriorConfig, ModelTables};
 use crate::model_file::{fingerprint, read_info_and_tables, ModelInfo};
+use crate::realism::{mix, Realism};
 use crate::ModelError;
 
 /// The side the networks need: images are padded to a multiple of it.
@@ -226,7 +227,8 @@ impl PureModel {
     ) -> Result<RgbImage, ModelError> {
         let (w, h) = (width as usize, height as usize);
         let mut bytes = Vec::with_capacity(w.saturating_mul(h).saturating_mul(3));
-        self.decompress_rows::<ModelError>(latents, width, height, STRIP_ROWS, |_, rows| {
+        let size = (width, height);
+        self.decompress_rows::<ModelError>(latents, size, STRIP_ROWS, None, |_, rows| {
             bytes.extend_from_slice(rows);
             Ok(())
         })?;
@@ -239,40 +241,75 @@ impl PureModel {
     /// to bottom in strips of `strip_rows` rows (the last may be shorter) with the index of
     /// their first row: `3 * width` bytes a row. Memory grows with the strip and the latents,
     /// not with the image; the pixels are those of [`Self::decompress`], to the bit, whatever
-    /// `strip_rows` is.
+    /// `strip_rows` is. With `realism`, `x_hat` mixes `g_s` with the realism decoder `g_s'`
+    /// ([`crate::realism`]; `R = 0` is the plain decoder to the bit, `R = 1` is `g_s'` alone).
     ///
     /// # Errors
     /// [`ModelError::Shape`] if the shapes do not fit this model or `width` x `height` does not
-    /// fit the latents, or `strip_rows` is 0; [`ModelError::Entropy`] if a stream is corrupt;
-    /// else what `emit` returns.
+    /// fit the latents, or `strip_rows` is 0; [`ModelError::Inference`] if the realism decoder
+    /// does not take this model's `y`; [`ModelError::Entropy`] if a stream is corrupt; else what
+    /// `emit` returns.
     pub fn decompress_rows<E: From<ModelError>>(
         &self,
         latents: &CompressedLatents,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
         strip_rows: usize,
+        realism: Option<Realism<'_>>,
         mut emit: impl FnMut(usize, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let y_hat = self.checked_y_hat(latents, width, height, strip_rows)?;
         let (w, h) = (width as usize, height as usize);
+        let (first_network, second) = self.syntheses(realism, y_hat.channels)?;
         let mut rgb = Vec::new();
-        let result = self.networks.synthesis_in_strips::<StripError<E>>(
-            &y_hat,
-            strip_rows,
-            |first, strip| {
+        let result =
+            first_network.in_strips::<StripError<E>>(&y_hat, strip_rows, |first, mut strip| {
                 let rows = first..(first + strip.height).min(h);
                 if rows.is_empty() {
                     return Ok(());
                 }
+                if let Some((realistic, r)) = second {
+                    let other = realistic.strip(&y_hat, first..first + strip.height);
+                    mix(&mut strip.data, &other.data, r);
+                }
                 strip_to_rgb(&strip, rows.len(), w, &mut rgb);
                 emit(first, &rgb).map_err(StripError::Emit)
-            },
-        );
+            });
         match result {
             Ok(()) => Ok(()),
             Err(StripError::Model(e)) => Err(e.into()),
             Err(StripError::Emit(e)) => Err(e),
         }
+    }
+
+    /// The network a decode runs on every strip, and the one it mixes in with its weight `R`:
+    /// `g_s` alone without realism or at `R = 0`, `g_s'` alone at `R = 1`.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] if `g_s'` does not take `channels` channels.
+    fn syntheses<'s>(
+        &'s self,
+        realism: Option<Realism<'s>>,
+        channels: usize,
+    ) -> Result<(&'s Synthesis, Option<(&'s Synthesis, f32)>), ModelError> {
+        let plain = self.networks.synthesis_network();
+        let Some(realism) = realism else {
+            return Ok((plain, None));
+        };
+        let realistic = realism.decoder().synthesis();
+        if realistic.in_channels() != channels {
+            return Err(ModelError::Shape(format!(
+                "a realism decoder of {} channels for a y of {channels}",
+                realistic.in_channels()
+            )));
+        }
+        let r = realism.weight();
+        Ok(if r == 0.0 {
+            (plain, None)
+        } else if r == 1.0 {
+            (realistic, None)
+        } else {
+            (plain, Some((realistic, r)))
+        })
     }
 
     /// The dequantised `y` of `latents`, once every size is checked.
@@ -517,9 +554,9 @@ mod tests {
             model
                 .decompress_rows::<ModelError>(
                     &latents,
-                    width,
-                    height,
+                    (width, height),
                     strip_rows,
+                    None,
                     |first, rows| {
                         assert_eq!(first, bytes.len() / (3 * width as usize));
                         firsts.push(first);
@@ -537,10 +574,10 @@ mod tests {
         let too_big = model.decompress_to_rgb(&latents, width, 16 * 6 + 1);
         assert!(matches!(too_big, Err(ModelError::Shape(_))));
         let no_strips =
-            model.decompress_rows::<ModelError>(&latents, width, height, 0, |_, _| Ok(()));
+            model.decompress_rows::<ModelError>(&latents, (width, height), 0, None, |_, _| Ok(()));
         assert!(matches!(no_strips, Err(ModelError::Shape(_))));
         // The caller's error stops the decode and comes back as it was.
-        let stopped = model.decompress_rows(&latents, width, height, 16, |first, _| {
+        let stopped = model.decompress_rows(&latents, (width, height), 16, None, |first, _| {
             if first >= 32 {
                 Err(ModelError::Shape(format!("stop at {first}")))
             } else {

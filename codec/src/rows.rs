@@ -64,6 +64,10 @@ impl<W: Write + 'static> RowSink for PngRows<W> {
             _ => png::ColorType::Rgb,
         });
         encoder.set_depth(png::BitDepth::Eight);
+        // The speed and size of `image`'s own PNG writer (fast deflate, adaptive filters):
+        // `Balanced` made a Kodak-like photo 20% smaller at 1.6x the CPU time.
+        encoder.set_compression(png::Compression::Fast);
+        encoder.set_filter(png::Filter::Adaptive);
         let writer = encoder.write_header().map_err(io::Error::other)?;
         self.stream = Some(writer.into_stream_writer().map_err(io::Error::other)?);
         Ok(())

@@ -91,6 +91,7 @@ pub mod train {
         untrained_model_bytes, untrained_variable_rate_model_bytes,
     };
     pub use ocular_models::rate::QualityRange;
+    pub use ocular_models::realism_train::{train_realism, RealismConfig, RealismOutcome};
     pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};
 

@@ -540,9 +540,10 @@ struct TrainArgs {
     /// Observer mix for --distortion observer: 0 = human (MS-SSIM), 1 = classifier features
     #[arg(long, required_if_eq("distortion", "observer"))]
     alpha: Option<f64>,
-    /// Weight w_f of the classifier-feature term (observer distortion)
-    #[arg(long, default_value_t = ocular::train::DEFAULT_FEATURE_WEIGHT)]
-    feature_weight: f64,
+    /// Weight w_f of the classifier-feature term (observer distortion: default 0.08; with
+    /// --adversarial: default 1, 0 leaves the classifier out)
+    #[arg(long)]
+    feature_weight: Option<f64>,
     /// Classifier layers whose features are compared, e.g. stage1,head (observer distortion)
     #[arg(long, default_value = "stage1,head")]
     feature_layers: ocular::train::FeatureLayers,
@@ -573,9 +574,11 @@ struct TrainArgs {
     /// Side of the square random crops (multiple of 64)
     #[arg(long, default_value_t = 128)]
     crop_size: i64,
-    /// Peak learning rate (held for 60% of the run, then cosine decay to 2%; see --decay-steps)
-    #[arg(long, default_value_t = 5e-4)]
-    learning_rate: f64,
+    /// Peak learning rate (default 5e-4, held for 60% of the run, then cosine decay to 2%; see
+    /// --decay-steps). With --adversarial: Adam's rate for g_s' and the discriminator (default
+    /// 1e-4)
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Warmup-stable-decay schedule: hold the learning rate until the last N of --steps, then
     /// decay it over them. A long run with a huge --steps holds it; decay any checkpoint with
     /// its own short run (--init CHECKPOINT --steps N --decay-steps N)
@@ -609,6 +612,16 @@ struct TrainArgs {
     /// Continue the run whose checkpoint is in --run-dir (Ctrl-C or a time budget left it there)
     #[arg(long)]
     resume: bool,
+    /// Train the realism decoder of the --init model instead, with this weight W of the
+    /// adversarial loss: a second synthesis g_s' (the encoder, hyperprior and entropy model
+    /// frozen) for `decode --realism`, written to --output as a companion file (name it
+    /// NAME.realism.safetensors beside NAME.safetensors so the model finds it). Loss:
+    /// 255^2 MSE / 100 + w_f classifier features + W x non-saturating GAN loss of a latent-
+    /// conditioned PatchGAN. Uses --data, --validation, --run-dir, --steps, --minutes,
+    /// --batch-size, --crop-size, --learning-rate, --feature-weight, --observer-weights, --seed,
+    /// --checkpoint-seconds, --resume
+    #[arg(long, value_name = "W", requires = "init")]
+    adversarial: Option<f64>,
     /// Random seed
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -620,10 +633,53 @@ struct TrainArgs {
     quiet: bool,
 }
 
+/// `train --adversarial W`: the realism decoder of the --init model.
+#[cfg(feature = "torch")]
+fn run_realism_training(args: TrainArgs, weight: f64) -> Result<()> {
+    use ocular::train::{train_realism, RealismConfig};
+    let model = args.init.context("--adversarial needs --init MODEL")?;
+    if !(weight.is_finite() && weight >= 0.0) {
+        bail!("--adversarial must be a weight >= 0, got {weight}");
+    }
+    let mut config = RealismConfig::new(model, args.data, args.output, args.run_dir);
+    config.validation = args.validation;
+    config.adversarial_weight = weight;
+    config.feature_weight = args.feature_weight.unwrap_or(config.feature_weight);
+    config.observer_weights = args.observer_weights;
+    config.steps = args.steps;
+    config.time_budget_seconds = args.minutes.map(|m| m * 60.0);
+    config.batch_size = args.batch_size;
+    config.crop_size = args.crop_size;
+    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.seed = args.seed;
+    config.checkpoint_seconds = args.checkpoint_seconds;
+    config.resume = args.resume;
+    config.progress = !args.quiet;
+    let outcome = train_realism(&config).context("realism training failed")?;
+    out!(
+        "realism decoder: {} steps ({:.2} CPU-hours){}; written to {}",
+        outcome.steps,
+        outcome.cpu_seconds / 3600.0,
+        if outcome.stopped_early {
+            ", stopped early (run again with --resume to continue)"
+        } else {
+            ""
+        },
+        config.output.display()
+    );
+    if let Some((plain, realistic)) = outcome.validation {
+        out!("validation PSNR: g_s {plain:.2} dB, g_s' {realistic:.2} dB");
+    }
+    Ok(())
+}
+
 #[cfg(feature = "torch")]
 fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         train::set_threads(threads);
+    }
+    if let Some(weight) = args.adversarial {
+        return run_realism_training(args, weight);
     }
     let mut config = TrainConfig::new(args.data, args.output, args.run_dir);
     config.validation = args.validation;
@@ -634,7 +690,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         DistortionArg::MsSsim => Distortion::MsSsim,
         DistortionArg::Observer => {
             let mut observer = ObserverDistortion::new(args.alpha.unwrap_or(0.5));
-            observer.feature_weight = args.feature_weight;
+            observer.feature_weight = args
+                .feature_weight
+                .unwrap_or(ocular::train::DEFAULT_FEATURE_WEIGHT);
             observer.layers = args.feature_layers;
             Distortion::Observer(observer)
         }
@@ -650,7 +708,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.time_budget_seconds = args.minutes.map(|m| m * 60.0);
     config.batch_size = args.batch_size;
     config.crop_size = args.crop_size;
-    config.learning_rate = args.learning_rate;
+    config.learning_rate = args.learning_rate.unwrap_or(5e-4);
     config.precision = match args.precision {
         PrecisionArg::F32 => ComputePrecision::F32,
         PrecisionArg::Bf16 => ComputePrecision::Bf16,

@@ -227,6 +227,19 @@ impl MeanScaleHyperprior {
         }
     }
 
+    /// The quantised `y` of `x` on the grid of `step`, as the decoder sees it:
+    /// `round((y - μ) / Δ) Δ + μ` with `μ` from the rounded `z` (no noise, no gradient needed).
+    pub fn quantized_latents_at(&self, x: &Tensor, step: QuantizationStep) -> Tensor {
+        let delta = f64::from(step.get());
+        let y = self.analysis(x);
+        let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
+        let z_hat = self
+            .entropy_bottleneck
+            .quantize(&self.hyper_analysis(&y), false);
+        let (means, _) = self.hyper_synthesis(&z_hat, y_height, y_width);
+        ((&y - &means) / delta).round() * delta + &means
+    }
+
     /// The auxiliary loss that fits the quantiles of the entropy bottleneck.
     pub fn aux_loss(&self) -> Tensor {
         self.entropy_bottleneck.aux_loss()

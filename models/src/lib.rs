@@ -37,6 +37,8 @@ pub mod msssim;
 #[cfg(feature = "torch")]
 pub mod observer;
 #[cfg(feature = "torch")]
+pub mod realism_train;
+#[cfg(feature = "torch")]
 pub mod refine;
 #[cfg(feature = "torch")]
 pub mod train;

@@ -290,7 +290,7 @@ impl PureModel {
         &'s self,
         realism: Option<Realism<'s>>,
         channels: usize,
-    ) -> Result<(&'s Synthesis, Option<(&'s Synthesis, f32)>), ModelError> {
+    ) -> Result<Syntheses<'s>, ModelError> {
         let plain = self.networks.synthesis_network();
         let Some(realism) = realism else {
             return Ok((plain, None));
@@ -341,6 +341,9 @@ impl PureModel {
         )?)
     }
 }
+
+/// The synthesis a decode runs on every strip, and the one it mixes in with its weight `R`.
+type Syntheses<'s> = (&'s Synthesis, Option<(&'s Synthesis, f32)>);
 
 /// Output rows per strip of [`PureModel::decompress_to_rgb`].
 pub const STRIP_ROWS: usize = crate::infer::SYNTHESIS_STRIP_ROWS;

@@ -218,7 +218,7 @@ impl Validation {
     }
 }
 
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
@@ -332,7 +332,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         Validation::CSV_HEADER,
     )?;
 
-    let reporter = Reporter::new(config, state.step);
+    let reporter = Reporter::new(config.progress, config.steps, state.step);
     let pixels = config.crop_size * config.crop_size;
     let session_start = Instant::now();
     let seconds_before = state.seconds;
@@ -569,7 +569,7 @@ fn validation_points(config: &TrainConfig) -> Result<Vec<(f32, QuantizationStep)
 
 /// CPU time of this process so far (user + system, all threads), in seconds; 0 where the
 /// platform cannot tell.
-fn process_cpu_seconds() -> f64 {
+pub(crate) fn process_cpu_seconds() -> f64 {
     cpu_time::ProcessTime::try_now().map_or(0.0, |t| t.as_duration().as_secs_f64())
 }
 
@@ -614,7 +614,7 @@ fn log(config: &TrainConfig, message: &str) {
 
 /// Progress on a terminal as a bar; in a log file (e.g. under `nohup`) as a plain line every
 /// [`Reporter::LOG_EVERY`] steps.
-struct Reporter {
+pub(crate) struct Reporter {
     bar: ProgressBar,
     plain: bool,
     started: Instant,
@@ -623,10 +623,11 @@ struct Reporter {
 impl Reporter {
     const LOG_EVERY: u64 = 250;
 
-    fn new(config: &TrainConfig, position: u64) -> Self {
+    /// A reporter of a run of `steps` steps, at `position`; silent without `progress`.
+    pub(crate) fn new(progress: bool, steps: u64, position: u64) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let bar = if config.progress && terminal {
-            let bar = ProgressBar::new(config.steps);
+        let bar = if progress && terminal {
+            let bar = ProgressBar::new(steps);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}",
@@ -641,12 +642,12 @@ impl Reporter {
         };
         Self {
             bar,
-            plain: config.progress && !terminal,
+            plain: progress && !terminal,
             started: Instant::now(),
         }
     }
 
-    fn step(&self, step: u64, total: u64, message: &str) {
+    pub(crate) fn step(&self, step: u64, total: u64, message: &str) {
         self.bar.set_position(step);
         if self.plain && step % Self::LOG_EVERY == 0 {
             let elapsed = self.started.elapsed().as_secs();
@@ -656,7 +657,7 @@ impl Reporter {
         }
     }
 
-    fn line(&self, message: &str) {
+    pub(crate) fn line(&self, message: &str) {
         if self.plain {
             eprintln!("{message}");
         } else {
@@ -664,7 +665,7 @@ impl Reporter {
         }
     }
 
-    fn finish(&self, message: &str) {
+    pub(crate) fn finish(&self, message: &str) {
         self.bar.finish_with_message(message.to_string());
         if self.plain {
             eprintln!("{message}");
@@ -741,7 +742,7 @@ pub fn validate_at(
     })
 }
 
-fn load_validation(dir: &Path) -> Result<Vec<Tensor>, ModelError> {
+pub(crate) fn load_validation(dir: &Path) -> Result<Vec<Tensor>, ModelError> {
     let files = image_files(dir)?;
     let mut images = Vec::with_capacity(files.len());
     for file in files {
@@ -783,12 +784,12 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 }
 
 /// Training images held in memory as RGB bytes.
-struct Dataset {
+pub(crate) struct Dataset {
     images: Vec<image::RgbImage>,
 }
 
 impl Dataset {
-    fn load(dir: &Path, crop: i64, progress: bool) -> Result<Self, ModelError> {
+    pub(crate) fn load(dir: &Path, crop: i64, progress: bool) -> Result<Self, ModelError> {
         let files = image_files(dir)?;
         let bar = if progress {
             ProgressBar::new(files.len() as u64)
@@ -823,7 +824,7 @@ impl Dataset {
     /// A batch of random crops (N, 3, crop, crop): a random image, half of the time downscaled
     /// by a random factor up to 2 (area averaging) first, then a random crop and a random
     /// horizontal flip.
-    fn batch(&self, batch_size: i64, crop: i64, rng: &mut StdRng) -> Tensor {
+    pub(crate) fn batch(&self, batch_size: i64, crop: i64, rng: &mut StdRng) -> Tensor {
         let crops: Vec<Tensor> = (0..batch_size)
             .map(|_| {
                 let image = &self.images[rng.gen_range(0..self.images.len())];

@@ -129,9 +129,10 @@ fn class_name(synsets: Option<&Synsets>, index: usize) -> String {
 }
 
 fn picture(row: &BenchRow, crop: &BenchPicture, synsets: Option<&Synsets>, judge: &str) -> Picture {
-    let label = match row.codec.strip_prefix("ocular:") {
-        Some(_) => row.setting.clone(),
-        None => format!("quality {}", row.setting),
+    let label = if row.codec.starts_with("ocular:") {
+        row.setting.clone()
+    } else {
+        format!("quality {}", row.setting)
     };
     let optional =
         |v: Option<f64>, unit: &str| v.map_or_else(|| "n/a".into(), |v| format!("{v:.4}{unit}"));

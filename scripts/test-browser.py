@@ -29,7 +29,9 @@ from pathlib import Path
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 ARROW_RIGHT = "\ue014"
-TIMEOUT_S = 30
+# Generous: on a loaded machine Chromium can take tens of seconds to start.
+CALL_TIMEOUT_S = 180
+TIMEOUT_S = 60
 
 
 class Failure(Exception):
@@ -89,10 +91,12 @@ class WebDriver:
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            with urllib.request.urlopen(request, timeout=CALL_TIMEOUT_S) as response:
                 return json.load(response)["value"]
         except urllib.error.HTTPError as error:
             raise Failure(f"WebDriver {method} {path}: {error.read().decode(errors='replace')}")
+        except (OSError, ValueError, KeyError) as error:
+            raise Failure(f"WebDriver {method} {path}: no answer from chromedriver ({error!r})")
 
     def start(self):
         capabilities = {
@@ -144,8 +148,11 @@ def not_loaded(driver, images):
     """The images not yet loaded, as [(src, complete, naturalWidth)], or True if none."""
     states = [(driver.prop(i, "src"), driver.prop(i, "complete"), driver.prop(i, "naturalWidth"))
               for i in images]
-    bad = [s for s in states if not (s[1] and s[2] and s[2] > 0)]
-    return True if not bad else bad
+    broken = [s[0] for s in states if s[1] and not s[2]]
+    if broken:
+        raise Failure(f"images failed to load (complete, naturalWidth 0): {broken}")
+    pending = [s for s in states if not s[1]]
+    return True if not pending else pending
 
 
 def check_page(driver, page):
@@ -211,7 +218,12 @@ def check(page, screenshot):
             screenshot.write_bytes(png)
             print(f"test-browser: screenshot {screenshot} ({len(png)} bytes)")
         finally:
-            driver.call("DELETE", "")
+            try:
+                driver.call("DELETE", "")  # closes the browser
+            except Failure as failure:
+                print(f"test-browser: note: {failure}", file=sys.stderr)
+    except Failure as failure:
+        raise Failure(f"{failure} (chromedriver's log: {log.name})") from None
     finally:
         server.terminate()
         server.wait(timeout=10)

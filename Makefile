@@ -7,7 +7,7 @@ CARGO ?= cargo
 OCULAR := $(CARGO) run --quiet -p ocular --features cli,torch --
 DEMO_IMAGE ?= assets/ladybird.png
 
-.PHONY: setup build demo test lint bench ci embeddable
+.PHONY: setup build demo test test-browser lint bench ci embeddable
 
 ## Installs libtorch once per machine (cache in ~/.cache/ocular) and links it as .libtorch.
 setup:
@@ -29,6 +29,23 @@ test: setup
 	$(CARGO) test -p ocular-models --lib
 	$(CARGO) test -p ocular --lib --test embedded --test container --test fuzz_inputs
 	$(CARGO) test -p ocular --no-default-features --lib --test container --test fuzz_inputs
+
+## The visual report in a real browser: installs Debian's chromium and chromium-driver if missing,
+## writes `eval --html` of the built-in mse-vr at three rate points on two generated images,
+## opens it in headless Chromium through WebDriver, checks that every picture loaded, moves the
+## slider by a key press and checks that the pictures changed; screenshot in target/browser/.
+BROWSER_DIR := target/browser
+test-browser: setup
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	rm -rf $(BROWSER_DIR) && mkdir -p $(BROWSER_DIR)
+	python3 scripts/test-browser.py images $(BROWSER_DIR)/images
+	$(OCULAR) eval --data $(BROWSER_DIR)/images --model mse-vr --at-quality 1,5,9 --threads 1 \
+		--quiet --html $(BROWSER_DIR)/report.html
+	python3 scripts/test-browser.py check $(BROWSER_DIR)/report.html $(BROWSER_DIR)/screenshot.png
 
 lint: setup
 	$(CARGO) fmt --all --check

@@ -629,6 +629,56 @@ fn write_dataset(root: &Path, count: u32) {
     }
 }
 
+/// `bench imagenet --html`: the crop beside each codec at each target, with the first judge's
+/// top-5 classes under every picture.
+#[test]
+fn the_visual_report_shows_every_target_and_the_first_judges_top5() {
+    let judges = stand_in_judges();
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_dataset(&dir.path().join("data"), 2);
+    let images = scan_folder(&dir.path().join("data"), &synsets()).expect("scan");
+    let codecs = vec![
+        BenchCodec::ocular("tiny", vec![tiny_model(1)]),
+        BenchCodec::Baseline(ocular::bench::Baseline::Jpeg),
+    ];
+    let mut config = BenchConfig::new(images, codecs, vec![0.25, 1.5]);
+    config.keep_pictures = 1;
+    let run = ocular::bench::run_keeping(&config, &judges).expect("run");
+    assert_eq!(run.report.rows.len(), 2 * 5);
+    assert_eq!(run.pictures.len(), 1, "only the first image is kept");
+    let crops = &run.pictures[0].crops;
+    assert_eq!(crops.len(), 5);
+    assert!(crops
+        .iter()
+        .all(|c| c.top5.len() == 5 && c.image.width() == 224));
+    let path = dir.path().join("bench.html");
+    let options = ocular::html::HtmlOptions::default();
+    let summary = run
+        .report
+        .write_html(&run.pictures, Some(&synsets()), &path, &options)
+        .expect("written");
+    assert_eq!((summary.sections, summary.pictures), (1, 5), "{summary:?}");
+    let html = std::fs::read_to_string(&path).expect("page");
+    let first = &run.report.rows[0];
+    let heading = format!("{} (tench)", first.image);
+    for text in [
+        &heading,
+        "top-5 (mean):",
+        "0.25 bpp",
+        "1.5 bpp",
+        "ocular:tiny",
+        "jpeg",
+    ] {
+        assert!(html.contains(text), "{text} missing");
+    }
+    assert_eq!(
+        html.matches("top-5 (mean):").count(),
+        5,
+        "under every picture"
+    );
+    assert!(!html.contains("shifted"), "only the first judge's classes");
+}
+
 #[test]
 fn shards_merge_into_the_report_of_one_run() {
     let judges = stand_in_judges();

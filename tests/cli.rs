@@ -444,6 +444,43 @@ fn eval_redraws_a_saved_report() {
     assert_clean_failure(&out, "not an `ocular eval --json` report");
 }
 
+/// `eval --html` writes the page and its pictures beside it; its options need it.
+#[test]
+fn eval_writes_a_visual_report() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.path("images")).expect("mkdir");
+    std::fs::copy(f.path("in.png"), f.path("images/in.png")).expect("copy");
+    let out = ocular(&[
+        "eval",
+        "--data",
+        &f.arg("images"),
+        "--model",
+        &f.arg("a.safetensors"),
+        "--model",
+        &f.arg("b.safetensors"),
+        "--against",
+        "webp",
+        "--quiet",
+        "--html",
+        &f.arg("page.html"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1 comparison(s)"), "{}", text(&out));
+    let html = std::fs::read_to_string(f.path("page.html")).expect("page written");
+    assert!(html.contains("in.png: ocular (mse)") && html.contains("webp"));
+    // The original, and two rate points of ocular and webp each.
+    assert_eq!(
+        std::fs::read_dir(f.path("page_files"))
+            .expect("pictures")
+            .count(),
+        5
+    );
+    let out = ocular(&["eval", "--html-images", "2"]);
+    assert_clean_failure(&out, "--html");
+    let out = ocular(&["eval", "--from-json", "r.json", "--html", "p.html"]);
+    assert_clean_failure(&out, "cannot be used with");
+}
+
 #[test]
 fn a_variable_rate_model_trains_and_codes_at_any_quality_and_exact_rate() {
     let f = Fixture::new();

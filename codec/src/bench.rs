@@ -56,6 +56,7 @@
 
 mod csv;
 mod dataset;
+mod html;
 mod judge;
 mod plot;
 mod report;
@@ -71,6 +72,7 @@ use tch::Tensor;
 
 pub use crate::eval::Baseline;
 pub use dataset::{scan_folder, LabeledImage, Shard, SHARD_COUNT_VARIABLE};
+pub use html::html_page;
 pub use judge::{Judge, JudgeSpec, DEFAULT_JUDGES};
 pub use report::{
     merge, BenchReport, BenchRow, BenchSummary, JudgeSummary, Verdict, REFERENCE_CODEC,
@@ -194,6 +196,9 @@ pub enum BenchError {
     /// The plot cannot be drawn (e.g. the report is empty).
     #[error("cannot draw the plot: {0}")]
     Plot(String),
+    /// The visual HTML report cannot be written.
+    #[error("cannot write the HTML report")]
+    Html(#[from] crate::html::HtmlError),
 }
 
 /// A codec to benchmark.
@@ -303,6 +308,42 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Refinement steps for the ocular codecs ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Keep the crops, decoded crops and the first judge's top-5 of the first this many
+    /// selected images ([`BenchRun::pictures`], for [`BenchReport::write_html`]); 0 (the
+    /// default) keeps none.
+    pub keep_pictures: usize,
+}
+
+/// The pictures [`run_keeping`] kept of one image.
+#[derive(Clone, Debug)]
+pub struct BenchPictures {
+    /// As [`BenchRow::image`].
+    pub image: String,
+    /// One per row of the image, in the rows' order: the uncompressed crop first.
+    pub crops: Vec<BenchPicture>,
+}
+
+/// One crop of a [`BenchPictures`] and what the first judge saw in it.
+#[derive(Clone, Debug)]
+pub struct BenchPicture {
+    /// As [`BenchRow::codec`].
+    pub codec: String,
+    /// As [`BenchRow::target_bpp`].
+    pub target_bpp: Option<f64>,
+    /// The 224x224 pixels.
+    pub image: RgbImage,
+    /// The first judge's 5 most probable classes (class index, probability), most probable
+    /// first; empty without judges.
+    pub top5: Vec<(usize, f32)>,
+}
+
+/// What [`run_keeping`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct BenchRun {
+    /// The rows.
+    pub report: BenchReport,
+    /// The pictures of the first [`BenchConfig::keep_pictures`] images, in their order.
+    pub pictures: Vec<BenchPictures>,
 }
 
 impl BenchConfig {
@@ -316,6 +357,7 @@ impl BenchConfig {
             shard: None,
             progress: false,
             refine_steps: 0,
+            keep_pictures: 0,
         }
     }
 
@@ -396,18 +438,34 @@ impl BenchConfig {
 /// [`BenchError::Ocular`], [`BenchError::Baseline`] or [`BenchError::Classifier`] if a codec or
 /// a judge fails on an image.
 pub fn run(config: &BenchConfig, judges: &[Judge]) -> Result<BenchReport, BenchError> {
+    run_keeping(config, judges).map(|run| run.report)
+}
+
+/// [`run`], also keeping the pictures of the first [`BenchConfig::keep_pictures`] selected
+/// images and the first judge's top-5 classes of each (for [`BenchReport::write_html`]).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_keeping(config: &BenchConfig, judges: &[Judge]) -> Result<BenchRun, BenchError> {
     config.validate()?;
     judge::check_judges(judges)?;
     let images = config.selected_images();
     let mut bar = crate::eval::progress_bar(config.progress, "benchmarking", images.len());
     let mut rows = Vec::new();
-    for image in images {
+    let mut pictures = Vec::new();
+    for (index, image) in images.into_iter().enumerate() {
         bar.set_message(image.name.clone());
-        rows.extend(bench_image(config, judges, image)?);
+        let keep = index < config.keep_pictures;
+        let (image_rows, kept) = bench_image(config, judges, image, keep)?;
+        rows.extend(image_rows);
+        pictures.extend(kept);
         bar.inc();
     }
     bar.finish();
-    Ok(BenchReport { rows })
+    Ok(BenchRun {
+        report: BenchReport { rows },
+        pictures,
+    })
 }
 
 /// The classifier's input for `image` as 8-bit RGB, 224x224: the center square of side
@@ -504,12 +562,14 @@ fn compress(
     }
 }
 
-/// The rows of one image: the uncompressed crop, then every codec at every target.
+/// The rows of one image: the uncompressed crop, then every codec at every target; and, if
+/// `keep`, its pictures.
 fn bench_image(
     config: &BenchConfig,
     judges: &[Judge],
     image: &LabeledImage,
-) -> Result<Vec<BenchRow>, BenchError> {
+    keep: bool,
+) -> Result<(Vec<BenchRow>, Option<BenchPictures>), BenchError> {
     let opened = crate::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
     let crop = classifier_crop(&opened).map_err(|e| {
         BenchError::Image(crate::Error::Image(format!(
@@ -535,6 +595,7 @@ fn bench_image(
         bytes: crop.as_raw().len(),
     }];
     let mut batch = vec![rgb_to_tensor(&crop)];
+    let mut kept = if keep { vec![crop.clone()] } else { Vec::new() };
     for codec in &config.codecs {
         for &target_bpp in &config.targets {
             let compressed = compress(
@@ -554,6 +615,9 @@ fn bench_image(
                 }
             })?;
             batch.push(rgb_to_tensor(&compressed.decoded));
+            if keep {
+                kept.push(compressed.decoded.clone());
+            }
             rows.push(BenchRow {
                 image: image.name.clone(),
                 wnid: image.wnid.clone(),
@@ -571,19 +635,38 @@ fn bench_image(
         }
     }
 
-    for judge in judges {
-        judge_rows(judge, &batch, &mut rows, image)?;
+    let mut first_top5 = Vec::new();
+    for (j, judge) in judges.iter().enumerate() {
+        let top5 = judge_rows(judge, &batch, &mut rows, image)?;
+        if j == 0 {
+            first_top5 = top5;
+        }
     }
-    Ok(rows)
+    let pictures = keep.then(|| BenchPictures {
+        image: image.name.clone(),
+        crops: rows
+            .iter()
+            .zip(kept)
+            .enumerate()
+            .map(|(i, (row, picture))| BenchPicture {
+                codec: row.codec.clone(),
+                target_bpp: row.target_bpp,
+                image: picture,
+                top5: first_top5.get(i).cloned().unwrap_or_default(),
+            })
+            .collect(),
+    });
+    Ok((rows, pictures))
 }
 
-/// Adds `judge`'s verdict on each crop of `batch` to the row of that crop.
+/// Adds `judge`'s verdict on each crop of `batch` to the row of that crop; returns its top-5
+/// classes of each crop.
 fn judge_rows(
     judge: &Judge,
     batch: &[Tensor],
     rows: &mut [BenchRow],
     image: &LabeledImage,
-) -> Result<(), BenchError> {
+) -> Result<Vec<Vec<(usize, f32)>>, BenchError> {
     let failed = |source: ObserverError| BenchError::Classifier {
         judge: judge.name().to_string(),
         image: image.name.clone(),
@@ -597,7 +680,7 @@ fn judge_rows(
             rows.len()
         ))));
     }
-    for (row, top) in rows.iter_mut().zip(predictions) {
+    for (row, top) in rows.iter_mut().zip(&predictions) {
         let predicted = top.first().map_or(usize::MAX, |&(class, _)| class);
         row.verdicts.push(Verdict {
             judge: judge.name().to_string(),
@@ -606,7 +689,7 @@ fn judge_rows(
             top5_correct: top.iter().any(|&(class, _)| class == image.label),
         });
     }
-    Ok(())
+    Ok(predictions)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 //! ```
 
 mod baseline;
+mod html;
 pub(crate) mod plot;
 mod report;
 
@@ -43,6 +44,7 @@ use image::{DynamicImage, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use baseline::Baseline;
+pub use html::html_page;
 pub(crate) use report::csv_field;
 pub use report::{EvalMean, EvalReport, EvalRow};
 
@@ -114,6 +116,9 @@ pub enum EvalError {
     /// The plot cannot be drawn (e.g. the report is empty).
     #[error("cannot draw the plot: {0}")]
     Plot(String),
+    /// The visual HTML report cannot be written.
+    #[error("cannot write the HTML report")]
+    Html(#[from] crate::html::HtmlError),
     /// A file cannot be written.
     #[error("cannot write {}", .path.display())]
     Io {
@@ -194,6 +199,40 @@ pub struct EvalConfig {
     pub progress: bool,
     /// Refinement steps for the ocular models ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Keep the source and every decoded picture of the first this many images
+    /// ([`Evaluation::pictures`], for [`EvalReport::write_html`]); 0 (the default) keeps none.
+    pub keep_pictures: usize,
+}
+
+/// The pictures [`evaluate_keeping`] kept of one image.
+#[derive(Clone, Debug)]
+pub struct KeptPictures {
+    /// The image's name, as in [`EvalRow::image`].
+    pub image: String,
+    /// The source as 8-bit RGB.
+    pub original: RgbImage,
+    /// Every decoded picture of the image, one per row of the report for it.
+    pub decoded: Vec<DecodedPicture>,
+}
+
+/// A decoded picture and the row it belongs to (by [`EvalRow::codec`] and [`EvalRow::target`]).
+#[derive(Clone, Debug)]
+pub struct DecodedPicture {
+    /// As [`EvalRow::codec`].
+    pub codec: String,
+    /// As [`EvalRow::target`].
+    pub target: String,
+    /// The pixels.
+    pub image: RgbImage,
+}
+
+/// What [`evaluate_keeping`] returns: the report and the pictures kept.
+#[derive(Clone, Debug, Default)]
+pub struct Evaluation {
+    /// The rows.
+    pub report: EvalReport,
+    /// The first [`EvalConfig::keep_pictures`] images' pictures, in the order of the images.
+    pub pictures: Vec<KeptPictures>,
 }
 
 impl EvalConfig {
@@ -205,6 +244,7 @@ impl EvalConfig {
             baselines: Baseline::ALL.to_vec(),
             progress: false,
             refine_steps: 0,
+            keep_pictures: 0,
         }
     }
 }
@@ -219,6 +259,15 @@ impl EvalConfig {
 /// [`EvalError::Baseline`] if a codec fails on an image (e.g. WebP refuses images wider or taller
 /// than 16383 pixels, JPEG than 65535).
 pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
+    evaluate_keeping(config).map(|evaluation| evaluation.report)
+}
+
+/// [`evaluate`], also keeping the source and decoded pictures of the first
+/// [`EvalConfig::keep_pictures`] images (for [`EvalReport::write_html`]).
+///
+/// # Errors
+/// As [`evaluate`].
+pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
     if config.images.is_empty() {
         return Err(EvalError::Config("no images".into()));
     }
@@ -243,26 +292,47 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
     let names = image_names(&config.images);
     let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
     let mut rows = Vec::new();
-    for (path, name) in config.images.iter().zip(&names) {
+    let mut pictures = Vec::new();
+    for (index, (path, name)) in config.images.iter().zip(&names).enumerate() {
         bar.set_message(name.clone());
         let rgb = crate::open_image(path, &Limits::default())
             .map_err(EvalError::Image)?
             .to_rgb8();
         // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
         let source = DynamicImage::ImageRgb8(rgb.clone());
+        let keep = index < config.keep_pictures;
+        let mut decoded = Vec::new();
         for model in &config.models {
             let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps)?;
             let matched = baselines
                 .iter()
-                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular))
+                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.push(ocular);
-            rows.extend(matched);
+            for (row, picture) in std::iter::once(ocular).chain(matched) {
+                if keep {
+                    decoded.push(DecodedPicture {
+                        codec: row.codec.clone(),
+                        target: row.target.clone(),
+                        image: picture,
+                    });
+                }
+                rows.push(row);
+            }
+        }
+        if keep {
+            pictures.push(KeptPictures {
+                image: name.clone(),
+                original: rgb,
+                decoded,
+            });
         }
         bar.inc();
     }
     bar.finish();
-    Ok(EvalReport { rows })
+    Ok(Evaluation {
+        report: EvalReport { rows },
+        pictures,
+    })
 }
 
 /// Names images by file name, or by full path where file names repeat.
@@ -422,7 +492,7 @@ fn evaluate_ocular(
     rgb: &RgbImage,
     name: &str,
     refine_steps: usize,
-) -> Result<EvalRow, EvalError> {
+) -> Result<(EvalRow, RgbImage), EvalError> {
     // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
     let label = refined_label(&model.label, refine_steps);
     let family = match refine_steps {
@@ -452,7 +522,7 @@ fn evaluate_ocular(
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality =
         measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
-    Ok(row(
+    let row = row(
         codec,
         family,
         label.clone(),
@@ -463,7 +533,8 @@ fn evaluate_ocular(
         quality,
         (encode_seconds, decode_seconds),
         false,
-    ))
+    );
+    Ok((row, decoded))
 }
 
 /// How reports name a codec or model whose latents were refined with `steps` steps
@@ -524,7 +595,7 @@ fn evaluate_baseline(
     rgb: &RgbImage,
     name: &str,
     target: &EvalRow,
-) -> Result<EvalRow, EvalError> {
+) -> Result<(EvalRow, RgbImage), EvalError> {
     let in_image = |error: EvalError| match error {
         EvalError::Baseline { codec, message, .. } => EvalError::Baseline {
             codec,
@@ -543,7 +614,7 @@ fn evaluate_baseline(
         image: Some(name.to_string()),
         message,
     })?;
-    Ok(row(
+    let row = row(
         baseline.name().to_string(),
         baseline.name().to_string(),
         encoded.quality.to_string(),
@@ -554,5 +625,6 @@ fn evaluate_baseline(
         quality,
         (encoded.seconds, decode_seconds),
         over_target,
-    ))
+    );
+    Ok((row, decoded))
 }

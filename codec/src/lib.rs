@@ -40,6 +40,8 @@ mod codec;
 mod error;
 #[cfg(feature = "torch")]
 pub mod eval;
+#[cfg(feature = "torch")]
+pub mod html;
 #[cfg(feature = "codec")]
 pub mod metrics;
 #[cfg(feature = "codec")]

@@ -59,7 +59,8 @@ enum Command {
     ///
     /// Every image is coded with each model; each baseline is coded per image at the highest
     /// quality whose file is not larger than ocular's, so codecs are compared at matched bpp.
-    /// Prints a table of means; writes per-image CSV / JSON and an SVG plot on request.
+    /// Prints a table of means; writes per-image CSV / JSON, an SVG plot and a visual HTML page
+    /// (--html: pictures side by side) on request.
     #[cfg(feature = "torch")]
     Eval(EvalArgs),
     /// Train a model: loss = bpp + lambda * distortion on random crops of a folder of images.
@@ -303,7 +304,7 @@ struct EvalArgs {
     against: Vec<ocular::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
-    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps"])]
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps", "html"])]
     from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
@@ -319,6 +320,29 @@ struct EvalArgs {
     quiet: bool,
     #[command(flatten)]
     outputs: ReportOutputs,
+    #[command(flatten)]
+    html: HtmlArgs,
+}
+
+#[cfg(feature = "torch")]
+#[derive(Args)]
+struct HtmlArgs {
+    /// Write a visual report: a self-contained page (inline CSS and JavaScript, no network
+    /// needed) showing, for the first --html-images images, the original beside every codec's
+    /// decoded picture at matched bpp, a zoomed crop (click a picture to move it), a slider over
+    /// the rate points (eval: of each model family, e.g. --at-quality 1,3,5; bench: the --bpp
+    /// targets) and bpp, PSNR and MS-SSIM under each picture (bench: also the first judge's top-5
+    /// classes). The pictures go, as lossless WebP, into a folder beside PATH named after it
+    /// (report.html -> report_files/)
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+    /// Images shown in the --html report (the first ones, sorted by path)
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "html")]
+    html_images: usize,
+    /// Largest size of the --html page and its pictures together, in MB: images that would go
+    /// over are left out (the page says so)
+    #[arg(long, value_name = "MB", default_value_t = 20, requires = "html")]
+    html_max_mb: u64,
 }
 
 #[cfg(feature = "torch")]
@@ -427,6 +451,8 @@ struct BenchImagenetArgs {
     quiet: bool,
     #[command(flatten)]
     outputs: ReportOutputs,
+    #[command(flatten)]
+    html: HtmlArgs,
 }
 
 #[cfg(feature = "torch")]
@@ -1000,7 +1026,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_eval(args: EvalArgs) -> Result<()> {
-    use ocular::eval::{evaluate, EvalConfig, EvalModel};
+    use ocular::eval::{evaluate_keeping, EvalConfig, EvalModel};
     if let Some(threads) = args.threads {
         train::set_threads(threads);
     }
@@ -1044,8 +1070,44 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
     config.refine_steps = args.refine.steps;
-    let report = evaluate(&config)?;
-    write_eval_outputs(&report, &args)
+    if args.html.html.is_some() {
+        config.keep_pictures = args.html.html_images;
+    }
+    let evaluation = evaluate_keeping(&config)?;
+    write_eval_outputs(&evaluation.report, &args)?;
+    if let Some(path) = &args.html.html {
+        let options = args.html.options();
+        let summary = evaluation
+            .report
+            .write_html(&evaluation.pictures, path, &options)?;
+        html_written("eval", path, &summary);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+impl HtmlArgs {
+    /// The size options of the page.
+    fn options(&self) -> ocular::html::HtmlOptions {
+        ocular::html::HtmlOptions {
+            max_bytes: self.html_max_mb.saturating_mul(1_000_000),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(feature = "torch")]
+/// Says on standard error what `--html` wrote.
+fn html_written(command: &str, path: &Path, summary: &ocular::html::PageSummary) {
+    eprintln!(
+        "{command}: wrote {} ({} comparison(s), {} left out for size; {} pictures in {}; {:.1} MB)",
+        path.display(),
+        summary.sections,
+        summary.omitted,
+        summary.pictures,
+        summary.files_dir.display(),
+        summary.bytes as f64 / 1e6
+    );
 }
 
 #[cfg(feature = "torch")]
@@ -1130,8 +1192,21 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             config.shard = shard;
             config.progress = !args.quiet;
             config.refine_steps = args.refine.steps;
-            let report = bench::run(&config, &judges)?;
-            write_bench_outputs(&report, &args.outputs)
+            if args.html.html.is_some() {
+                config.keep_pictures = args.html.html_images;
+            }
+            let run = bench::run_keeping(&config, &judges)?;
+            write_bench_outputs(&run.report, &args.outputs)?;
+            if let Some(path) = &args.html.html {
+                let summary = run.report.write_html(
+                    &run.pictures,
+                    Some(&synsets),
+                    path,
+                    &args.html.options(),
+                )?;
+                html_written("bench", path, &summary);
+            }
+            Ok(())
         }
     }
 }

@@ -65,8 +65,24 @@ case "$network" in
                   --crop-size 192 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 1500)
     init=models/trained/mse-vr.safetensors ;;
+  # The realism decoder g_s' of the shipped PSNR network (`decode --realism`): the model is
+  # frozen but for g_s', so this run only writes a companion file (issue 12).
+  mse-vr-realism)
+    args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
+          --run-dir "$run_dir" --output "runs/$network-latest.realism.safetensors"
+          --threads "${THREADS:-2}" --steps 1000000 --checkpoint-seconds 300
+          --adversarial 0.1 --init models/trained/mse-vr.safetensors
+          --crop-size 128 --batch-size 8)
+    if [ -f "$run_dir/state.json" ]; then args+=(--resume); fi
+    if [ -n "$minutes" ]; then
+      timeout --signal=INT --kill-after=120 "${minutes}m" "$ocular" train "${args[@]}" || [ $? -eq 124 ]
+    else
+      "$ocular" train "${args[@]}"
+    fi
+    status
+    return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, msssim-vr)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, msssim-vr, mse-vr-realism)" >&2
     return 2 ;;
 esac
 if [ -n "$decay" ]; then

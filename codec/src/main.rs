@@ -646,7 +646,16 @@ struct TrainArgs {
     /// conditioned PatchGAN. Uses --data, --validation, --run-dir, --steps, --minutes,
     /// --batch-size, --crop-size, --learning-rate, --feature-weight, --observer-weights, --seed,
     /// --checkpoint-seconds, --resume
-    #[arg(long, value_name = "W", requires = "init")]
+    #[arg(
+        long,
+        value_name = "W",
+        requires = "init",
+        conflicts_with_all = [
+            "name", "quality", "distortion", "lambda", "alpha", "feature_layers",
+            "observer_torchscript", "n", "m", "decay_steps", "warmup_steps", "variable_rate",
+            "validation_qualities", "precision", "validate_every",
+        ]
+    )]
     adversarial: Option<f64>,
     /// Random seed
     #[arg(long, default_value_t = 0)]

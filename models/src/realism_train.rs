@@ -76,7 +76,7 @@ pub struct RealismConfig {
     pub observer_weights: Option<PathBuf>,
     /// Steps in all (a resumed run continues towards it).
     pub steps: u64,
-    /// Wall-clock budget of this session, in seconds.
+    /// Wall-clock budget over all sessions of the run, in seconds.
     pub time_budget_seconds: Option<f64>,
     /// Crops per batch.
     pub batch_size: i64,
@@ -250,7 +250,7 @@ impl Run {
         while self.state.step < config.steps {
             let out_of_time = config
                 .time_budget_seconds
-                .is_some_and(|budget| start.elapsed().as_secs_f64() >= budget);
+                .is_some_and(|budget| self.state.seconds >= budget);
             if out_of_time || interrupted.load(Ordering::SeqCst) {
                 break;
             }

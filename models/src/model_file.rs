@@ -149,3 +149,28 @@ pub fn fingerprint(bytes: &[u8]) -> [u8; 8] {
     out.copy_from_slice(&digest[..8]);
     out
 }
+
+/// The values of a stored tensor as `f32`: fp16 and bf16 (as model files store them) widened
+/// exactly, f32 (as checkpoints store them) as is.
+///
+/// # Errors
+/// The dtype's name if it is none of those three.
+pub(crate) fn tensor_f32(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+    use safetensors::tensor::Dtype;
+    let data = view.data();
+    Ok(match view.dtype() {
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        other => return Err(format!("{other:?}")),
+    })
+}

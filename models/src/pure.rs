@@ -25,7 +25,7 @@
 
 use image::RgbImage;
 use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::SafeTensors;
 
 use crate::infer::{Networks, Planes, Synthesis};
 use crate::latents::{y_parameters, CompressedLatents, HyperpriorConfig, ModelTables};
@@ -491,22 +491,8 @@ fn tensor_values(
             view.shape()
         )));
     }
-    let data = view.data();
-    Ok(match view.dtype() {
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        other => return Err(invalid(format!("unsupported type {other:?}"))),
-    })
+    crate::model_file::tensor_f32(&view)
+        .map_err(|dtype| invalid(format!("unsupported type {dtype}")))
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The three networks, built from the tensors of a model file (safetensors, CompressAI names).
 
-use half::{bf16, f16};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::SafeTensors;
 
 use super::conv::{Conv, ConvKind, ConvShape};
 use super::gdn::Gdn;
@@ -210,27 +209,10 @@ impl Tensors<'_> {
                 expected: expected.to_vec(),
             });
         }
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            other => {
-                return Err(InferError::Dtype {
-                    name: name.to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
+        let values = crate::model_file::tensor_f32(&view).map_err(|dtype| InferError::Dtype {
+            name: name.to_string(),
+            dtype,
+        })?;
         // safetensors checks that the data fits the shape; keep the invariant local anyway.
         if values.len() != expected.iter().product::<usize>() {
             return Err(InferError::Format(format!(
@@ -729,9 +711,12 @@ mod tests {
             let views: Vec<_> = tensors
                 .iter()
                 .map(|(name, shape, bytes)| {
-                    let view =
-                        safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                            .expect("view");
+                    let view = safetensors::tensor::TensorView::new(
+                        safetensors::tensor::Dtype::F32,
+                        shape.clone(),
+                        bytes,
+                    )
+                    .expect("view");
                     (name.clone(), view)
                 })
                 .collect();

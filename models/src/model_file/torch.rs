@@ -130,18 +130,7 @@ pub(crate) fn load_tensors(bytes: &[u8], variables: &nn::VarStore) -> Result<(),
 
 fn tensor_from_view(view: &TensorView<'_>) -> Result<Tensor, String> {
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    let data = view.data();
-    let values: Vec<f32> = match view.dtype() {
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        other => return Err(format!("unsupported dtype {other:?}")),
-    };
+    let values = super::tensor_f32(view).map_err(|dtype| format!("unsupported dtype {dtype}"))?;
     let expected: i64 = shape.iter().product();
     if values.len() as i64 != expected {
         return Err(format!("{} values for shape {shape:?}", values.len()));

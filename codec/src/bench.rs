@@ -25,6 +25,11 @@
 //!    judge, the top-1 prediction and whether the true class is the top-1 / among the top-5
 //!    ([`Verdict`]).
 //!
+//! 5. With [`BenchConfig::perceptual`] (opt-in), the deep-feature distance of every decoded
+//!    crop to the uncompressed crop is measured with EfficientNet-Lite1 at the crops' 224x224
+//!    ([`crate::perceptual`]; [`BenchRow::deep_distance`]). KID is not: a 224x224 crop has no
+//!    256x256 patch of its protocol.
+//!
 //! [`BenchReport`] holds one row per image for the uncompressed crop (codec
 //! [`REFERENCE_CODEC`]) and one per image, codec and target; it summarises them per codec and
 //! target (top-1 / top-5 accuracy per judge, mean bpp, PSNR, MS-SSIM, images over target),
@@ -180,6 +185,15 @@ pub enum BenchError {
         #[source]
         source: Box<ObserverError>,
     },
+    /// The deep-feature distance failed on an image.
+    #[error("the deep-feature distance failed on {image}")]
+    Perceptual {
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: crate::perceptual::PerceptualError,
+    },
     /// A benchmark CSV cannot be read back.
     #[error("benchmark CSV, line {line}: {message}")]
     Csv {
@@ -303,6 +317,10 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Refinement steps for the ocular codecs ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Also measures the deep-feature distance of every decoded crop to the uncompressed crop
+    /// with this network ([`crate::perceptual`]; [`BenchRow::deep_distance`]). `None` (the
+    /// default) skips it.
+    pub perceptual: Option<crate::perceptual::PerceptualNet>,
 }
 
 impl BenchConfig {
@@ -316,6 +334,7 @@ impl BenchConfig {
             shard: None,
             progress: false,
             refine_steps: 0,
+            perceptual: None,
         }
     }
 
@@ -533,6 +552,7 @@ fn bench_image(
         ms_ssim: None,
         setting: String::new(),
         bytes: crop.as_raw().len(),
+        deep_distance: None,
     }];
     let mut batch = vec![rgb_to_tensor(&crop)];
     for codec in &config.codecs {
@@ -567,14 +587,46 @@ fn bench_image(
                 ms_ssim: quality.ms_ssim,
                 setting: compressed.setting,
                 bytes: compressed.bytes,
+                deep_distance: None,
             });
         }
     }
 
+    if let Some(net) = &config.perceptual {
+        deep_distances(net, &batch, &mut rows, image)?;
+    }
     for judge in judges {
         judge_rows(judge, &batch, &mut rows, image)?;
     }
     Ok(rows)
+}
+
+/// Sets the deep-feature distance of every decoded crop (`batch[1..]`) to the uncompressed crop
+/// (`batch[0]`) in the rows of the decoded crops.
+fn deep_distances(
+    net: &crate::perceptual::PerceptualNet,
+    batch: &[Tensor],
+    rows: &mut [BenchRow],
+    image: &LabeledImage,
+) -> Result<(), BenchError> {
+    let (Some(original), Some(decoded)) = (batch.first(), batch.get(1..)) else {
+        return Ok(());
+    };
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let failed = |source| BenchError::Perceptual {
+        image: image.name.clone(),
+        source,
+    };
+    let reference = net.deep_features(original).map_err(failed)?;
+    let distances = net
+        .deep_distance_to(&reference, &Tensor::cat(decoded, 0))
+        .map_err(failed)?;
+    for (row, distance) in rows.iter_mut().skip(1).zip(distances) {
+        row.deep_distance = Some(distance);
+    }
+    Ok(())
 }
 
 /// Adds `judge`'s verdict on each crop of `batch` to the row of that crop.

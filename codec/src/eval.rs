@@ -12,6 +12,12 @@
 //!    quality 1 is larger, quality 1 is used and the row is marked
 //!    [`over_target`](EvalRow::over_target).
 //!
+//! 3. With [`EvalConfig::perceptual`] (opt-in), every decoded image also gets its deep-feature
+//!    distance to the source ([`EvalRow::deep_distance`]), and KID compares the 256x256
+//!    patches (aligned grid and grid shifted by 128 px) of all sources with those of all
+//!    reconstructions of one codec at one rate point ([`EvalKid`], one per codec and rate): both
+//!    measured with EfficientNet-Lite1, which training never uses ([`crate::perceptual`]).
+//!
 //! bpp is always `file bytes * 8 / (width * height)`, whole files: the `.ocu` header, JPEG's JFIF
 //! markers and tables, WebP's RIFF container. JPEG is baseline sequential with 4:2:0 chroma
 //! sampling, the standard Huffman tables and one interleaved scan (`jpeg-encoder`, like libjpeg's
@@ -31,6 +37,7 @@
 //! ```
 
 mod baseline;
+mod perceptual;
 pub(crate) mod plot;
 mod report;
 
@@ -43,6 +50,7 @@ use image::{DynamicImage, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use baseline::Baseline;
+pub use perceptual::EvalKid;
 pub(crate) use report::csv_field;
 pub use report::{EvalMean, EvalReport, EvalRow};
 
@@ -114,6 +122,15 @@ pub enum EvalError {
     /// The plot cannot be drawn (e.g. the report is empty).
     #[error("cannot draw the plot: {0}")]
     Plot(String),
+    /// The perceptual metrics failed (e.g. on images too small for a KID patch).
+    #[error("perceptual metrics{}", .image.as_deref().map(|i| format!(" on {i}")).unwrap_or_default())]
+    Perceptual {
+        /// The image, when the failure concerns one.
+        image: Option<String>,
+        /// What went wrong.
+        #[source]
+        source: crate::perceptual::PerceptualError,
+    },
     /// A file cannot be written.
     #[error("cannot write {}", .path.display())]
     Io {
@@ -194,6 +211,10 @@ pub struct EvalConfig {
     pub progress: bool,
     /// Refinement steps for the ocular models ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Also measures the perceptual metrics with this network ([`crate::perceptual`]): the
+    /// deep-feature distance of every row and KID per codec and rate point. `None` (the
+    /// default) skips them.
+    pub perceptual: Option<crate::perceptual::PerceptualNet>,
 }
 
 impl EvalConfig {
@@ -205,6 +226,7 @@ impl EvalConfig {
             baselines: Baseline::ALL.to_vec(),
             progress: false,
             refine_steps: 0,
+            perceptual: None,
         }
     }
 }
@@ -217,7 +239,8 @@ impl EvalConfig {
 /// [`EvalError::Config`] if there are no images or no models, or two models share a label;
 /// [`EvalError::Image`] if an image cannot be read; [`EvalError::Ocular`] or
 /// [`EvalError::Baseline`] if a codec fails on an image (e.g. WebP refuses images wider or taller
-/// than 16383 pixels, JPEG than 65535).
+/// than 16383 pixels, JPEG than 65535); [`EvalError::Perceptual`] if the perceptual metrics were
+/// asked for and fail (the images give fewer than 2 KID patches: sides below 256).
 pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
     if config.images.is_empty() {
         return Err(EvalError::Config("no images".into()));
@@ -243,26 +266,40 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
     let names = image_names(&config.images);
     let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
     let mut rows = Vec::new();
+    let mut perceptual = config
+        .perceptual
+        .as_ref()
+        .map(perceptual::PerceptualRun::new);
     for (path, name) in config.images.iter().zip(&names) {
         bar.set_message(name.clone());
         let rgb = crate::open_image(path, &Limits::default())
             .map_err(EvalError::Image)?
             .to_rgb8();
+        if let Some(run) = &mut perceptual {
+            run.start_image(&rgb, name)?;
+        }
         // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
         let source = DynamicImage::ImageRgb8(rgb.clone());
         for model in &config.models {
             let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps)?;
             let matched = baselines
                 .iter()
-                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular))
+                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.push(ocular);
-            rows.extend(matched);
+            for (mut row, decoded) in std::iter::once(ocular).chain(matched) {
+                if let Some(run) = &mut perceptual {
+                    run.measure(&mut row, &decoded)?;
+                }
+                rows.push(row);
+            }
         }
         bar.inc();
     }
     bar.finish();
-    Ok(EvalReport { rows })
+    let kid = perceptual
+        .map(perceptual::PerceptualRun::finish)
+        .transpose()?;
+    Ok(EvalReport { rows, kid })
 }
 
 /// Names images by file name, or by full path where file names repeat.
@@ -412,6 +449,7 @@ fn row(
         encode_seconds: seconds.0,
         decode_seconds: seconds.1,
         over_target,
+        deep_distance: None,
     }
 }
 
@@ -422,7 +460,7 @@ fn evaluate_ocular(
     rgb: &RgbImage,
     name: &str,
     refine_steps: usize,
-) -> Result<EvalRow, EvalError> {
+) -> Result<(EvalRow, RgbImage), EvalError> {
     // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
     let label = refined_label(&model.label, refine_steps);
     let family = match refine_steps {
@@ -452,7 +490,7 @@ fn evaluate_ocular(
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality =
         measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
-    Ok(row(
+    let row = row(
         codec,
         family,
         label.clone(),
@@ -463,7 +501,8 @@ fn evaluate_ocular(
         quality,
         (encode_seconds, decode_seconds),
         false,
-    ))
+    );
+    Ok((row, decoded))
 }
 
 /// How reports name a codec or model whose latents were refined with `steps` steps
@@ -524,7 +563,7 @@ fn evaluate_baseline(
     rgb: &RgbImage,
     name: &str,
     target: &EvalRow,
-) -> Result<EvalRow, EvalError> {
+) -> Result<(EvalRow, RgbImage), EvalError> {
     let in_image = |error: EvalError| match error {
         EvalError::Baseline { codec, message, .. } => EvalError::Baseline {
             codec,
@@ -543,7 +582,7 @@ fn evaluate_baseline(
         image: Some(name.to_string()),
         message,
     })?;
-    Ok(row(
+    let row = row(
         baseline.name().to_string(),
         baseline.name().to_string(),
         encoded.quality.to_string(),
@@ -554,5 +593,6 @@ fn evaluate_baseline(
         quality,
         (encoded.seconds, decode_seconds),
         over_target,
-    ))
+    );
+    Ok((row, decoded))
 }

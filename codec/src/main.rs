@@ -267,7 +267,7 @@ struct EvalArgs {
     against: Vec<ocular::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
-    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps"])]
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps", "perceptual"])]
     from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
@@ -275,6 +275,12 @@ struct EvalArgs {
     published_kodak: bool,
     #[command(flatten)]
     refine: Refine,
+    /// Also measure perceptual metrics with EfficientNet-Lite1 (never used in training): the
+    /// deep-feature distance per image (LPIPS-style, uncalibrated) and KID per codec and rate
+    /// point over 256x256 patches; with --plot, also writes <plot>-perceptual.svg. Needs the
+    /// Lite1 weights (`make setup`)
+    #[arg(long)]
+    perceptual: bool,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -381,6 +387,10 @@ struct BenchImagenetArgs {
     /// Judge only with a user's TorchScript classifier: the same as --judges torchscript:FILE
     #[arg(long, conflicts_with_all = ["weights", "judges"])]
     observer_torchscript: Option<PathBuf>,
+    /// Also measure the deep-feature distance of every decoded crop to the uncompressed crop
+    /// with EfficientNet-Lite1 (LPIPS-style, uncalibrated). Needs the Lite1 weights (`make setup`)
+    #[arg(long)]
+    perceptual: bool,
     #[command(flatten)]
     refine: Refine,
     /// libtorch threads (default: all cores)
@@ -925,8 +935,18 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
     config.refine_steps = args.refine.steps;
+    if args.perceptual {
+        config.perceptual = Some(perceptual_net()?);
+    }
     let report = evaluate(&config)?;
     write_eval_outputs(&report, &args)
+}
+
+#[cfg(feature = "torch")]
+/// The network of `--perceptual`, or an error saying how to install its weights.
+fn perceptual_net() -> Result<ocular::perceptual::PerceptualNet> {
+    ocular::perceptual::PerceptualNet::load_default()
+        .context("--perceptual needs EfficientNet-Lite1 (run `make setup`)")
 }
 
 #[cfg(feature = "torch")]
@@ -941,7 +961,13 @@ fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Res
             } else {
                 &[]
             };
-            Ok(report.plot_svg_with(path, published)?)
+            report.plot_svg_with(path, published)?;
+            if report.has_perceptual() {
+                let mut name = path.file_stem().unwrap_or_default().to_os_string();
+                name.push("-perceptual.svg");
+                report.plot_perceptual_svg(&path.with_file_name(name))?;
+            }
+            Ok(())
         },
     )
 }
@@ -1011,6 +1037,9 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             config.shard = shard;
             config.progress = !args.quiet;
             config.refine_steps = args.refine.steps;
+            if args.perceptual {
+                config.perceptual = Some(perceptual_net()?);
+            }
             let report = bench::run(&config, &judges)?;
             write_bench_outputs(&report, &args.outputs)
         }

@@ -350,3 +350,32 @@ fn eval_reports_deep_distances_and_kid() {
         other => panic!("expected a KID error, got {other:?}"),
     }
 }
+
+#[test]
+fn bench_reports_deep_distances_per_crop() {
+    use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig, BenchReport, Judge, JudgeSpec};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let folder = dir.path().join("n01440764");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    kodak_crop("kodim23.png", 192, 128, 300, 256)
+        .save(folder.join("parrots.png"))
+        .expect("write");
+    let synsets = ocular::observer::Synsets::parse("n01440764\ttench\n").expect("synsets");
+    let images = scan_folder(dir.path(), &synsets).expect("scan");
+    let codecs = vec![BenchCodec::Baseline(Baseline::Jpeg)];
+    let mut config = BenchConfig::new(images, codecs, vec![0.25, 1.5]);
+    config.perceptual = Some(net());
+    let specs = JudgeSpec::parse_list("lite1").expect("judge spec");
+    let judges = [Judge::load(&specs[0], None).expect("Lite1 judge (make setup)")];
+    let report = run(&config, &judges).expect("benchmark");
+    let distances: Vec<Option<f64>> = report.rows.iter().map(|r| r.deep_distance).collect();
+    match distances[..] {
+        [None, Some(low), Some(high)] => assert!(low > high && high > 0.0, "{distances:?}"),
+        _ => panic!("expected no distance for the uncompressed crop, then two: {distances:?}"),
+    }
+    let summaries = report.summaries();
+    assert!(summaries[0].deep_distance.is_none() && summaries[1].deep_distance.is_some());
+    assert!(report.table().contains("deep dist"));
+    let back = BenchReport::from_csv(&report.to_csv()).expect("CSV reads back");
+    assert_eq!(back, report);
+}

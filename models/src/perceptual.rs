@@ -106,7 +106,7 @@ pub enum PerceptualError {
     )]
     WeightsMissing(PathBuf),
     /// The weights or an input were refused by the network.
-    #[error("EfficientNet-Lite1")]
+    #[error("EfficientNet-Lite1 refused its weights or input")]
     Network(#[source] ObserverError),
     /// A set has fewer feature vectors than one subset takes.
     #[error("KID with subsets of {subset_size} needs at least {subset_size} feature vectors in each set, got {samples} (too few patches: images below 256x256 give none)")]

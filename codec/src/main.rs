@@ -902,6 +902,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("{} is not an `ocular eval --json` report", path.display()))?;
         return write_eval_outputs(&report, &args);
     }
+    // Before any work, so missing weights fail at once.
+    let perceptual = args.perceptual.then(perceptual_net).transpose()?;
     let mut images = train::image_files(&args.data)?;
     if let Some(limit) = args.limit {
         images.truncate(limit);
@@ -935,9 +937,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
     config.refine_steps = args.refine.steps;
-    if args.perceptual {
-        config.perceptual = Some(perceptual_net()?);
-    }
+    config.perceptual = perceptual;
     let report = evaluate(&config)?;
     write_eval_outputs(&report, &args)
 }
@@ -946,7 +946,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 /// The network of `--perceptual`, or an error saying how to install its weights.
 fn perceptual_net() -> Result<ocular::perceptual::PerceptualNet> {
     ocular::perceptual::PerceptualNet::load_default()
-        .context("--perceptual needs EfficientNet-Lite1 (run `make setup`)")
+        .context("--perceptual needs EfficientNet-Lite1")
 }
 
 #[cfg(feature = "torch")]

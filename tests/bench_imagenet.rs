@@ -376,6 +376,7 @@ fn row(image: &str, codec: &str, target: Option<f64>) -> BenchRow {
         ms_ssim: Some(0.987_654_321_012_345_6),
         setting: "37".into(),
         bytes: 1234,
+        deep_distance: None,
     }
 }
 
@@ -409,6 +410,20 @@ fn csv_round_trip() {
     let back = BenchReport::from_csv(&csv).expect("reads back");
     assert_eq!(back, report);
     assert_eq!(back.judges(), ["lite0", "lite1"]);
+    // With deep-feature distances: one more column after the fixed ones.
+    let mut perceptual = report.clone();
+    perceptual.rows[1].deep_distance = Some(0.123_456_789);
+    perceptual.rows[2].deep_distance = Some(1.5);
+    let with_distances = perceptual.to_csv();
+    assert!(
+        with_distances.starts_with("image,wnid,label,codec,target_bpp,bpp,over_target,psnr,ms_ssim,setting,bytes,deep_distance,top1_correct[lite0]"),
+        "{with_distances}"
+    );
+    assert_eq!(
+        BenchReport::from_csv(&with_distances).expect("reads back"),
+        perceptual
+    );
+    assert!(perceptual.table().contains("deep dist") && !report.table().contains("deep dist"));
     // CRLF line ends (a line break inside a quoted field is kept as it is, CR and all).
     let mut crlf = report.clone();
     crlf.rows[1].image = crlf.rows[1].image.replace('\n', "\r\n");

@@ -592,3 +592,30 @@ fn a_variable_rate_model_trains_and_codes_at_any_quality_and_exact_rate() {
         "cannot reach",
     );
 }
+
+/// `--perceptual`: a saved perceptual report is redrawn with its KID and second plot; without
+/// the Lite1 weights the flag fails at once, saying what is missing.
+#[test]
+fn eval_perceptual_redraws_and_needs_lite1() {
+    let f = Fixture::new();
+    let saved =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results/kodak-mse-vr-qualities.json");
+    let out = ocular(&[
+        "eval",
+        "--from-json",
+        &path_str(&saved),
+        "--plot",
+        &f.arg("rd.svg"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("KID x1e3"), "{}", text(&out));
+    let svg = std::fs::read_to_string(f.path("rd-perceptual.svg")).expect("second SVG written");
+    assert!(svg.contains("KID"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ocular"))
+        .args(["eval", "--model", "mse-vr", "--perceptual", "--limit", "1"])
+        .env("OCULAR_CACHE", f.path("empty-cache"))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .output()
+        .expect("the binary runs");
+    assert_clean_failure(&out, "EfficientNet-Lite1 weights, not found");
+}

@@ -25,6 +25,11 @@
 //!    judge, the top-1 prediction and whether the true class is the top-1 / among the top-5
 //!    ([`Verdict`]).
 //!
+//! 5. With [`BenchConfig::perceptual`] (opt-in), the deep-feature distance of every decoded
+//!    crop to the uncompressed crop is measured with EfficientNet-Lite1 at the crops' 224x224
+//!    ([`crate::perceptual`]; [`BenchRow::deep_distance`]). KID is not: a 224x224 crop has no
+//!    256x256 patch of its protocol.
+//!
 //! [`BenchReport`] holds one row per image for the uncompressed crop (codec
 //! [`REFERENCE_CODEC`]) and one per image, codec and target; it summarises them per codec and
 //! target (top-1 / top-5 accuracy per judge, mean bpp, PSNR, MS-SSIM, images over target),
@@ -182,6 +187,15 @@ pub enum BenchError {
         #[source]
         source: Box<ObserverError>,
     },
+    /// The deep-feature distance failed on an image.
+    #[error("the deep-feature distance failed on {image}")]
+    Perceptual {
+        /// The image.
+        image: String,
+        /// What went wrong.
+        #[source]
+        source: crate::perceptual::PerceptualError,
+    },
     /// A benchmark CSV cannot be read back.
     #[error("benchmark CSV, line {line}: {message}")]
     Csv {
@@ -308,6 +322,10 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Refinement steps for the ocular codecs ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Also measures the deep-feature distance of every decoded crop to the uncompressed crop
+    /// with this network ([`crate::perceptual`]; [`BenchRow::deep_distance`]). `None` (the
+    /// default) skips it.
+    pub perceptual: Option<crate::perceptual::PerceptualNet>,
     /// Keep the crops, decoded crops and the first judge's top-5 of the first this many
     /// selected images ([`BenchRun::pictures`], for [`BenchReport::write_html`]); 0 (the
     /// default) keeps none.
@@ -358,6 +376,7 @@ impl BenchConfig {
             progress: false,
             refine_steps: 0,
             keep_pictures: 0,
+            perceptual: None,
         }
     }
 
@@ -593,6 +612,7 @@ fn bench_image(
         ms_ssim: None,
         setting: String::new(),
         bytes: crop.as_raw().len(),
+        deep_distance: None,
     }];
     let mut batch = vec![rgb_to_tensor(&crop)];
     let mut kept = if keep { vec![crop.clone()] } else { Vec::new() };
@@ -631,10 +651,14 @@ fn bench_image(
                 ms_ssim: quality.ms_ssim,
                 setting: compressed.setting,
                 bytes: compressed.bytes,
+                deep_distance: None,
             });
         }
     }
 
+    if let Some(net) = &config.perceptual {
+        deep_distances(net, &batch, &mut rows, image)?;
+    }
     let mut first_top5 = Vec::new();
     for (j, judge) in judges.iter().enumerate() {
         let top5 = judge_rows(judge, &batch, &mut rows, image)?;
@@ -657,6 +681,34 @@ fn bench_image(
             .collect(),
     });
     Ok((rows, pictures))
+}
+
+/// Sets the deep-feature distance of every decoded crop (`batch[1..]`) to the uncompressed crop
+/// (`batch[0]`) in the rows of the decoded crops.
+fn deep_distances(
+    net: &crate::perceptual::PerceptualNet,
+    batch: &[Tensor],
+    rows: &mut [BenchRow],
+    image: &LabeledImage,
+) -> Result<(), BenchError> {
+    let (Some(original), Some(decoded)) = (batch.first(), batch.get(1..)) else {
+        return Ok(());
+    };
+    if decoded.is_empty() {
+        return Ok(());
+    }
+    let failed = |source| BenchError::Perceptual {
+        image: image.name.clone(),
+        source,
+    };
+    let reference = net.deep_features(original).map_err(failed)?;
+    let distances = net
+        .deep_distance_to(&reference, &Tensor::cat(decoded, 0))
+        .map_err(failed)?;
+    for (row, distance) in rows.iter_mut().skip(1).zip(distances) {
+        row.deep_distance = Some(distance);
+    }
+    Ok(())
 }
 
 /// Adds `judge`'s verdict on each crop of `batch` to the row of that crop; returns its top-5

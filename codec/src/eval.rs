@@ -12,6 +12,12 @@
 //!    quality 1 is larger, quality 1 is used and the row is marked
 //!    [`over_target`](EvalRow::over_target).
 //!
+//! 3. With [`EvalConfig::perceptual`] (opt-in), every decoded image also gets its deep-feature
+//!    distance to the source ([`EvalRow::deep_distance`]), and KID compares the 256x256
+//!    patches (aligned grid and grid shifted by 128 px) of all sources with those of all
+//!    reconstructions of one codec at one rate point ([`EvalKid`], one per codec and rate): both
+//!    measured with EfficientNet-Lite1, which training never uses ([`crate::perceptual`]).
+//!
 //! bpp is always `file bytes * 8 / (width * height)`, whole files: the `.ocu` header, JPEG's JFIF
 //! markers and tables, WebP's RIFF container. JPEG is baseline sequential with 4:2:0 chroma
 //! sampling, the standard Huffman tables and one interleaved scan (`jpeg-encoder`, like libjpeg's
@@ -32,6 +38,7 @@
 
 mod baseline;
 mod html;
+mod perceptual;
 pub(crate) mod plot;
 mod report;
 
@@ -45,6 +52,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub use baseline::Baseline;
 pub use html::html_page;
+pub use perceptual::EvalKid;
 pub(crate) use report::csv_field;
 pub use report::{EvalMean, EvalReport, EvalRow};
 
@@ -119,6 +127,15 @@ pub enum EvalError {
     /// The visual HTML report cannot be written.
     #[error("cannot write the HTML report")]
     Html(#[from] crate::html::HtmlError),
+    /// The perceptual metrics failed (e.g. on images too small for a KID patch).
+    #[error("perceptual metrics{}", .image.as_deref().map(|i| format!(" on {i}")).unwrap_or_default())]
+    Perceptual {
+        /// The image, when the failure concerns one.
+        image: Option<String>,
+        /// What went wrong.
+        #[source]
+        source: crate::perceptual::PerceptualError,
+    },
     /// A file cannot be written.
     #[error("cannot write {}", .path.display())]
     Io {
@@ -199,6 +216,10 @@ pub struct EvalConfig {
     pub progress: bool,
     /// Refinement steps for the ocular models ([`crate::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
+    /// Also measures the perceptual metrics with this network ([`crate::perceptual`]): the
+    /// deep-feature distance of every row and KID per codec and rate point. `None` (the
+    /// default) skips them.
+    pub perceptual: Option<crate::perceptual::PerceptualNet>,
     /// Keep the source and every decoded picture of the first this many images
     /// ([`Evaluation::pictures`], for [`EvalReport::write_html`]); 0 (the default) keeps none.
     pub keep_pictures: usize,
@@ -245,6 +266,7 @@ impl EvalConfig {
             progress: false,
             refine_steps: 0,
             keep_pictures: 0,
+            perceptual: None,
         }
     }
 }
@@ -257,7 +279,8 @@ impl EvalConfig {
 /// [`EvalError::Config`] if there are no images or no models, or two models share a label;
 /// [`EvalError::Image`] if an image cannot be read; [`EvalError::Ocular`] or
 /// [`EvalError::Baseline`] if a codec fails on an image (e.g. WebP refuses images wider or taller
-/// than 16383 pixels, JPEG than 65535).
+/// than 16383 pixels, JPEG than 65535); [`EvalError::Perceptual`] if the perceptual metrics were
+/// asked for and fail (the images give fewer than 2 KID patches: sides below 256).
 pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
     evaluate_keeping(config).map(|evaluation| evaluation.report)
 }
@@ -292,12 +315,19 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
     let names = image_names(&config.images);
     let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
     let mut rows = Vec::new();
+    let mut perceptual = config
+        .perceptual
+        .as_ref()
+        .map(perceptual::PerceptualRun::new);
     let mut pictures = Vec::new();
     for (index, (path, name)) in config.images.iter().zip(&names).enumerate() {
         bar.set_message(name.clone());
         let rgb = crate::open_image(path, &Limits::default())
             .map_err(EvalError::Image)?
             .to_rgb8();
+        if let Some(run) = &mut perceptual {
+            run.start_image(&rgb, name)?;
+        }
         // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
         let source = DynamicImage::ImageRgb8(rgb.clone());
         let keep = index < config.keep_pictures;
@@ -308,7 +338,10 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
                 .iter()
                 .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
                 .collect::<Result<Vec<_>, _>>()?;
-            for (row, picture) in std::iter::once(ocular).chain(matched) {
+            for (mut row, picture) in std::iter::once(ocular).chain(matched) {
+                if let Some(run) = &mut perceptual {
+                    run.measure(&mut row, &picture)?;
+                }
                 if keep {
                     decoded.push(DecodedPicture {
                         codec: row.codec.clone(),
@@ -329,8 +362,11 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
         bar.inc();
     }
     bar.finish();
+    let kid = perceptual
+        .map(perceptual::PerceptualRun::finish)
+        .transpose()?;
     Ok(Evaluation {
-        report: EvalReport { rows },
+        report: EvalReport { rows, kid },
         pictures,
     })
 }
@@ -482,6 +518,7 @@ fn row(
         encode_seconds: seconds.0,
         decode_seconds: seconds.1,
         over_target,
+        deep_distance: None,
     }
 }
 

@@ -83,6 +83,17 @@ pub mod observer {
     };
 }
 
+/// Perceptual metrics for people, measured with EfficientNet-Lite1 (a network the codec is
+/// never trained with): the deep-feature distance per image and KID per set of images. See
+/// `docs/observer.md`; `make setup` installs the weights.
+#[cfg(feature = "torch")]
+pub mod perceptual {
+    pub use ocular_models::perceptual::{
+        kid, patch_origins, DeepFeatures, FeatureSet, Kid, KidConfig, PerceptualError,
+        PerceptualNet, DEEP_LAYERS, FEATURE_DIM, NORM_EPSILON, PATCH_SHIFT, PATCH_SIZE,
+    };
+}
+
 /// Training of new models (for the `ocular train` command and for embedding programs).
 #[cfg(feature = "torch")]
 pub mod train {

@@ -304,7 +304,7 @@ struct EvalArgs {
     against: Vec<ocular::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
-    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps", "html"])]
+    #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps", "html", "perceptual"])]
     from_json: Option<PathBuf>,
     /// Also draw the published Kodak results of Ballé et al. 2018 (MSE- and MS-SSIM-trained
     /// hyperprior) as dashed reference curves in the --plot (for a Kodak evaluation)
@@ -312,6 +312,12 @@ struct EvalArgs {
     published_kodak: bool,
     #[command(flatten)]
     refine: Refine,
+    /// Also measure perceptual metrics with EfficientNet-Lite1 (never used in training): the
+    /// deep-feature distance per image (LPIPS-style, uncalibrated) and KID per codec and rate
+    /// point over 256x256 patches; with --plot, also writes <plot>-perceptual.svg. Needs the
+    /// Lite1 weights (`make setup`)
+    #[arg(long)]
+    perceptual: bool,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -441,6 +447,10 @@ struct BenchImagenetArgs {
     /// Judge only with a user's TorchScript classifier: the same as --judges torchscript:FILE
     #[arg(long, conflicts_with_all = ["weights", "judges"])]
     observer_torchscript: Option<PathBuf>,
+    /// Also measure the deep-feature distance of every decoded crop to the uncompressed crop
+    /// with EfficientNet-Lite1 (LPIPS-style, uncalibrated). Needs the Lite1 weights (`make setup`)
+    #[arg(long)]
+    perceptual: bool,
     #[command(flatten)]
     refine: Refine,
     /// libtorch threads (default: all cores)
@@ -1046,6 +1056,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             .with_context(|| format!("{} is not an `ocular eval --json` report", path.display()))?;
         return write_eval_outputs(&report, &args);
     }
+    // Before any work, so missing weights fail at once.
+    let perceptual = args.perceptual.then(perceptual_net).transpose()?;
     let mut images = train::image_files(&args.data)?;
     if let Some(limit) = args.limit {
         images.truncate(limit);
@@ -1079,6 +1091,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
     config.refine_steps = args.refine.steps;
+    config.perceptual = perceptual;
     if args.html.html.is_some() {
         config.keep_pictures = args.html.html_images;
     }
@@ -1120,6 +1133,13 @@ fn html_written(command: &str, path: &Path, summary: &ocular::html::PageSummary)
 }
 
 #[cfg(feature = "torch")]
+/// The network of `--perceptual`, or an error saying how to install its weights.
+fn perceptual_net() -> Result<ocular::perceptual::PerceptualNet> {
+    ocular::perceptual::PerceptualNet::load_default()
+        .context("--perceptual needs EfficientNet-Lite1")
+}
+
+#[cfg(feature = "torch")]
 fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Result<()> {
     args.outputs.write(
         report.table(),
@@ -1131,7 +1151,13 @@ fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Res
             } else {
                 &[]
             };
-            Ok(report.plot_svg_with(path, published)?)
+            report.plot_svg_with(path, published)?;
+            if report.has_perceptual() {
+                let mut name = path.file_stem().unwrap_or_default().to_os_string();
+                name.push("-perceptual.svg");
+                report.plot_perceptual_svg(&path.with_file_name(name))?;
+            }
+            Ok(())
         },
     )
 }
@@ -1201,6 +1227,9 @@ fn run_bench(command: BenchCommand) -> Result<()> {
             config.shard = shard;
             config.progress = !args.quiet;
             config.refine_steps = args.refine.steps;
+            if args.perceptual {
+                config.perceptual = Some(perceptual_net()?);
+            }
             if args.html.html.is_some() {
                 config.keep_pictures = args.html.html_images;
             }

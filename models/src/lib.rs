@@ -10,7 +10,9 @@
 //! transforms; entropy models ([`entropy_models`]) give likelihoods at training time and integer
 //! tables at coding time; the model ([`hyperprior::MeanScaleHyperprior`]) exposes the train-time
 //! `forward`, `compress` and `decompress`; [`refine`] refines latents; [`losses`], [`msssim`]
-//! and [`observer`] measure distortion; [`train`] trains a model and [`model_file`] writes it.
+//! and [`observer`] measure distortion; [`perceptual`] holds the metrics for people measured with
+//! a network never used in training (deep-feature distance, KID); [`train`] trains a model and
+//! [`model_file`] writes it.
 // `deny`, not `forbid`: `infer::matmul` alone calls the `gemm` crate's unsafe product.
 #![deny(unsafe_code)]
 
@@ -36,6 +38,8 @@ pub mod losses;
 pub mod msssim;
 #[cfg(feature = "torch")]
 pub mod observer;
+#[cfg(feature = "torch")]
+pub mod perceptual;
 #[cfg(feature = "torch")]
 pub mod realism_train;
 #[cfg(feature = "torch")]

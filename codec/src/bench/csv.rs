@@ -1,6 +1,8 @@
 //! The CSV of a benchmark report: one record per row, fixed columns then three per judge;
 //! written by [`BenchReport::to_csv`] and read back exactly by [`BenchReport::from_csv`], which
-//! also reads the CSVs written before judges were named (one judge, `lite0`).
+//! also reads the CSVs written before judges were named (one judge, `lite0`). A run that measured
+//! the deep-feature distance has one more column, [`DEEP_DISTANCE_COLUMN`], after the fixed
+//! ones.
 
 use std::path::Path;
 
@@ -22,6 +24,9 @@ const FIXED_COLUMNS: [&str; 11] = [
     "setting",
     "bytes",
 ];
+
+/// The optional column after [`FIXED_COLUMNS`]: the deep-feature distance of each row.
+const DEEP_DISTANCE_COLUMN: &str = "deep_distance";
 
 /// The columns of each judge `J`, after the fixed ones: `top1_correct[J]`, `top5_correct[J]`,
 /// `predicted[J]`.
@@ -51,8 +56,9 @@ const LEGACY_JUDGE: &str = "lite0";
 
 /// How the records of a CSV are laid out.
 enum Layout {
-    /// [`FIXED_COLUMNS`], then [`JUDGE_COLUMNS`] for each of these judges.
-    Judged(Vec<String>),
+    /// [`FIXED_COLUMNS`], [`DEEP_DISTANCE_COLUMN`] if `true`, then [`JUDGE_COLUMNS`] for each
+    /// of these judges.
+    Judged(Vec<String>, bool),
     /// [`LEGACY_HEADER`].
     Legacy,
 }
@@ -62,17 +68,22 @@ impl BenchReport {
     /// target_bpp,bpp,over_target,psnr,ms_ssim,setting,bytes`), then for each judge `J` of
     /// [`Self::judges`] `top1_correct[J],top5_correct[J],predicted[J]` (RFC 4180 quoting;
     /// empty fields for `None` and for a verdict a row lacks). [`Self::from_csv`] reads it
-    /// back exactly.
+    /// back exactly. When rows have a deep-feature distance, a column `deep_distance` follows
+    /// the fixed ones.
     pub fn to_csv(&self) -> String {
         let judges = self.judges();
+        let perceptual = self.has_deep_distances();
         let mut header: Vec<String> = FIXED_COLUMNS.map(String::from).to_vec();
+        if perceptual {
+            header.push(DEEP_DISTANCE_COLUMN.into());
+        }
         for judge in &judges {
             header.extend(JUDGE_COLUMNS.map(|c| format!("{c}[{judge}]")));
         }
         let mut csv = header.join(",");
         csv.push('\n');
         for row in &self.rows {
-            csv.push_str(&record(row, &judges).join(","));
+            csv.push_str(&record(row, &judges, perceptual).join(","));
             csv.push('\n');
         }
         csv
@@ -114,7 +125,7 @@ impl BenchReport {
 }
 
 /// The fields of a row under `judges`.
-fn record(row: &BenchRow, judges: &[String]) -> Vec<String> {
+fn record(row: &BenchRow, judges: &[String], perceptual: bool) -> Vec<String> {
     let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let mut fields = vec![
         csv_field(&row.image),
@@ -129,6 +140,9 @@ fn record(row: &BenchRow, judges: &[String]) -> Vec<String> {
         csv_field(&row.setting),
         row.bytes.to_string(),
     ];
+    if perceptual {
+        fields.push(optional(row.deep_distance));
+    }
     for judge in judges {
         match row.verdicts.iter().find(|v| &v.judge == judge) {
             Some(v) => fields.extend([
@@ -155,9 +169,13 @@ fn layout(line: usize, header: &[String]) -> Result<Layout, BenchError> {
         )
     };
     let fail = |message: String| BenchError::Csv { line, message };
-    let fixed = FIXED_COLUMNS.len();
-    // No judge columns: the CSV of a report without rows (e.g. a shard without images).
+    let mut fixed = FIXED_COLUMNS.len();
+    let perceptual = header.get(fixed).map(String::as_str) == Some(DEEP_DISTANCE_COLUMN);
     let starts_fixed = header.len() >= fixed && header[..fixed] == FIXED_COLUMNS;
+    if perceptual {
+        fixed += 1;
+    }
+    // No judge columns: the CSV of a report without rows (e.g. a shard without images).
     let judge_columns = match header.get(fixed..) {
         Some(rest) if starts_fixed && rest.len() % JUDGE_COLUMNS.len() == 0 => rest,
         _ => {
@@ -185,7 +203,7 @@ fn layout(line: usize, header: &[String]) -> Result<Layout, BenchError> {
         }
         judges.push(judge.to_string());
     }
-    Ok(Layout::Judged(judges))
+    Ok(Layout::Judged(judges, perceptual))
 }
 
 /// `J` of a column `name[J]`.
@@ -273,7 +291,9 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, BenchError> {
 fn parse_row(line: usize, fields: Vec<String>, layout: &Layout) -> Result<BenchRow, BenchError> {
     let expected = match layout {
         Layout::Legacy => LEGACY_HEADER.len(),
-        Layout::Judged(judges) => FIXED_COLUMNS.len() + JUDGE_COLUMNS.len() * judges.len(),
+        Layout::Judged(judges, perceptual) => {
+            FIXED_COLUMNS.len() + usize::from(*perceptual) + JUDGE_COLUMNS.len() * judges.len()
+        }
     };
     if fields.len() != expected {
         return Err(BenchError::Csv {
@@ -287,11 +307,15 @@ fn parse_row(line: usize, fields: Vec<String>, layout: &Layout) -> Result<BenchR
         (next(), next(), next(), next(), next(), next(), next());
     let legacy_verdict = match layout {
         Layout::Legacy => Some([next(), next(), next()]),
-        Layout::Judged(_) => None,
+        Layout::Judged(..) => None,
     };
     let (psnr, ms_ssim, setting, bytes) = (next(), next(), next(), next());
+    let deep_distance = match layout {
+        Layout::Judged(_, true) => optional("deep_distance", &next(), line)?,
+        _ => None,
+    };
     let verdicts = match layout {
-        Layout::Judged(judges) => judges
+        Layout::Judged(judges, _) => judges
             .iter()
             .map(|judge| verdict(line, judge, [next(), next(), next()]))
             .collect::<Result<Vec<_>, _>>()?,
@@ -309,6 +333,7 @@ fn parse_row(line: usize, fields: Vec<String>, layout: &Layout) -> Result<BenchR
         psnr: optional("psnr", &psnr, line)?,
         ms_ssim: optional("ms_ssim", &ms_ssim, line)?,
         bytes: value("bytes", &bytes, line)?,
+        deep_distance,
         image,
         wnid,
         codec,

@@ -41,6 +41,10 @@ pub struct BenchRow {
     pub setting: String,
     /// Size of the whole file (for the uncompressed crop: its 8-bit RGB pixels).
     pub bytes: usize,
+    /// Deep-feature distance of the decoded crop to the uncompressed crop (EfficientNet-Lite1,
+    /// uncalibrated; [`crate::perceptual`]), when the run measured it; `None` for the latter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_distance: Option<f64>,
 }
 
 /// One judge's classification of one crop.
@@ -92,6 +96,9 @@ pub struct BenchSummary {
     pub ms_ssim_db: Option<f64>,
     /// Images above the target bpp.
     pub over_target: usize,
+    /// Mean deep-feature distance over the images that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_distance: Option<f64>,
 }
 
 impl BenchSummary {
@@ -180,6 +187,11 @@ impl BenchReport {
             .collect()
     }
 
+    /// Whether any row has a deep-feature distance (the run measured the perceptual metric).
+    pub fn has_deep_distances(&self) -> bool {
+        self.rows.iter().any(|r| r.deep_distance.is_some())
+    }
+
     /// The summary of the uncompressed crops, if the report has any.
     pub fn reference(&self) -> Option<BenchSummary> {
         self.summaries()
@@ -208,7 +220,8 @@ impl BenchReport {
 
     /// The summaries as an aligned text table, one line per codec and target, the uncompressed
     /// crop first; per judge the top-1 and top-5 accuracy and `Δ top-1`, the change in points
-    /// against the uncompressed crops under that judge.
+    /// against the uncompressed crops under that judge; with a last column, the mean
+    /// deep-feature distance, when the rows have one.
     pub fn table(&self) -> String {
         let summaries = self.summaries();
         let judges = self.judges();
@@ -224,9 +237,22 @@ impl BenchReport {
             ]);
         }
         header.extend(["PSNR dB", "MS-SSIM", "MS-SSIM dB", "over target"].map(String::from));
+        let perceptual = self.has_deep_distances();
+        if perceptual {
+            header.push("deep dist".into());
+        }
         let lines: Vec<Vec<String>> = summaries
             .iter()
-            .map(|s| table_line(s, reference, &judges))
+            .map(|s| {
+                let mut line = table_line(s, reference, &judges);
+                if perceptual {
+                    line.push(
+                        s.deep_distance
+                            .map_or_else(|| "-".into(), |d| format!("{d:.4}")),
+                    );
+                }
+                line
+            })
             .collect();
         align(&header, &lines)
     }
@@ -368,5 +394,6 @@ fn summary_of(rows: &[&BenchRow]) -> BenchSummary {
                 .collect(),
         ),
         over_target: rows.iter().filter(|r| r.over_target).count(),
+        deep_distance: mean(rows.iter().filter_map(|r| r.deep_distance).collect()),
     }
 }

@@ -97,27 +97,81 @@ pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<St
                 points: select(p).to_vec(),
             })
     };
-    let images = match means.iter().map(|m| m.images).max().unwrap_or(0) {
+    let images = images_text(means);
+    let mut psnr = curves(means, &families, |m| Some(m.psnr));
+    psnr.extend(reference(|p| p.psnr));
+    let mut ms_ssim = curves(means, &families, |m| m.ms_ssim_db);
+    ms_ssim.extend(reference(|p| p.ms_ssim_db));
+    two_panels(
+        &families,
+        Panel {
+            curves: psnr,
+            title: format!("PSNR (RGB), mean of {images}"),
+            y_label: "PSNR (dB)",
+            empty: "no values",
+        },
+        Panel {
+            curves: ms_ssim,
+            title: format!("MS-SSIM, mean of {images}"),
+            y_label: "MS-SSIM (dB)",
+            empty: "no values (MS-SSIM needs both sides >= 161 px)",
+        },
+    )
+}
+
+/// The SVG text of the perceptual panels for `means`: the mean deep-feature distance and KID
+/// (x 1000) against bpp, measured with EfficientNet-Lite1 (`crate::perceptual`).
+pub(super) fn perceptual_svg(means: &[EvalMean]) -> Result<String, EvalError> {
+    if means.is_empty() {
+        return Err(EvalError::Plot("the report has no rows".into()));
+    }
+    let families = families(means);
+    let images = images_text(means);
+    two_panels(
+        &families,
+        Panel {
+            curves: curves(means, &families, |m| m.deep_distance),
+            title: format!("Deep-feature distance (Lite1, uncalibrated), mean of {images}"),
+            y_label: "distance (lower is closer)",
+            empty: "no values",
+        },
+        Panel {
+            curves: curves(means, &families, |m| m.kid.map(|k| k.mean * 1e3)),
+            title: format!("KID (Lite1, 256 px patches), {images}"),
+            y_label: "KID x 1000 (lower is more realistic)",
+            empty: "no values (KID needs images of at least 256x256)",
+        },
+    )
+}
+
+fn images_text(means: &[EvalMean]) -> String {
+    match means.iter().map(|m| m.images).max().unwrap_or(0) {
         1 => "1 image".to_string(),
         n => format!("{n} images"),
-    };
+    }
+}
+
+/// One panel of a plot: its curves, title, y axis label and what it says without values.
+struct Panel {
+    curves: Vec<Curve>,
+    title: String,
+    y_label: &'static str,
+    empty: &'static str,
+}
+
+/// Two panels side by side with one legend for both below them.
+fn two_panels(families: &[Family<'_>], left: Panel, right: Panel) -> Result<String, EvalError> {
     let mut svg = String::new();
     {
-        let rows = legend_rows(&families, entry_width).len() as u32;
+        let rows = legend_rows(families, entry_width).len() as u32;
         let size = (WIDTH, HEIGHT + LEGEND_HEIGHT * rows);
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let (panels, legend_strip) = root.split_vertically(HEIGHT);
-        let (left, right) = panels.split_horizontally(WIDTH / 2);
-        let mut psnr = curves(means, &families, |m| Some(m.psnr));
-        psnr.extend(reference(|p| p.psnr));
-        let title = format!("PSNR (RGB), mean of {images}");
-        panel(&left, &psnr, &title, "PSNR (dB)")?;
-        let mut ms_ssim = curves(means, &families, |m| m.ms_ssim_db);
-        ms_ssim.extend(reference(|p| p.ms_ssim_db));
-        let title = format!("MS-SSIM, mean of {images}");
-        panel(&right, &ms_ssim, &title, "MS-SSIM (dB)")?;
-        legend(&legend_strip, &families)?;
+        let (left_area, right_area) = panels.split_horizontally(WIDTH / 2);
+        panel(&left_area, &left)?;
+        panel(&right_area, &right)?;
+        legend(&legend_strip, families)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -182,14 +236,10 @@ pub(crate) fn padded(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     (low - pad, high + pad)
 }
 
-fn panel(
-    area: &DrawingArea<SVGBackend<'_>, Shift>,
-    curves: &[Curve],
-    title: &str,
-    y_label: &str,
-) -> Result<(), EvalError> {
+fn panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), EvalError> {
+    let (curves, title, y_label) = (&panel.curves, panel.title.as_str(), panel.y_label);
     if curves.is_empty() {
-        let text = format!("{title}: no values (MS-SSIM needs both sides >= 161 px)");
+        let text = format!("{title}: {}", panel.empty);
         area.draw(&Text::new(text, (40, (HEIGHT / 2) as i32), (FONT, 16)))
             .map_err(plot_error)?;
         return Ok(());

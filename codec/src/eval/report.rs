@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::EvalError;
+use super::{EvalError, EvalKid};
+use crate::perceptual::Kid;
 
 /// One codec at one setting on one image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,10 @@ pub struct EvalRow {
     /// For baselines: even quality 1 made a larger file than the target (quality 1 is
     /// reported). Always `false` for ocular rows.
     pub over_target: bool,
+    /// The deep-feature distance to the source (EfficientNet-Lite1, uncalibrated; see
+    /// [`crate::perceptual`]), when the evaluation measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_distance: Option<f64>,
 }
 
 /// Means over the images of one codec at one rate point (one `codec` and `target`).
@@ -76,6 +81,12 @@ pub struct EvalMean {
     pub decode_seconds: f64,
     /// Number of images where the baseline exceeded the target bpp even at quality 1.
     pub over_target: usize,
+    /// Mean deep-feature distance over the images that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deep_distance: Option<f64>,
+    /// KID of this codec and rate point ([`EvalReport::kid`]), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<Kid>,
 }
 
 /// The result of [`super::evaluate`].
@@ -83,6 +94,10 @@ pub struct EvalMean {
 pub struct EvalReport {
     /// One row per image and ocular model, and per image, ocular model and baseline.
     pub rows: Vec<EvalRow>,
+    /// KID per codec and rate point, when the evaluation measured the perceptual metrics (a
+    /// figure of the set of images, not of one image, so not in the rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<Vec<EvalKid>>,
 }
 
 /// The CSV columns, in the order of [`EvalRow`]'s fields.
@@ -106,13 +121,36 @@ impl EvalReport {
         }
         groups
             .into_iter()
-            .map(|(_, _, rows)| mean_of(&rows))
+            .map(|(_, _, rows)| {
+                let mut mean = mean_of(&rows);
+                mean.kid = self.kid_of(&mean.codec, &mean.target);
+                mean
+            })
             .collect()
     }
 
-    /// The rows as CSV with a header line (RFC 4180 quoting; empty fields for missing MS-SSIM).
+    /// KID of `codec` at the rate point `target`, if measured.
+    pub fn kid_of(&self, codec: &str, target: &str) -> Option<Kid> {
+        self.kid
+            .iter()
+            .flatten()
+            .find(|k| k.codec == codec && k.target == target)
+            .map(|k| k.kid)
+    }
+
+    /// Whether the report holds perceptual metrics (deep-feature distances or KID).
+    pub fn has_perceptual(&self) -> bool {
+        self.kid.is_some() || self.rows.iter().any(|r| r.deep_distance.is_some())
+    }
+
+    /// The rows as CSV with a header line (RFC 4180 quoting; empty fields for missing MS-SSIM),
+    /// with a last column `deep_distance` when the report has perceptual metrics.
     pub fn to_csv(&self) -> String {
+        let perceptual = self.has_perceptual();
         let mut csv = String::from(CSV_HEADER);
+        if perceptual {
+            csv.push_str(",deep_distance");
+        }
         csv.push('\n');
         let optional = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in &self.rows {
@@ -134,25 +172,35 @@ impl EvalReport {
                 r.over_target.to_string(),
             ];
             csv.push_str(&fields.join(","));
+            if perceptual {
+                csv.push(',');
+                csv.push_str(&optional(r.deep_distance));
+            }
             csv.push('\n');
         }
         csv
     }
 
-    /// `{"rows": [...], "means": [...]}`, pretty-printed; infinite values (e.g. PSNR of an
-    /// identical image) become `null`.
+    /// `{"rows": [...], "means": [...]}` (and `"kid": [...]` when measured), pretty-printed;
+    /// infinite values (e.g. PSNR of an identical image) become `null`.
     pub fn to_json(&self) -> String {
-        let value = serde_json::json!({ "rows": self.rows, "means": self.means() });
+        let mut value = serde_json::json!({ "rows": self.rows, "means": self.means() });
+        if let (Some(kid), Some(object)) = (&self.kid, value.as_object_mut()) {
+            object.insert("kid".into(), serde_json::json!(kid));
+        }
         // Serialising plain structs into a String cannot fail.
         serde_json::to_string_pretty(&value).unwrap_or_default()
     }
 
     /// The means as an aligned text table, one line per codec and rate point, with a note where
     /// a baseline could not get down to the target bpp or MS-SSIM covers only some images
-    /// (those with both sides of at least 161 pixels).
+    /// (those with both sides of at least 161 pixels). When the report has perceptual metrics,
+    /// two more columns: the mean deep-feature distance and KID (mean ± standard deviation over
+    /// the subsets, both x 1000).
     pub fn table(&self) -> String {
         let means = self.means();
-        let header = [
+        let perceptual = self.has_perceptual();
+        let mut header = vec![
             "codec",
             "target",
             "setting",
@@ -163,15 +211,18 @@ impl EvalReport {
             "MS-SSIM dB",
             "enc ms",
             "dec ms",
-            "note",
         ];
+        if perceptual {
+            header.extend(["deep dist", "KID x1e3"]);
+        }
+        header.push("note");
         let optional = |v: Option<f64>, decimals: usize| {
             v.map_or_else(|| "n/a".into(), |v| format!("{v:.decimals$}"))
         };
-        let lines: Vec<[String; 11]> = means
+        let lines: Vec<Vec<String>> = means
             .iter()
             .map(|m| {
-                [
+                let mut line = vec![
                     m.codec.clone(),
                     m.target.clone(),
                     m.setting.clone(),
@@ -182,41 +233,24 @@ impl EvalReport {
                     optional(m.ms_ssim_db, 2),
                     format!("{:.1}", m.encode_seconds * 1e3),
                     format!("{:.1}", m.decode_seconds * 1e3),
-                    note(m),
-                ]
+                ];
+                if perceptual {
+                    line.push(optional(m.deep_distance, 4));
+                    line.push(m.kid.map_or_else(
+                        || "n/a".into(),
+                        |k| format!("{:.2} ± {:.2}", k.mean * 1e3, k.std * 1e3),
+                    ));
+                }
+                line.push(note(m));
+                line
             })
             .collect();
-        let mut widths = header.map(str::len);
-        for line in &lines {
-            for (width, cell) in widths.iter_mut().zip(line) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
         // Text columns align left, numbers right; the note is last and not padded.
-        let left = [
-            true, true, true, false, false, false, false, false, false, false, true,
-        ];
-        let mut table = String::new();
-        let cells = header.iter().map(|h| h.to_string());
-        for line in
-            std::iter::once(cells.collect::<Vec<_>>()).chain(lines.iter().map(|l| l.to_vec()))
-        {
-            let mut text = String::new();
-            for (i, cell) in line.iter().enumerate() {
-                let width = if i + 1 == line.len() { 0 } else { widths[i] };
-                if i > 0 {
-                    text.push_str("  ");
-                }
-                if left[i] {
-                    let _ = write!(text, "{cell:<width$}");
-                } else {
-                    let _ = write!(text, "{cell:>width$}");
-                }
-            }
-            table.push_str(text.trim_end());
-            table.push('\n');
-        }
-        table
+        let left: Vec<bool> = (0..header.len())
+            .map(|i| i < 3 || i + 1 == header.len())
+            .collect();
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        aligned(std::iter::once(header).chain(lines).collect(), &left)
     }
 
     /// Draws the mean rate–distortion curves into an SVG file: PSNR (RGB) against bpp and
@@ -228,6 +262,25 @@ impl EvalReport {
     /// file cannot be written.
     pub fn plot_svg(&self, path: &Path) -> Result<(), EvalError> {
         self.plot_svg_with(path, &[])
+    }
+
+    /// Draws the perceptual metrics into an SVG file: the mean deep-feature distance and KID
+    /// (x 1000) against bpp side by side, one line per codec family.
+    ///
+    /// # Errors
+    /// [`EvalError::Plot`] if the report has no perceptual metrics or drawing fails,
+    /// [`EvalError::Io`] if the file cannot be written.
+    pub fn plot_perceptual_svg(&self, path: &Path) -> Result<(), EvalError> {
+        if !self.has_perceptual() {
+            return Err(EvalError::Plot(
+                "the report has no perceptual metrics".into(),
+            ));
+        }
+        let svg = super::plot::perceptual_svg(&self.means())?;
+        std::fs::write(path, svg).map_err(|source| EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// [`Self::plot_svg`] with `published` results drawn as dashed reference curves (e.g.
@@ -246,6 +299,35 @@ impl EvalReport {
             source,
         })
     }
+}
+
+/// `lines` (the header first) as text: cells padded to their column's widest, left-aligned where
+/// `left` says so, two spaces apart; the last column is not padded.
+fn aligned(lines: Vec<Vec<String>>, left: &[bool]) -> String {
+    let mut widths = vec![0; left.len()];
+    for line in &lines {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for line in &lines {
+        let mut text = String::new();
+        for (i, cell) in line.iter().enumerate() {
+            let width = if i + 1 == line.len() { 0 } else { widths[i] };
+            if i > 0 {
+                text.push_str("  ");
+            }
+            if left[i] {
+                let _ = write!(text, "{cell:<width$}");
+            } else {
+                let _ = write!(text, "{cell:>width$}");
+            }
+        }
+        table.push_str(text.trim_end());
+        table.push('\n');
+    }
+    table
 }
 
 /// What a mean hides: baselines above the target, MS-SSIM over only some images.
@@ -317,5 +399,7 @@ fn mean_of(rows: &[&EvalRow]) -> EvalMean {
         encode_seconds: all(|r| r.encode_seconds),
         decode_seconds: all(|r| r.decode_seconds),
         over_target: rows.iter().filter(|r| r.over_target).count(),
+        deep_distance: some(|r| r.deep_distance),
+        kid: None,
     }
 }

@@ -542,8 +542,10 @@ enum DistortionArg {
 enum PrecisionArg {
     /// f32 convolutions
     F32,
-    /// bf16 convolutions (faster on CPUs with AVX-512 bf16 / AMX)
+    /// bf16 convolutions, cast inside each layer
     Bf16,
+    /// Convolutions under libtorch's CPU autocast to bf16
+    Autocast,
 }
 
 #[cfg(feature = "torch")]
@@ -757,6 +759,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.precision = match args.precision {
         PrecisionArg::F32 => ComputePrecision::F32,
         PrecisionArg::Bf16 => ComputePrecision::Bf16,
+        PrecisionArg::Autocast => ComputePrecision::Autocast,
     };
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.validate_every = args.validate_every;

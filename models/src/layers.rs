@@ -22,6 +22,9 @@ pub enum ComputePrecision {
     F32,
     /// Convolutions in bf16, accumulated and returned as f32.
     Bf16,
+    /// Convolutions under libtorch's CPU autocast to bf16 (its kernels and casts), returned as
+    /// f32 ([`crate::autocast`]).
+    Autocast,
 }
 
 /// A 2-d convolution or transposed convolution with "same"-style padding.
@@ -94,6 +97,10 @@ impl Conv {
                 let weight = self.weight.to_kind(Kind::BFloat16);
                 let bias = self.bias.to_kind(Kind::BFloat16);
                 self.apply(&x, &weight, &bias).to_kind(Kind::Float)
+            }
+            ComputePrecision::Autocast => {
+                let _autocast = crate::autocast::CpuAutocast::enable();
+                self.apply(x, &self.weight, &self.bias).to_kind(Kind::Float)
             }
         }
     }

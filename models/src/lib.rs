@@ -25,6 +25,8 @@ pub mod rate;
 pub mod realism;
 
 #[cfg(feature = "torch")]
+mod autocast;
+#[cfg(feature = "torch")]
 pub mod entropy_models;
 #[cfg(feature = "torch")]
 pub mod hyperprior;

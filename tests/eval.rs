@@ -320,3 +320,69 @@ fn bad_inputs_are_errors_not_panics() {
         Err(EvalError::Plot(_))
     ));
 }
+
+/// `EvalModel::with_realism`: the same files decoded with the realism decoder are rows of their
+/// own curve, matched to no baseline (their files are the plain rows' files), and differ from
+/// the plain rows where the decoders differ.
+#[test]
+fn realism_settings_are_rows_of_their_own() {
+    use ocular_models::realism::{fingerprint_hex, realism_file_bytes, RealismInfo};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let images = write_images(dir.path());
+    let bytes = untrained_model_bytes(TINY, "tiny", 5).expect("untrained model");
+    let model = || Model::from_bytes(&bytes).expect("model");
+    // g_s' = g_s with its last bias raised by 0.25: the decoders differ by a known shift.
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("model file");
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("g_s."))
+        .map(|(name, view)| {
+            let mut values: Vec<f32> = view
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            if name == "g_s.6.bias" {
+                values.iter_mut().for_each(|v| *v += 0.25);
+            }
+            (name, view.shape().to_vec(), values)
+        })
+        .collect();
+    let info = RealismInfo {
+        model_name: "tiny".into(),
+        model_fingerprint: fingerprint_hex(model().fingerprint().0),
+        adversarial_weight: 0.0,
+        steps: 0,
+        cpu_seconds: 0.0,
+    };
+    let companion = realism_file_bytes(&info, &tensors).expect("companion");
+    let with_decoder = || {
+        model()
+            .with_realism_decoder(&companion)
+            .expect("the companion fits")
+    };
+    let models = vec![
+        EvalModel::new(with_decoder()),
+        EvalModel::new(with_decoder()).with_realism(1.0),
+    ];
+    let mut config = EvalConfig::new(images, models);
+    config.baselines = vec![Baseline::Jpeg];
+    config.progress = false;
+    let report = evaluate(&config).expect("evaluates");
+    let rows = |codec: &str| {
+        report
+            .rows
+            .iter()
+            .filter(|r| r.codec == codec)
+            .collect::<Vec<_>>()
+    };
+    let (plain, realistic) = (rows("ocular:tiny"), rows("ocular:tiny@R1"));
+    assert_eq!((plain.len(), realistic.len()), (3, 3));
+    assert_eq!(rows("jpeg").len(), 3, "baselines only for the plain rows");
+    for (p, r) in plain.iter().zip(&realistic) {
+        assert_eq!(p.bpp, r.bpp, "the same file");
+        assert!(p.psnr != r.psnr, "{}: the decoders differ", p.image);
+    }
+    assert!(realistic.iter().all(|r| r.family.ends_with("R=1")));
+}

@@ -160,6 +160,10 @@ pub struct EvalModel {
     pub model: Model,
     /// The rate it codes every image at.
     pub rate: EvalRate,
+    /// The realism knob its files are decoded with ([`Decoder::with_realism`]; 0, the
+    /// default, is the plain decoder). Rows with a knob above 0 are matched to no baseline:
+    /// their files are those of the plain rows.
+    pub realism: f32,
 }
 
 /// The rate an [`EvalModel`] codes at.
@@ -182,7 +186,17 @@ impl EvalModel {
             family: format!("ocular ({})", model.distortion()),
             model,
             rate: EvalRate::Model,
+            realism: 0.0,
         }
+    }
+
+    /// Decodes with the realism knob at `r`, labelled `<label>@R<r>`, in the family
+    /// `<family> R=<r>` (one curve per setting).
+    pub fn with_realism(mut self, r: f32) -> Self {
+        self.label = format!("{}@R{r}", self.label);
+        self.family = format!("{} R={r}", self.family);
+        self.realism = r;
+        self
     }
 
     /// Codes at `rate`, labelled `<name>@q<quality>` or `<name>@<T>bpp`.
@@ -334,10 +348,13 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
         let mut decoded = Vec::new();
         for model in &config.models {
             let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps)?;
-            let matched = baselines
-                .iter()
-                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
-                .collect::<Result<Vec<_>, _>>()?;
+            let matched = match model.realism {
+                0.0 => baselines
+                    .iter()
+                    .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => Vec::new(),
+            };
             for (mut row, picture) in std::iter::once(ocular).chain(matched) {
                 if let Some(run) = &mut perceptual {
                     run.measure(&mut row, &picture)?;
@@ -553,6 +570,7 @@ fn evaluate_ocular(
     let encode_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let decoded = Decoder::new(&model.model)
+        .with_realism(model.realism)
         .decode(&bytes)
         .map_err(fail)?
         .to_rgb8();

@@ -318,6 +318,11 @@ struct EvalArgs {
     /// Lite1 weights (`make setup`)
     #[arg(long)]
     perceptual: bool,
+    /// Also decode every --model file with these settings of the realism knob (0..=1, e.g.
+    /// 0,0.25,0.5,0.75,1), each its own curve: the perception–distortion trade-off. The model
+    /// needs a realism decoder (NAME.realism.safetensors beside it; `train --adversarial`)
+    #[arg(long, value_delimiter = ',', value_name = "R,...", requires = "model")]
+    realism: Vec<f32>,
     /// libtorch threads (default: all cores)
     #[arg(long)]
     threads: Option<i32>,
@@ -1074,12 +1079,25 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     for spec in &args.model {
         let model = model_file_or_builtin(spec)?;
-        if model.quality_range().is_none() {
-            models.push(EvalModel::new(model));
-            continue;
+        let rates = match model.quality_range() {
+            None => vec![ocular::eval::EvalRate::Model],
+            Some(_) => variable_rates(&args.at_quality, &args.at_bpp),
+        };
+        if let Some(r) = args.realism.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+            bail!("--realism {r} is outside 0..=1");
         }
-        for rate in variable_rates(&args.at_quality, &args.at_bpp) {
+        if args.realism.iter().any(|&r| r > 0.0) && !model.has_realism_decoder() {
+            bail!(
+                "--realism: model '{}' has no realism decoder (its companion file NAME.realism.safetensors beside the model file)",
+                model.name()
+            );
+        }
+        for rate in rates {
             models.push(EvalModel::new(model_file_or_builtin(spec)?).at(rate));
+            for &r in args.realism.iter().filter(|&&r| r > 0.0) {
+                let variant = EvalModel::new(model_file_or_builtin(spec)?).at(rate);
+                models.push(variant.with_realism(r));
+            }
         }
     }
     if args.quality.is_empty() && args.model.is_empty() {

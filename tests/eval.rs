@@ -369,7 +369,19 @@ fn realism_settings_are_rows_of_their_own() {
     let mut config = EvalConfig::new(images, models);
     config.baselines = vec![Baseline::Jpeg];
     config.progress = false;
-    let report = evaluate(&config).expect("evaluates");
+    config.keep_pictures = 1;
+    let evaluation = ocular::eval::evaluate_keeping(&config).expect("evaluates");
+    // The visual report steps through the knob's settings on a slider of their own.
+    let page = ocular::eval::html_page(&evaluation.report, &evaluation.pictures);
+    let realism: Vec<_> = page
+        .sections
+        .iter()
+        .filter(|s| s.slider == "realism")
+        .collect();
+    assert_eq!(realism.len(), 1, "one rate point of one kept image");
+    assert_eq!(realism[0].steps, ["R=0", "R=1"]);
+    assert_eq!(realism[0].columns.len(), 2, "the family and JPEG");
+    let report = evaluation.report;
     let rows = |codec: &str| {
         report
             .rows

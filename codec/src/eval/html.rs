@@ -1,6 +1,8 @@
 //! The visual report of an evaluation ([`EvalReport::write_html`]): for every kept image and
 //! every ocular family, the original beside the family's pictures and the baselines matched to
-//! them, with a slider over the family's rate points.
+//! them, with a slider over the family's rate points; where the same files were also decoded
+//! with the realism knob (`eval --realism`), one more section per rate point whose slider steps
+//! through the knob's settings.
 
 use std::path::Path;
 
@@ -66,7 +68,8 @@ pub fn html_page(report: &EvalReport, pictures: &[KeptPictures]) -> Page {
             .filter(|r| r.image == kept.image)
             .collect();
         let mut families: Vec<&str> = Vec::new();
-        for row in rows.iter().filter(|r| r.codec.starts_with("ocular:")) {
+        // Realism settings (`EvalModel::with_realism`) are steps of their family's own slider.
+        for row in rows.iter().filter(|r| is_plain_ocular(r)) {
             if !families.contains(&row.family.as_str()) {
                 families.push(&row.family);
             }
@@ -75,9 +78,74 @@ pub fn html_page(report: &EvalReport, pictures: &[KeptPictures]) -> Page {
             if let Some(section) = family_section(kept, &rows, family) {
                 page.sections.push(section);
             }
+            page.sections.extend(realism_sections(kept, &rows, family));
         }
     }
     page
+}
+
+/// Whether `row` is an ocular row decoded without the realism knob.
+fn is_plain_ocular(row: &EvalRow) -> bool {
+    row.codec.starts_with("ocular:") && !row.family.contains(REALISM_FAMILY)
+}
+
+/// What [`super::EvalModel::with_realism`] appends to a family: `<family> R=<r>`.
+const REALISM_FAMILY: &str = " R=";
+
+/// For every rate point of `family` whose file was also decoded with the realism knob, a
+/// section whose slider steps through the knob's settings (R = 0 the plain decoder), the
+/// baselines matched to that rate point beside it.
+fn realism_sections(kept: &KeptPictures, rows: &[&EvalRow], family: &str) -> Vec<Section> {
+    let mut sections = Vec::new();
+    let plain = rows
+        .iter()
+        .copied()
+        .filter(|r| r.family == family && is_plain_ocular(r));
+    for base in plain {
+        let prefix = format!("{family}{REALISM_FAMILY}");
+        let settings: Vec<&EvalRow> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.family.starts_with(&prefix) && r.target.starts_with(&base.target))
+            .filter(|r| r.target[base.target.len()..].starts_with("@R"))
+            .collect();
+        let Some(first) = picture(kept, base) else {
+            continue;
+        };
+        let mut variants = vec![first];
+        let mut steps = vec!["R=0".to_string()];
+        for row in settings {
+            if let Some(p) = picture(kept, row) {
+                steps.push(row.family[family.len() + 1..].to_string());
+                variants.push(p);
+            }
+        }
+        if steps.len() < 2 {
+            continue;
+        }
+        let mut columns = vec![Column {
+            name: family.to_string(),
+            variants,
+        }];
+        for row in rows.iter().filter(|r| !r.codec.starts_with("ocular:")) {
+            if row.target == base.target {
+                if let Some(p) = picture(kept, row) {
+                    columns.push(Column {
+                        name: row.codec.clone(),
+                        variants: vec![p; steps.len()],
+                    });
+                }
+            }
+        }
+        sections.push(Section {
+            heading: format!("{}: {family} at {}, realism", kept.image, base.target),
+            slider: "realism".into(),
+            steps,
+            original: original_picture(kept),
+            columns,
+        });
+    }
+    sections
 }
 
 /// The section of one image and one ocular family, if any of its rows has a picture.

@@ -139,3 +139,22 @@ fn a_failing_sink_is_an_output_error() {
     let result = Decoder::new(&model).decode_rows(&file, &mut Full);
     assert!(matches!(result, Err(Error::Output(_))), "{result:?}");
 }
+
+/// `Encoder::encode_to_bpp` searches with the encoder's own limits.
+#[test]
+fn exact_rate_control_keeps_the_encoders_limits() {
+    let model = Model::builtin_variable_rate("mse").expect("built-in variable-rate model");
+    let image = DynamicImage::ImageRgb8(photo_like(64, 48));
+    let found = Encoder::new(&model)
+        .encode_to_bpp(&image, 1.5)
+        .expect("within reach");
+    assert!(found.bpp <= 1.5 && found.bpp >= 0.97 * 1.5, "{}", found.bpp);
+    let small = Limits {
+        max_pixels: 100,
+        ..Limits::default()
+    };
+    let refused = Encoder::new(&model)
+        .with_limits(small)
+        .encode_to_bpp(&image, 1.5);
+    assert!(matches!(refused, Err(Error::Image(_))), "{refused:?}");
+}

@@ -24,7 +24,7 @@ use crate::{Error, Model};
 /// let file: Vec<u8> = ocular::Encoder::new(&model).encode(&image)?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Encoder<'m> {
     model: &'m Model,
     limits: Limits,
@@ -133,6 +133,11 @@ impl<'m> Encoder<'m> {
 }
 
 impl Encoder<'_> {
+    /// The model it encodes with.
+    pub(crate) fn model(&self) -> &Model {
+        self.model
+    }
+
     /// The header's informational `quality` byte: the model's own, or for a variable-rate
     /// model the quality asked for, rounded (the file's exact rate is its quantisation step).
     fn header_quality(&self) -> u8 {

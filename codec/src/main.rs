@@ -871,7 +871,9 @@ fn encode_to_target(
         if args.refine.steps > 0 {
             bail!("--refine with --bpp needs a built-in family (drop --model)");
         }
-        let found = ocular::encode_to_bpp(&model, image, target)?;
+        let found = Encoder::new(&model)
+            .with_limits(args.size.limits())
+            .encode_to_bpp(image, target)?;
         out!(
             "target {target} bpp: reached {:.4} bpp at quality {:.3} ({} encodes)",
             found.bpp,

@@ -58,6 +58,27 @@ pub fn encode_to_bpp(
     image: &DynamicImage,
     target_bpp: f64,
 ) -> Result<ExactRate, Error> {
+    Encoder::new(model).encode_to_bpp(image, target_bpp)
+}
+
+impl Encoder<'_> {
+    /// [`encode_to_bpp`] with this encoder's limits (and refinement, if any): the quality of
+    /// its variable-rate model whose file is within `[0.97 T, T]` for `T = target_bpp`.
+    ///
+    /// # Errors
+    /// As [`encode_to_bpp`].
+    pub fn encode_to_bpp(&self, image: &DynamicImage, target_bpp: f64) -> Result<ExactRate, Error> {
+        search_quality(self, image, target_bpp)
+    }
+}
+
+/// The search of [`encode_to_bpp`], encoding with `encoder` at each quality it tries.
+fn search_quality(
+    encoder: &Encoder<'_>,
+    image: &DynamicImage,
+    target_bpp: f64,
+) -> Result<ExactRate, Error> {
+    let model = encoder.model();
     let (min, max) = model.quality_range().ok_or_else(|| Error::FixedRateModel {
         model: model.name().to_string(),
     })?;
@@ -67,7 +88,7 @@ pub fn encode_to_bpp(
     let encode = |quality: f32| -> Result<(f32, Vec<u8>), Error> {
         Ok((
             quality,
-            Encoder::new(model).with_quality(quality).encode(image)?,
+            encoder.clone().with_quality(quality).encode(image)?,
         ))
     };
     let (mut low, mut high) = (encode(min)?, encode(max)?);

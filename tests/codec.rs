@@ -369,3 +369,35 @@ fn exact_rate_control_lands_within_three_percent_under_the_target() {
         assert!(err.to_string().contains("spans"), "{err}");
     }
 }
+
+/// `Model::with_refinement_objective`: refinement follows the objective it is given (here
+/// MS-SSIM instead of the shipped `mse-q3`'s own MSE), so the file differs from the one refined
+/// for the model's own objective, and both decode to the image's size.
+#[test]
+fn refinement_follows_the_objective_it_is_given() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/ladybird.png");
+    let photo = image::open(path).expect("the sample image").to_rgb8();
+    let image =
+        DynamicImage::ImageRgb8(image::imageops::crop_imm(&photo, 200, 100, 176, 168).to_image());
+    let own = Model::builtin("mse-q3").expect("built-in model");
+    let other = Model::builtin("mse-q3")
+        .expect("built-in model")
+        .with_refinement_objective(ocular::train::Distortion::MsSsim);
+    let refined = |model: &Model| {
+        Encoder::new(model)
+            .with_refinement(4)
+            .encode(&image)
+            .expect("refined encode")
+    };
+    let (for_mse, for_ms_ssim) = (refined(&own), refined(&other));
+    let plain = Encoder::new(&own).encode(&image).expect("plain encode");
+    assert!(for_mse != plain, "refining for MSE changed the latent");
+    assert!(
+        for_mse != for_ms_ssim,
+        "the objective changes the refined latent"
+    );
+    for file in [&for_mse, &for_ms_ssim] {
+        let decoded = Decoder::new(&own).decode(file).expect("decodes");
+        assert_eq!((decoded.width(), decoded.height()), (176, 168));
+    }
+}

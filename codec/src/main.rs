@@ -456,6 +456,12 @@ struct BenchImagenetArgs {
     /// with EfficientNet-Lite1 (LPIPS-style, uncalibrated). Needs the Lite1 weights (`make setup`)
     #[arg(long)]
     perceptual: bool,
+    /// With --refine: refine against this objective instead of each model's own training
+    /// distortion: mse, ms-ssim or observer-ALPHA, for the observer optionally with the
+    /// classifier layers after `@` (e.g. observer-1@stage2,stage4). The cheap screen of
+    /// objectives (layers, alpha) before training one; rows are named ocular:FAMILY/OBJECTIVE
+    #[arg(long, value_name = "OBJECTIVE", value_parser = parse_objective)]
+    refine_objective: Option<ocular::train::Distortion>,
     #[command(flatten)]
     refine: Refine,
     /// libtorch threads (default: all cores)
@@ -804,6 +810,49 @@ fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular::eval::EvalR
         rates = [1.0, 3.0, 5.0, 7.0, 9.0].map(EvalRate::Quality).to_vec();
     }
     rates
+}
+
+/// `DISTORTION[@LAYERS]`, e.g. `observer-1@stage2,stage4` (`--refine-objective`).
+#[cfg(feature = "torch")]
+fn parse_objective(text: &str) -> Result<ocular::train::Distortion, String> {
+    use ocular::train::Distortion;
+    let (name, layers) = match text.split_once('@') {
+        Some((name, layers)) => (name, Some(layers)),
+        None => (text, None),
+    };
+    let mut distortion: Distortion = name.parse().map_err(|e| format!("{e}"))?;
+    match (&mut distortion, layers) {
+        (Distortion::Observer(observer), Some(layers)) => {
+            observer.layers = layers.parse().map_err(|e| format!("{e}"))?;
+        }
+        (_, Some(_)) => return Err(format!("{name} compares no classifier layers")),
+        (_, None) => {}
+    }
+    Ok(distortion)
+}
+
+/// An ocular family of `codec` refining against `objective`, named `ocular:FAMILY/OBJECTIVE`;
+/// baselines as they are.
+#[cfg(feature = "torch")]
+fn refining_against(
+    codec: ocular::bench::BenchCodec,
+    objective: &ocular::train::Distortion,
+) -> ocular::bench::BenchCodec {
+    use ocular::bench::BenchCodec;
+    let name = match objective {
+        ocular::train::Distortion::Observer(observer) => format!("{objective}@{}", observer.layers),
+        other => other.to_string(),
+    };
+    match codec {
+        BenchCodec::Ocular { label, models } => BenchCodec::ocular(
+            format!("{label}/{name}"),
+            models
+                .into_iter()
+                .map(|m| m.with_refinement_objective(*objective))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 #[cfg(feature = "torch")]
@@ -1237,11 +1286,20 @@ fn run_bench(command: BenchCommand) -> Result<()> {
                     None => bench::builtin_family(family),
                 }
             };
-            let codecs = args
+            let mut codecs = args
                 .codecs
                 .iter()
                 .map(|spec| BenchCodec::parse(spec, &mut resolve))
                 .collect::<Result<Vec<_>, _>>()?;
+            if let Some(objective) = &args.refine_objective {
+                if args.refine.steps == 0 {
+                    bail!("--refine-objective needs --refine N (N > 0)");
+                }
+                codecs = codecs
+                    .into_iter()
+                    .map(|codec| refining_against(codec, objective))
+                    .collect();
+            }
             let synsets = Synsets::load(&args.synsets)?;
             let images = bench::scan_folder(&args.data, &synsets)?;
             let judges = bench_judges(&args)?;

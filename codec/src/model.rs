@@ -90,6 +90,9 @@ pub struct Model {
     realism: Option<RealismDecoder>,
     #[cfg(feature = "torch")]
     torch: crate::torch_model::LazyTorchModel,
+    /// What refinement optimises instead of the model's own training distortion, if set.
+    #[cfg(feature = "torch")]
+    refinement_objective: Option<Distortion>,
 }
 
 impl Model {
@@ -103,6 +106,8 @@ impl Model {
             realism: None,
             #[cfg(feature = "torch")]
             torch: crate::torch_model::LazyTorchModel::new(bytes.to_vec()),
+            #[cfg(feature = "torch")]
+            refinement_objective: None,
         })
     }
 
@@ -145,6 +150,22 @@ impl Model {
         }
         self.realism = Some(decoder);
         Ok(self)
+    }
+
+    /// This model refining (`Encoder::with_refinement`) against `objective` instead of the
+    /// distortion it was trained with: e.g. the observer distortion with another alpha or
+    /// other classifier layers (the built-in classifier), to screen objectives without
+    /// training. The model's `lambda` still weighs it; under a rate target the budget binds.
+    #[cfg(feature = "torch")]
+    pub fn with_refinement_objective(mut self, objective: Distortion) -> Self {
+        self.refinement_objective = Some(objective);
+        self
+    }
+
+    /// The objective set by [`Self::with_refinement_objective`].
+    #[cfg(feature = "torch")]
+    pub(crate) fn refinement_objective(&self) -> Option<&Distortion> {
+        self.refinement_objective.as_ref()
     }
 
     /// Whether a realism decoder is attached ([`Self::with_realism_decoder`]).

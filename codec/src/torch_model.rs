@@ -69,7 +69,11 @@ pub(crate) fn refined_latents(
     let (width, height) = image.dimensions();
     let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
     let inner = model.inner()?;
-    let measure = refinement_measure(inner)?;
+    let measure = match model.refinement_objective() {
+        Some(objective) => DistortionMeasure::new(*objective, &default_weights_path())
+            .map_err(|e| Error::ObserverUnavailable(format!("refining for {objective}: {e}")))?,
+        None => refinement_measure(inner)?,
+    };
     let refinement = Refinement {
         distortion: &measure,
         lambda: model.lambda(),

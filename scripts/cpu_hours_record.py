@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Quality per CPU-hour of a campaign run: Kodak PSNR at fixed rates against cumulative CPU-hours.
+"""Quality per CPU-hour of a campaign run: Kodak PSNR (or MS-SSIM in dB) at fixed rates against
+cumulative CPU-hours.
 
 Reads a run's validation.csv (written by `ocular train --variable-rate ... --validation-qualities`:
 one row per validated quality and step, with the run's cumulative CPU seconds), interpolates
@@ -8,6 +9,7 @@ log(bpp), the usual way rate-distortion curves are read), and writes a CSV and a
 
     scripts/cpu_hours_record.py models/checkpoints/mse-vr/validation.csv \
         --bpp 0.25,0.5 --csv docs/results/mse-vr-cpu-hours.csv --svg docs/results/mse-vr-cpu-hours.svg
+    scripts/cpu_hours_record.py models/checkpoints/msssim-vr/validation.csv --metric ms-ssim-db ...
 
 Standard library only (the training machine has no numpy / matplotlib).
 """
@@ -18,13 +20,16 @@ import sys
 from collections import defaultdict
 
 
-def read_points(path):
-    """{(step, cpu_hours): [(bpp, psnr, ms_ssim), ...]} sorted by bpp."""
+def read_points(path, metric):
+    """{(step, cpu_hours): [(bpp, value, ms_ssim), ...]} sorted by bpp; value is PSNR, or
+    MS-SSIM in dB (-10 log10(1 - MS-SSIM)) for the metric `ms-ssim-db`."""
     points = defaultdict(list)
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             key = (int(row["step"]), float(row["cpu_seconds"]) / 3600.0)
-            points[key].append((float(row["bpp"]), float(row["psnr"]), float(row["ms_ssim"])))
+            ms_ssim = float(row["ms_ssim"])
+            value = float(row["psnr"]) if metric == "psnr" else -10 * math.log10(1 - ms_ssim)
+            points[key].append((float(row["bpp"]), value, ms_ssim))
     return {k: sorted(v) for k, v in sorted(points.items())}
 
 
@@ -37,7 +42,7 @@ def at_rate(curve, target):
     return None
 
 
-def svg_plot(rows, targets, title):
+def svg_plot(rows, targets, title, label):
     width, height, margin = 640, 400, 60
     xs = [r[1] for r in rows]
     ys = [v for r in rows for v in r[2:] if v is not None]
@@ -55,7 +60,7 @@ def svg_plot(rows, targets, title):
            f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
            f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
            f'<text x="{width / 2}" y="{height - 20}" text-anchor="middle">cumulative CPU-hours of the run</text>',
-           f'<text x="18" y="{height / 2}" text-anchor="middle" transform="rotate(-90 18 {height / 2})">Kodak PSNR (dB)</text>']
+           f'<text x="18" y="{height / 2}" text-anchor="middle" transform="rotate(-90 18 {height / 2})">Kodak {label} (dB)</text>']
     for i in range(6):
         x = x0 + i * (x1 - x0) / 5
         out.append(f'<text x="{sx(x):.1f}" y="{height - margin + 16}" text-anchor="middle">{x:.2f}</text>')
@@ -70,7 +75,7 @@ def svg_plot(rows, targets, title):
             out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for x, y in pts:
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
-        out.append(f'<text x="{width - margin - 110}" y="{margin + 16 * k}" fill="{colour}">PSNR @ {target} bpp</text>')
+        out.append(f'<text x="{width - margin - 110}" y="{margin + 16 * k}" fill="{colour}">{label} @ {target} bpp</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -82,17 +87,20 @@ def main():
     parser.add_argument("--csv", help="write the record here")
     parser.add_argument("--svg", help="write the plot here")
     parser.add_argument("--title", default="Quality per CPU-hour")
+    parser.add_argument("--metric", choices=["psnr", "ms-ssim-db"], default="psnr")
     args = parser.parse_args()
     targets = [float(t) for t in args.bpp.split(",")]
     rows = [(step, hours, *[at_rate(curve, t) for t in targets])
-            for (step, hours), curve in read_points(args.validation).items()]
-    header = ["step", "cpu_hours"] + [f"psnr_at_{t}_bpp" for t in targets]
+            for (step, hours), curve in read_points(args.validation, args.metric).items()]
+    column = args.metric.replace("-", "_")
+    header = ["step", "cpu_hours"] + [f"{column}_at_{t}_bpp" for t in targets]
     writer = csv.writer(open(args.csv, "w", newline="") if args.csv else sys.stdout)
     writer.writerow(header)
     for step, hours, *values in rows:
         writer.writerow([step, f"{hours:.3f}"] + ["" if v is None else f"{v:.3f}" for v in values])
     if args.svg:
-        plot = svg_plot(rows, targets, args.title)
+        label = "PSNR" if args.metric == "psnr" else "MS-SSIM"
+        plot = svg_plot(rows, targets, args.title, label)
         if plot is None:
             sys.exit("no validation rows bracket the targets yet")
         open(args.svg, "w").write(plot)

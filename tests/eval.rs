@@ -338,11 +338,7 @@ fn realism_settings_are_rows_of_their_own() {
         .into_iter()
         .filter(|(name, _)| name.starts_with("g_s."))
         .map(|(name, view)| {
-            let mut values: Vec<f32> = view
-                .data()
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect();
+            let mut values = ocular_models::model_file::tensor_f32(&view).expect("a float tensor");
             if name == "g_s.6.bias" {
                 values.iter_mut().for_each(|v| *v += 0.25);
             }

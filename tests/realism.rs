@@ -6,29 +6,13 @@
 
 use image::{DynamicImage, Rgb, RgbImage};
 use ocular::{Decoder, Encoder, Error, Model};
+use ocular_models::model_file::tensor_f32;
 use ocular_models::realism::{fingerprint_hex, realism_file_bytes, RealismInfo};
-use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
 const MODEL: &[u8] = include_bytes!("../models/trained/mse-q3.safetensors");
 /// The raise of `g_s'`'s last bias (in [0, 1] pixel units; 0.125 is exact in fp16).
 const DELTA: f32 = 0.125;
-
-fn f32_values(view: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
-    match view.dtype() {
-        Dtype::F16 => view
-            .data()
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F32 => view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        other => panic!("unexpected dtype {other:?}"),
-    }
-}
 
 /// A companion file for `mse-q3` whose `g_s'` is its `g_s` brightened by `delta`.
 fn companion(delta: f32, fingerprint: [u8; 8]) -> Vec<u8> {
@@ -38,7 +22,7 @@ fn companion(delta: f32, fingerprint: [u8; 8]) -> Vec<u8> {
         if !name.starts_with("g_s.") {
             continue;
         }
-        let mut values = f32_values(&view);
+        let mut values = tensor_f32(&view).expect("a float tensor");
         if name == "g_s.6.bias" {
             values.iter_mut().for_each(|v| *v += delta);
         }

@@ -155,7 +155,7 @@ pub fn fingerprint(bytes: &[u8]) -> [u8; 8] {
 ///
 /// # Errors
 /// The dtype's name if it is none of those three.
-pub(crate) fn tensor_f32(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+pub fn tensor_f32(view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
     use safetensors::tensor::Dtype;
     let data = view.data();
     Ok(match view.dtype() {

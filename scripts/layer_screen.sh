@@ -16,7 +16,13 @@ limit=${1:-100}
 steps=${2:-20}
 out=runs/layer-screen
 mkdir -p "$out"
-ocular=(cargo run --quiet --release -p ocular --features cli,torch --)
+# OCULAR names a prebuilt binary (e.g. a copy of target/debug/ocular: refinement spends its time
+# in libtorch, which is optimised either way), so that rebuilding the tree cannot disturb the screen.
+if [ -n "${OCULAR:-}" ]; then
+  ocular=("$OCULAR")
+else
+  ocular=(cargo run --quiet --release -p ocular --features cli,torch --)
+fi
 objectives=(
   observer-1@stage1,head    # what the machine family was trained with
   observer-1@stage1         # early

@@ -43,6 +43,7 @@ fn a_realism_run_resumes_and_its_decoder_decodes_the_models_files() {
     config.batch_size = 2;
     config.crop_size = 64;
     config.feature_weight = 0.0;
+    config.critic_warmup_steps = 1; // step 0 trains the discriminator alone, then both
     config.progress = false;
     let first = train_realism(&config).expect("two steps");
     assert_eq!((first.steps, first.stopped_early), (2, false));

@@ -628,6 +628,12 @@ struct TrainArgs {
     /// 1e-4)
     #[arg(long)]
     learning_rate: Option<f64>,
+    /// With --adversarial: Adam's rate for the discriminator (default 1e-3, ten times g_s')
+    #[arg(long, requires = "adversarial")]
+    critic_learning_rate: Option<f64>,
+    /// With --adversarial: steps at the start of the run that train the discriminator alone
+    #[arg(long, requires = "adversarial", default_value_t = 500)]
+    critic_warmup_steps: u64,
     /// Warmup-stable-decay schedule: hold the learning rate until the last N of --steps, then
     /// decay it over them. A long run with a huge --steps holds it; decay any checkpoint with
     /// its own short run (--init CHECKPOINT --steps N --decay-steps N)
@@ -667,8 +673,9 @@ struct TrainArgs {
     /// NAME.realism.safetensors beside NAME.safetensors so the model finds it). Loss:
     /// 255^2 MSE / 100 + w_f classifier features + W x non-saturating GAN loss of a latent-
     /// conditioned PatchGAN. Uses --data, --validation, --run-dir, --steps, --minutes,
-    /// --batch-size, --crop-size, --learning-rate, --feature-weight, --observer-weights, --seed,
-    /// --checkpoint-seconds, --resume
+    /// --batch-size, --crop-size, --learning-rate, --critic-learning-rate,
+    /// --critic-warmup-steps, --feature-weight, --observer-weights, --seed, --checkpoint-seconds,
+    /// --resume
     #[arg(
         long,
         value_name = "W",
@@ -709,6 +716,18 @@ fn run_realism_training(args: TrainArgs, weight: f64) -> Result<()> {
     config.batch_size = args.batch_size;
     config.crop_size = args.crop_size;
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.critic_learning_rate = args
+        .critic_learning_rate
+        .unwrap_or(config.critic_learning_rate);
+    config.critic_warmup_steps = args.critic_warmup_steps;
+    for (flag, rate) in [
+        ("--learning-rate", config.learning_rate),
+        ("--critic-learning-rate", config.critic_learning_rate),
+    ] {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("{flag} must be a positive rate, got {rate}");
+        }
+    }
     config.seed = args.seed;
     config.checkpoint_seconds = args.checkpoint_seconds;
     config.resume = args.resume;

@@ -339,7 +339,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
     let (cpu_before, session_cpu_start) = (state.cpu_seconds, process_cpu_seconds());
     let session_first_step = state.step;
     let mut last_checkpoint = Instant::now();
-    let mut window = RunningMeans::default();
+    let mut window = RunningMeans::<7>::default();
     let schedule = |state: &RunState| {
         let warmup = warmup_factor(config.warmup_steps, state.step - session_first_step);
         let peak = config.learning_rate * warmup;
@@ -864,21 +864,29 @@ impl Dataset {
 }
 
 /// Means over the last few steps for the log and the progress bar.
-#[derive(Default)]
-struct RunningMeans {
-    sums: [f64; 7],
+pub(crate) struct RunningMeans<const N: usize> {
+    sums: [f64; N],
     count: u32,
 }
 
-impl RunningMeans {
-    fn add(&mut self, values: [f64; 7]) {
+impl<const N: usize> Default for RunningMeans<N> {
+    fn default() -> Self {
+        Self {
+            sums: [0.0; N],
+            count: 0,
+        }
+    }
+}
+
+impl<const N: usize> RunningMeans<N> {
+    pub(crate) fn add(&mut self, values: [f64; N]) {
         for (sum, value) in self.sums.iter_mut().zip(values) {
             *sum += value;
         }
         self.count += 1;
     }
 
-    fn take(&mut self) -> [f64; 7] {
+    pub(crate) fn take(&mut self) -> [f64; N] {
         let n = f64::from(self.count.max(1));
         let means = self.sums.map(|s| s / n);
         *self = Self::default();
@@ -886,13 +894,14 @@ impl RunningMeans {
     }
 }
 
-struct CsvLog {
+/// A CSV file a run appends to across sessions (the header only when it is new).
+pub(crate) struct CsvLog {
     file: fs::File,
     path: PathBuf,
 }
 
 impl CsvLog {
-    fn open(path: &Path, header: &str) -> Result<Self, ModelError> {
+    pub(crate) fn open(path: &Path, header: &str) -> Result<Self, ModelError> {
         let fresh = !path.exists();
         let io = |e| ModelError::Io(path.display().to_string(), e);
         let mut file = OpenOptions::new()
@@ -909,7 +918,7 @@ impl CsvLog {
         })
     }
 
-    fn row(&mut self, row: &str) -> Result<(), ModelError> {
+    pub(crate) fn row(&mut self, row: &str) -> Result<(), ModelError> {
         writeln!(self.file, "{row}").map_err(|e| ModelError::Io(self.path.display().to_string(), e))
     }
 }

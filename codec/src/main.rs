@@ -858,8 +858,11 @@ fn refining_against(
     objective: &ocular::train::Distortion,
 ) -> ocular::bench::BenchCodec {
     use ocular::bench::BenchCodec;
+    // A label is a CSV cell without commas: the layers are joined by `+` (stage2+stage4).
     let name = match objective {
-        ocular::train::Distortion::Observer(observer) => format!("{objective}@{}", observer.layers),
+        ocular::train::Distortion::Observer(observer) => {
+            format!("{objective}@{}", observer.layers.to_string().replace(',', "+"))
+        }
         other => other.to_string(),
     };
     match codec {

@@ -536,6 +536,7 @@ fn row(
         decode_seconds: seconds.1,
         over_target,
         deep_distance: None,
+        realism: 0.0,
     }
 }
 
@@ -577,7 +578,7 @@ fn evaluate_ocular(
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality =
         measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
-    let row = row(
+    let mut row = row(
         codec,
         family,
         label.clone(),
@@ -589,6 +590,7 @@ fn evaluate_ocular(
         (encode_seconds, decode_seconds),
         false,
     );
+    row.realism = model.realism;
     Ok((row, decoded))
 }
 

@@ -314,8 +314,9 @@ struct EvalArgs {
     refine: Refine,
     /// Also measure perceptual metrics with EfficientNet-Lite1 (never used in training): the
     /// deep-feature distance per image (LPIPS-style, uncalibrated) and KID per codec and rate
-    /// point over 256x256 patches; with --plot, also writes <plot>-perceptual.svg. Needs the
-    /// Lite1 weights (`make setup`)
+    /// point over 256x256 patches; with --plot, also writes <plot>-perceptual.svg (and with
+    /// --realism, <plot>-tradeoff.svg: KID and distance against PSNR through the realism
+    /// settings). Needs the Lite1 weights (`make setup`)
     #[arg(long)]
     perceptual: bool,
     /// Also decode every --model file with these settings of the realism knob (0..=1, e.g.
@@ -861,7 +862,10 @@ fn refining_against(
     // A label is a CSV cell without commas: the layers are joined by `+` (stage2+stage4).
     let name = match objective {
         ocular::train::Distortion::Observer(observer) => {
-            format!("{objective}@{}", observer.layers.to_string().replace(',', "+"))
+            format!(
+                "{objective}@{}",
+                observer.layers.to_string().replace(',', "+")
+            )
         }
         other => other.to_string(),
     };
@@ -1250,6 +1254,11 @@ fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Res
                 let mut name = path.file_stem().unwrap_or_default().to_os_string();
                 name.push("-perceptual.svg");
                 report.plot_perceptual_svg(&path.with_file_name(name))?;
+            }
+            if report.has_perceptual() && report.has_realism() {
+                let mut name = path.file_stem().unwrap_or_default().to_os_string();
+                name.push("-tradeoff.svg");
+                report.plot_tradeoff_svg(&path.with_file_name(name))?;
             }
             Ok(())
         },

@@ -491,14 +491,19 @@ impl Terms {
     }
 
     fn message(&self) -> String {
+        let generator = if self.features.is_nan() {
+            "(D alone)".to_string()
+        } else {
+            format!(
+                "| G: distortion {:.3} features {:.3} adversarial {:.3}",
+                self.distortion, self.features, self.adversarial
+            )
+        };
         format!(
-            "D {:.3} (right on {:.0}% real, {:.0}% decoded) | G: distortion {:.3} features {:.3} adversarial {:.3}",
+            "D {:.3} (right on {:.0}% real, {:.0}% decoded) {generator}",
             self.critic,
             100.0 * self.real_accuracy,
             100.0 * self.fake_accuracy,
-            self.distortion,
-            self.features,
-            self.adversarial
         )
     }
 }

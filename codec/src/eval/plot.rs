@@ -62,7 +62,8 @@ struct Family<'a> {
     dashed: bool,
 }
 
-/// One curve: its colour, style and (bpp, value) points sorted by bpp.
+/// One curve: its colour, style and (x, value) points in drawing order (by bpp in the rate
+/// plots, by realism setting in the trade-off).
 struct Curve {
     color: RGBColor,
     dashed: bool,
@@ -107,12 +108,14 @@ pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<St
         Panel {
             curves: psnr,
             title: format!("PSNR (RGB), mean of {images}"),
+            x_label: BPP,
             y_label: "PSNR (dB)",
             empty: "no values",
         },
         Panel {
             curves: ms_ssim,
             title: format!("MS-SSIM, mean of {images}"),
+            x_label: BPP,
             y_label: "MS-SSIM (dB)",
             empty: "no values (MS-SSIM needs both sides >= 161 px)",
         },
@@ -132,14 +135,103 @@ pub(super) fn perceptual_svg(means: &[EvalMean]) -> Result<String, EvalError> {
         Panel {
             curves: curves(means, &families, |m| m.deep_distance),
             title: format!("Deep-feature distance (Lite1, uncalibrated), mean of {images}"),
+            x_label: BPP,
             y_label: "distance (lower is closer)",
             empty: "no values",
         },
         Panel {
             curves: curves(means, &families, |m| m.kid.map(|k| k.mean * 1e3)),
             title: format!("KID (Lite1, 256 px patches), {images}"),
+            x_label: BPP,
             y_label: "KID x 1000 (lower is more realistic)",
             empty: "no values (KID needs images of at least 256x256)",
+        },
+    )
+}
+
+/// The SVG text of the perception–distortion trade-off (Blau & Michaeli 2018) for `means`: KID
+/// (x 1000) and the deep-feature distance against PSNR. Each ocular rate point that was decoded
+/// with realism settings above 0 is one line through its settings in increasing order (its
+/// legend entry names the rate point); JPEG and WebP, matched to those rate points, are one line
+/// each across them.
+pub(super) fn tradeoff_svg(means: &[EvalMean]) -> Result<String, EvalError> {
+    let mut points: Vec<String> = Vec::new();
+    for mean in means.iter().filter(|m| m.realism > 0.0) {
+        let point = mean.rate_point();
+        if !points.contains(&point) {
+            points.push(point);
+        }
+    }
+    if points.is_empty() {
+        return Err(EvalError::Plot("the report has no realism settings".into()));
+    }
+    // One series per rate point: its own means (any realism) in increasing realism.
+    let mut series: Vec<(String, Vec<&EvalMean>)> = points
+        .iter()
+        .map(|point| {
+            let mut members: Vec<&EvalMean> = means
+                .iter()
+                .filter(|m| m.codec.starts_with("ocular:") && m.rate_point() == *point)
+                .collect();
+            members.sort_by(|a, b| a.realism.total_cmp(&b.realism));
+            (format!("{point}, realism 0 to 1"), members)
+        })
+        .collect();
+    for baseline in ["jpeg", "webp"] {
+        let mut members: Vec<&EvalMean> = means
+            .iter()
+            .filter(|m| m.codec == baseline && points.contains(&m.target))
+            .collect();
+        members.sort_by(|a, b| a.psnr.total_cmp(&b.psnr));
+        if !members.is_empty() {
+            series.push((baseline.to_string(), members));
+        }
+    }
+    let mut ocular_colors = OCULAR_COLORS.iter().cycle();
+    let families: Vec<Family<'_>> = series
+        .iter()
+        .map(|(name, _)| {
+            let (label, color) = legend_style(name, &mut ocular_colors);
+            Family {
+                name,
+                label,
+                color,
+                dashed: false,
+            }
+        })
+        .collect();
+    let curves = |value: fn(&EvalMean) -> Option<f64>| -> Vec<Curve> {
+        series
+            .iter()
+            .zip(&families)
+            .map(|((_, members), family)| Curve {
+                color: family.color,
+                dashed: false,
+                points: members
+                    .iter()
+                    .filter_map(|m| value(m).map(|v| (m.psnr, v)))
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect(),
+            })
+            .filter(|curve| !curve.points.is_empty())
+            .collect()
+    };
+    let images = images_text(means);
+    two_panels(
+        &families,
+        Panel {
+            curves: curves(|m| m.kid.map(|k| k.mean * 1e3)),
+            title: format!("Perception against distortion: KID, {images}"),
+            x_label: "PSNR (dB; right is less distortion)",
+            y_label: "KID x 1000 (lower is more realistic)",
+            empty: "no values (KID needs images of at least 256x256)",
+        },
+        Panel {
+            curves: curves(|m| m.deep_distance),
+            title: format!("Deep-feature distance against PSNR, mean of {images}"),
+            x_label: "PSNR (dB; right is less distortion)",
+            y_label: "distance (lower is closer)",
+            empty: "no values",
         },
     )
 }
@@ -151,10 +243,14 @@ fn images_text(means: &[EvalMean]) -> String {
     }
 }
 
-/// One panel of a plot: its curves, title, y axis label and what it says without values.
+/// The x axis of the rate plots.
+const BPP: &str = "bits per pixel";
+
+/// One panel of a plot: its curves, title, axis labels and what it says without values.
 struct Panel {
     curves: Vec<Curve>,
     title: String,
+    x_label: &'static str,
     y_label: &'static str,
     empty: &'static str,
 }
@@ -237,7 +333,7 @@ pub(crate) fn padded(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 }
 
 fn panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(), EvalError> {
-    let (curves, title, y_label) = (&panel.curves, panel.title.as_str(), panel.y_label);
+    let (curves, title) = (&panel.curves, panel.title.as_str());
     if curves.is_empty() {
         let text = format!("{title}: {}", panel.empty);
         area.draw(&Text::new(text, (40, (HEIGHT / 2) as i32), (FONT, 16)))
@@ -256,8 +352,8 @@ fn panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result<(),
         .map_err(plot_error)?;
     chart
         .configure_mesh()
-        .x_desc("bits per pixel")
-        .y_desc(y_label)
+        .x_desc(panel.x_label)
+        .y_desc(panel.y_label)
         .axis_desc_style((FONT, 15))
         .label_style((FONT, 12))
         .draw()
@@ -357,4 +453,54 @@ fn legend_row(
         x += entry_width(family) + GAP;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perceptual::Kid;
+
+    fn mean(codec: &str, target: &str, realism: f32, psnr: f64, kid: f64) -> EvalMean {
+        EvalMean {
+            codec: codec.to_string(),
+            family: codec.to_string(),
+            target: target.to_string(),
+            setting: String::new(),
+            images: 24,
+            bpp: 0.3,
+            psnr,
+            ms_ssim: None,
+            ms_ssim_db: None,
+            ms_ssim_images: 0,
+            encode_seconds: 0.0,
+            decode_seconds: 0.0,
+            over_target: 0,
+            deep_distance: Some(kid * 10.0),
+            kid: Some(Kid {
+                mean: kid,
+                std: kid / 10.0,
+                subset_size: 100,
+                subsets: 10,
+            }),
+            realism,
+        }
+    }
+
+    /// One line per rate point through its realism settings, the baselines matched to it, and
+    /// nothing to draw without realism settings.
+    #[test]
+    fn the_tradeoff_has_a_line_per_rate_point_and_the_baselines() {
+        let means = [
+            mean("ocular:m@0.3bpp", "m@0.3bpp", 0.0, 30.0, 0.03),
+            mean("ocular:m@0.3bpp@R0.5", "m@0.3bpp@R0.5", 0.5, 29.5, 0.02),
+            mean("ocular:m@0.3bpp@R1", "m@0.3bpp@R1", 1.0, 29.0, 0.01),
+            mean("jpeg", "m@0.3bpp", 0.0, 27.0, 0.08),
+        ];
+        assert_eq!(means[1].rate_point(), "m@0.3bpp");
+        let svg = tradeoff_svg(&means).expect("svg");
+        assert!(svg.contains("m@0.3bpp, realism 0 to 1"));
+        assert!(svg.contains("JPEG (4:2:0)"));
+        assert!(svg.contains("PSNR (dB; right is less distortion)"));
+        assert!(tradeoff_svg(&[means[0].clone(), means[3].clone()]).is_err());
+    }
 }

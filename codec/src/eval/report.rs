@@ -47,6 +47,10 @@ pub struct EvalRow {
     /// [`crate::perceptual`]), when the evaluation measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deep_distance: Option<f64>,
+    /// The realism knob the ocular file was decoded with (0: the plain decoder; always 0 for
+    /// baselines).
+    #[serde(default)]
+    pub realism: f32,
 }
 
 /// Means over the images of one codec at one rate point (one `codec` and `target`).
@@ -87,6 +91,20 @@ pub struct EvalMean {
     /// KID of this codec and rate point ([`EvalReport::kid`]), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<Kid>,
+    /// As [`EvalRow::realism`].
+    #[serde(default)]
+    pub realism: f32,
+}
+
+impl EvalMean {
+    /// The rate point this mean belongs to whatever its realism setting: its `target` without
+    /// the `@R<r>` that [`super::EvalModel::with_realism`] put in the label.
+    pub fn rate_point(&self) -> String {
+        match self.realism > 0.0 {
+            true => self.target.replacen(&format!("@R{}", self.realism), "", 1),
+            false => self.target.clone(),
+        }
+    }
 }
 
 /// The result of [`super::evaluate`].
@@ -283,6 +301,31 @@ impl EvalReport {
         })
     }
 
+    /// Whether some ocular rows were decoded with the realism knob above 0.
+    pub fn has_realism(&self) -> bool {
+        self.rows.iter().any(|r| r.realism > 0.0)
+    }
+
+    /// Draws the perception–distortion trade-off into an SVG file: KID (x 1000) and the mean
+    /// deep-feature distance against PSNR, one line per ocular rate point through its realism
+    /// settings, and JPEG and WebP at the bpp they were matched to.
+    ///
+    /// # Errors
+    /// [`EvalError::Plot`] if the report has no realism settings or no perceptual metrics, or
+    /// drawing fails; [`EvalError::Io`] if the file cannot be written.
+    pub fn plot_tradeoff_svg(&self, path: &Path) -> Result<(), EvalError> {
+        if !(self.has_realism() && self.has_perceptual()) {
+            return Err(EvalError::Plot(
+                "the trade-off needs realism settings and perceptual metrics".into(),
+            ));
+        }
+        let svg = super::plot::tradeoff_svg(&self.means())?;
+        std::fs::write(path, svg).map_err(|source| EvalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
     /// [`Self::plot_svg`] with `published` results drawn as dashed reference curves (e.g.
     /// [`super::PUBLISHED_KODAK`] for a Kodak evaluation).
     ///
@@ -401,5 +444,6 @@ fn mean_of(rows: &[&EvalRow]) -> EvalMean {
         over_target: rows.iter().filter(|r| r.over_target).count(),
         deep_distance: some(|r| r.deep_distance),
         kid: None,
+        realism: first.realism,
     }
 }

@@ -15,6 +15,19 @@ pub struct BuiltinModel {
     pub name: &'static str,
     /// Its model file.
     bytes: &'static [u8],
+    /// Its realism decoder's companion file, if it ships one.
+    realism: Option<&'static [u8]>,
+}
+
+impl BuiltinModel {
+    /// The model, with its realism decoder if it ships one.
+    fn load(&self) -> Result<Model, Error> {
+        let model = Model::from_bytes(self.bytes)?;
+        match self.realism {
+            Some(companion) => model.with_realism_decoder(companion),
+            None => Ok(model),
+        }
+    }
 }
 
 /// The models compiled into this build, trained by `scripts/train-models.sh` (see
@@ -23,55 +36,68 @@ const BUILTIN: &[BuiltinModel] = &[
     BuiltinModel {
         name: "mse-q1",
         bytes: include_bytes!("../../models/trained/mse-q1.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mse-q2",
         bytes: include_bytes!("../../models/trained/mse-q2.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mse-q3",
         bytes: include_bytes!("../../models/trained/mse-q3.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mse-q4",
         bytes: include_bytes!("../../models/trained/mse-q4.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mse-q5",
         bytes: include_bytes!("../../models/trained/mse-q5.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "msssim-q1",
         bytes: include_bytes!("../../models/trained/msssim-q1.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "msssim-q2",
         bytes: include_bytes!("../../models/trained/msssim-q2.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "msssim-q3",
         bytes: include_bytes!("../../models/trained/msssim-q3.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "machine-q1",
         bytes: include_bytes!("../../models/trained/machine-q1.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "machine-q2",
         bytes: include_bytes!("../../models/trained/machine-q2.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mixed-q1",
         bytes: include_bytes!("../../models/trained/mixed-q1.safetensors"),
+        realism: None,
     },
     BuiltinModel {
         name: "mixed-q2",
         bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
+        realism: None,
     },
     // The variable-rate PSNR network (qualities -2..12): exact rate control for `--bpp`.
     BuiltinModel {
         name: "mse-vr",
         bytes: include_bytes!("../../models/trained/mse-vr.safetensors"),
+        realism: None,
     },
 ];
 
@@ -191,7 +217,7 @@ impl Model {
         let model = BUILTIN.iter().find(|m| m.name == name).ok_or_else(|| {
             Error::NoSuchModel(format!("named '{name}' (built in: {})", builtin_list()))
         })?;
-        Self::from_bytes(model.bytes)
+        model.load()
     }
 
     /// The built-in MSE-trained (PSNR-oriented) model of the given quality.
@@ -202,7 +228,7 @@ impl Model {
         for (candidate, info) in builtin_infos()? {
             let fixed_rate = info.variable_rate.is_none();
             if fixed_rate && info.quality == quality && info.distortion == Distortion::Mse {
-                return Self::from_bytes(candidate.bytes);
+                return candidate.load();
             }
         }
         Err(Error::NoSuchModel(format!(
@@ -219,7 +245,7 @@ impl Model {
     pub fn builtin_variable_rate(distortion: &str) -> Result<Self, Error> {
         for (candidate, info) in builtin_infos()? {
             if info.variable_rate.is_some() && info.distortion.to_string() == distortion {
-                return Self::from_bytes(candidate.bytes);
+                return candidate.load();
             }
         }
         Err(Error::NoSuchModel(format!(
@@ -242,7 +268,7 @@ impl Model {
         members.sort_by_key(|(_, info)| info.quality);
         let family = members
             .into_iter()
-            .map(|(candidate, _)| Self::from_bytes(candidate.bytes))
+            .map(|(candidate, _)| candidate.load())
             .collect::<Result<Vec<_>, _>>()?;
         if family.is_empty() {
             return Err(Error::NoSuchModel(format!(
@@ -287,7 +313,7 @@ impl Model {
             if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes))
                 == fingerprint
             {
-                return Self::from_bytes(candidate.bytes);
+                return candidate.load();
             }
         }
         Err(Error::UnknownModel {

@@ -136,6 +136,20 @@ fn failures_are_clean() {
         &f.arg("a.safetensors"),
     ]);
     assert_clean_failure(&out, "CRC");
+    // The realism knob on a model without a realism decoder: an error, and no PNG left behind.
+    let out = ocular(&[
+        "decode",
+        &f.arg("x.ocu"),
+        "-o",
+        &f.arg("r.png"),
+        "--model",
+        &f.arg("a.safetensors"),
+        "--realism",
+        "0.5",
+    ]);
+    assert_clean_failure(&out, "has no realism decoder");
+    assert!(!text(&out).contains("cannot write"), "{}", text(&out));
+    assert!(!f.path("r.png").exists(), "a partial PNG was left behind");
     // Not an .ocu file at all.
     let out = ocular(&["info", &f.arg("in.png")]);
     assert_clean_failure(&out, "not a valid .ocu file");

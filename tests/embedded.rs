@@ -158,3 +158,32 @@ fn exact_rate_control_keeps_the_encoders_limits() {
         .encode_to_bpp(&image, 1.5);
     assert!(matches!(refused, Err(Error::Image(_))), "{refused:?}");
 }
+
+/// The built-in `mse-vr` ships its realism decoder: the knob at 0 is the plain decoder, at 1 it
+/// decodes other pixels of the same file, as close to the source.
+#[test]
+fn builtin_mse_vr_decodes_with_its_realism_decoder() {
+    let model = Model::builtin("mse-vr").expect("built-in mse-vr");
+    assert!(model.has_realism_decoder());
+    let original = photo_like(64, 48);
+    let image = DynamicImage::ImageRgb8(original.clone());
+    let file = Encoder::new(&model)
+        .with_quality(5.0)
+        .encode(&image)
+        .expect("encodes");
+    let plain = Decoder::new(&model).decode(&file).expect("plain");
+    let at_zero = Decoder::new(&model)
+        .with_realism(0.0)
+        .decode(&file)
+        .expect("R = 0");
+    let at_one = Decoder::new(&model)
+        .with_realism(1.0)
+        .decode(&file)
+        .expect("R = 1");
+    assert_eq!(plain.as_bytes(), at_zero.as_bytes());
+    assert_ne!(plain.as_bytes(), at_one.as_bytes());
+    for decoded in [&plain, &at_one] {
+        let quality = ocular::metrics::measure(&original, &decoded.to_rgb8());
+        assert!(quality.psnr > 24.0, "PSNR {}", quality.psnr);
+    }
+}

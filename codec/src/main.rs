@@ -1001,9 +1001,14 @@ fn run_decode(args: DecodeArgs) -> Result<()> {
     if is_png(&args.output) {
         // Row by row: the decoded image is never held whole.
         let file = std::fs::File::create(&args.output).with_context(cannot_write)?;
-        decoder
-            .decode_png(&bytes, std::io::BufWriter::new(file))
-            .with_context(cannot_write)?;
+        if let Err(error) = decoder.decode_png(&bytes, std::io::BufWriter::new(file)) {
+            // No partial PNG is left behind; only a failed write is the output's fault.
+            let _ = std::fs::remove_file(&args.output);
+            return Err(match error {
+                ocular::Error::Output(_) => anyhow::Error::new(error).context(cannot_write()),
+                other => other.into(),
+            });
+        }
     } else {
         let image = decoder.decode_bitstream(bitstream)?;
         image.save(&args.output).with_context(cannot_write)?;

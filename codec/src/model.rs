@@ -93,11 +93,14 @@ const BUILTIN: &[BuiltinModel] = &[
         bytes: include_bytes!("../../models/trained/mixed-q2.safetensors"),
         realism: None,
     },
-    // The variable-rate PSNR network (qualities -2..12): exact rate control for `--bpp`.
+    // The variable-rate PSNR network (qualities -2..12): exact rate control for `--bpp`; with
+    // its realism decoder for `decode --realism` (docs/results.md, issue 12).
     BuiltinModel {
         name: "mse-vr",
         bytes: include_bytes!("../../models/trained/mse-vr.safetensors"),
-        realism: None,
+        realism: Some(include_bytes!(
+            "../../models/trained/mse-vr.realism.safetensors"
+        )),
     },
 ];
 

@@ -295,10 +295,7 @@ impl EvalReport {
             ));
         }
         let svg = super::plot::perceptual_svg(&self.means())?;
-        std::fs::write(path, svg).map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        write_text(path, &svg)
     }
 
     /// Whether some ocular rows were decoded with the realism knob above 0.
@@ -320,10 +317,7 @@ impl EvalReport {
             ));
         }
         let svg = super::plot::tradeoff_svg(&self.means())?;
-        std::fs::write(path, svg).map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        write_text(path, &svg)
     }
 
     /// [`Self::plot_svg`] with `published` results drawn as dashed reference curves (e.g.
@@ -337,10 +331,7 @@ impl EvalReport {
         published: &[super::PublishedCurve],
     ) -> Result<(), EvalError> {
         let svg = super::plot::svg(&self.means(), published)?;
-        std::fs::write(path, svg).map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        write_text(path, &svg)
     }
 }
 
@@ -401,6 +392,14 @@ pub(crate) fn csv_field(text: &str) -> String {
 }
 
 /// Means of a non-empty group of rows of one codec and target.
+/// Writes `text` to `path`, an [`EvalError::Io`] naming the path if it cannot.
+fn write_text(path: &Path, text: &str) -> Result<(), EvalError> {
+    std::fs::write(path, text).map_err(|source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn mean_of(rows: &[&EvalRow]) -> EvalMean {
     let first = rows[0];
     let mean = |values: Vec<f64>| {

@@ -359,8 +359,9 @@ impl Run {
         critic.zero_grad();
         critic_loss.backward();
         critic.step();
+        // With gradient when `g_s'` trains, without while `D` trains alone (as `x_hat`).
+        let distortion = (&x_hat - x).square().mean(Kind::Float) * (255.0 * 255.0 / 100.0);
         let Some(generator) = generator else {
-            let distortion = (&x_hat - x).square().mean(Kind::Float) * (255.0 * 255.0 / 100.0);
             return Ok(Terms {
                 critic: critic_loss.double_value(&[]),
                 distortion: distortion.double_value(&[]),
@@ -374,7 +375,6 @@ impl Run {
         let adversarial = (-self.critic.forward(&x_hat, &y_hat, false))
             .softplus()
             .mean(Kind::Float);
-        let distortion = (&x_hat - x).square().mean(Kind::Float) * (255.0 * 255.0 / 100.0);
         let features = match &self.classifier {
             Some(classifier) => {
                 feature_distance(classifier, &DEFAULT_FEATURE_LAYERS, x, &x_hat, true)?

@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 export OMP_WAIT_POLICY := PASSIVE
 CARGO ?= cargo
-# The `ocular` binary needs the `cli` feature; `torch` adds training, refinement, MS-SSIM and the
-# harness (libtorch). The library's default features are the pure-Rust codec.
-OCULAR := $(CARGO) run --quiet -p ocular --features cli,torch --
+# The `ocular` binary is the ocular-cli package; its `torch` feature adds training, refinement,
+# MS-SSIM and the harness (libtorch). The `ocular` library's default features are the pure-Rust codec.
+OCULAR := $(CARGO) run --quiet -p ocular-cli --features torch --
 DEMO_IMAGE ?= assets/ladybird.png
 
 .PHONY: setup build demo test test-browser lint bench ci embeddable
@@ -23,12 +23,14 @@ demo: setup
 
 ## Every test of the workspace (debug) with every feature, so no test target is skipped by its
 ## `required-features`; then the embeddable builds again on their own: `ocular-models` and
-## `ocular` with their default features (pure Rust, no libtorch), and the container alone.
+## `ocular` with their default features (pure Rust, no libtorch), the container alone, and the
+## pure-Rust `ocular` command (ocular-cli without libtorch).
 test: setup
 	$(CARGO) test --workspace --all-features
 	$(CARGO) test -p ocular-models --lib
 	$(CARGO) test -p ocular --lib --test embedded --test container --test fuzz_inputs
 	$(CARGO) test -p ocular --no-default-features --lib --test container --test fuzz_inputs
+	$(CARGO) test -p ocular-cli --test cli_pure
 
 ## The visual report in a real browser: installs Debian's chromium and chromium-driver if missing,
 ## writes `eval --html` of the built-in mse-vr at three rate points on two generated images,
@@ -52,7 +54,7 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) clippy -p ocular-models --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --all-targets -- -D warnings
-	$(CARGO) clippy -p ocular --features cli --all-targets -- -D warnings
+	$(CARGO) clippy -p ocular-cli --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --no-default-features --all-targets -- -D warnings
 
 ## The embeddable library: with its default features `ocular` must not depend on libtorch, the

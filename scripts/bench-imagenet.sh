@@ -21,7 +21,7 @@ main() {
   local shards=${SHARDS:-$(nproc)}
   local data=${DATA:-../shared/data/imagenet-dev}
   local ocular=${OCULAR:-}
-  if [ -z "$ocular" ]; then cargo build --quiet -p ocular --features cli,torch; ocular=target/debug/ocular; fi
+  if [ -z "$ocular" ]; then cargo build --quiet -p ocular-cli --features torch; ocular=target/debug/ocular; fi
   # Global, not local: the EXIT trap runs after main has returned.
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT

@@ -21,7 +21,7 @@ mkdir -p "$out"
 if [ -n "${OCULAR:-}" ]; then
   ocular=("$OCULAR")
 else
-  ocular=(cargo run --quiet --release -p ocular --features cli,torch --)
+  ocular=(cargo run --quiet --release -p ocular-cli --features torch --)
 fi
 objectives=(
   observer-1@stage1,head    # what the machine family was trained with

@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY=PASSIVE
 scripts/setup-libtorch.sh
 # OCULAR names a prebuilt binary, so that rebuilding the tree cannot disturb a long run.
 ocular=${OCULAR:-}
-if [ -z "$ocular" ]; then cargo build --quiet -p ocular --features cli,torch; ocular=target/debug/ocular; fi
+if [ -z "$ocular" ]; then cargo build --quiet -p ocular-cli --features torch; ocular=target/debug/ocular; fi
 data=${DATA:-../shared/data/train}
 validation=${VALIDATION:-../shared/data/kodak}
 

@@ -1,4 +1,4 @@
-//! `ocular::bench`: the ImageNet rate–accuracy benchmark. Folder parsing, the crop protocol,
+//! `ocular_cli::bench`: the ImageNet rate–accuracy benchmark. Folder parsing, the crop protocol,
 //! judges, shards and their merge, CSV. The runs use a tiny untrained network, JPEG, generated
 //! images and stand-in judges (a fixed function of the pixels), so they take seconds and need
 //! no weights; tests that need the classifier weights (`make setup`) or `../shared/data` fail
@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use image::{Rgb, RgbImage};
-use ocular::bench::{
-    builtin_family, classifier_crop, merge, run, scan_folder, BenchCodec, BenchConfig, BenchError,
-    BenchReport, BenchRow, Judge, JudgeSpec, LabeledImage, Shard, Verdict, REFERENCE_CODEC,
-};
 use ocular::observer::{weights_path, Observation, Observer, ObserverError, Synsets, Variant};
 use ocular::train::{untrained_model_bytes, HyperpriorConfig};
 use ocular::Model;
+use ocular_cli::bench::{
+    builtin_family, classifier_crop, merge, run, scan_folder, BenchCodec, BenchConfig, BenchError,
+    BenchReport, BenchRow, Judge, JudgeSpec, LabeledImage, Shard, Verdict, REFERENCE_CODEC,
+};
 use tch::{Kind, Tensor};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
@@ -311,7 +311,7 @@ fn codecs_shards_and_configurations() {
             label: 0,
         })
         .collect();
-    let jpeg = || BenchCodec::Baseline(ocular::bench::Baseline::Jpeg);
+    let jpeg = || BenchCodec::Baseline(ocular_cli::bench::Baseline::Jpeg);
     let mut config = BenchConfig::new(images.clone(), vec![jpeg()], vec![0.25]);
     config.validate().expect("valid");
     config.limit = Some(5);
@@ -590,7 +590,7 @@ fn judge_names_and_errors() {
         wnid: "n01440764".into(),
         label: 0,
     }];
-    let jpeg = || vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
+    let jpeg = || vec![BenchCodec::Baseline(ocular_cli::bench::Baseline::Jpeg)];
     let config = BenchConfig::new(images, jpeg(), vec![0.25]);
     let same = vec![
         MeanJudge::judge("a", 224, 0.0).0,
@@ -613,7 +613,7 @@ fn judges_see_the_crop_at_their_own_size() {
     let images = scan_folder(dir.path(), &synsets()).expect("scan");
     let (native, native_sides) = MeanJudge::judge("native", 224, 0.0);
     let (small, small_sides) = MeanJudge::judge("small", 64, 0.0);
-    let codecs = vec![BenchCodec::Baseline(ocular::bench::Baseline::Jpeg)];
+    let codecs = vec![BenchCodec::Baseline(ocular_cli::bench::Baseline::Jpeg)];
     let report = run(
         &BenchConfig::new(images, codecs, vec![0.5]),
         &[native, small],
@@ -654,11 +654,11 @@ fn the_visual_report_shows_every_target_and_the_first_judges_top5() {
     let images = scan_folder(&dir.path().join("data"), &synsets()).expect("scan");
     let codecs = vec![
         BenchCodec::ocular("tiny", vec![tiny_model(1)]),
-        BenchCodec::Baseline(ocular::bench::Baseline::Jpeg),
+        BenchCodec::Baseline(ocular_cli::bench::Baseline::Jpeg),
     ];
     let mut config = BenchConfig::new(images, codecs, vec![0.25, 1.5]);
     config.keep_pictures = 1;
-    let run = ocular::bench::run_keeping(&config, &judges).expect("run");
+    let run = ocular_cli::bench::run_keeping(&config, &judges).expect("run");
     assert_eq!(run.report.rows.len(), 2 * 5);
     assert_eq!(run.pictures.len(), 1, "only the first image is kept");
     let crops = &run.pictures[0].crops;
@@ -667,7 +667,7 @@ fn the_visual_report_shows_every_target_and_the_first_judges_top5() {
         .iter()
         .all(|c| c.top5.len() == 5 && c.image.width() == 224));
     let path = dir.path().join("bench.html");
-    let options = ocular::html::HtmlOptions::default();
+    let options = ocular_cli::html::HtmlOptions::default();
     let summary = run
         .report
         .write_html(&run.pictures, Some(&synsets()), &path, &options)
@@ -705,7 +705,7 @@ fn shards_merge_into_the_report_of_one_run() {
     let config = |shard: Option<Shard>| {
         let codecs = vec![
             BenchCodec::ocular("tiny", vec![tiny_model(1)]),
-            BenchCodec::Baseline(ocular::bench::Baseline::Jpeg),
+            BenchCodec::Baseline(ocular_cli::bench::Baseline::Jpeg),
         ];
         let mut config = BenchConfig::new(images.clone(), codecs, targets.clone());
         config.limit = Some(4);
@@ -872,7 +872,7 @@ fn labels_line_up_with_the_classifier() {
         .filter(|i| i.name == "n01518878/014f0024918a7b6f.png")
         .collect();
     assert_eq!(ostrich.len(), 1);
-    let codecs = vec![BenchCodec::Baseline(ocular::bench::Baseline::Webp)];
+    let codecs = vec![BenchCodec::Baseline(ocular_cli::bench::Baseline::Webp)];
     let report = run(&BenchConfig::new(ostrich, codecs, vec![1.0]), &judges).expect("run");
     let ostrich_class = synsets.index_of("n01518878").expect("ostrich");
     assert_eq!(report.judges(), ["lite0", "lite1"]);

@@ -1,12 +1,12 @@
-//! `ocular::eval`: rate–distortion evaluation against JPEG and WebP at matched bpp. Uses a small
+//! `ocular_cli::eval`: rate–distortion evaluation against JPEG and WebP at matched bpp. Uses a small
 //! untrained network (codes correctly, poorly) and three generated images, so it runs in seconds.
 
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use ocular::eval::{evaluate, Baseline, EvalConfig, EvalError, EvalModel, EvalReport};
 use ocular::train::{untrained_model_bytes, HyperpriorConfig};
 use ocular::Model;
+use ocular_cli::eval::{evaluate, Baseline, EvalConfig, EvalError, EvalModel, EvalReport};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 
@@ -215,10 +215,10 @@ fn report_matches_rates_and_writes_every_format() {
     assert!(!svg.contains("published"));
     // With the published Kodak references: their legend entries, dashed.
     report
-        .plot_svg_with(&svg_path, &ocular::eval::PUBLISHED_KODAK)
+        .plot_svg_with(&svg_path, &ocular_cli::eval::PUBLISHED_KODAK)
         .expect("plot");
     let svg = std::fs::read_to_string(&svg_path).expect("SVG written");
-    for curve in ocular::eval::PUBLISHED_KODAK {
+    for curve in ocular_cli::eval::PUBLISHED_KODAK {
         assert!(svg.contains(curve.label), "the SVG lacks '{}'", curve.label);
     }
     assert!(svg.contains("ocular (mse)"));
@@ -366,9 +366,9 @@ fn realism_settings_are_rows_of_their_own() {
     config.baselines = vec![Baseline::Jpeg];
     config.progress = false;
     config.keep_pictures = 1;
-    let evaluation = ocular::eval::evaluate_keeping(&config).expect("evaluates");
+    let evaluation = ocular_cli::eval::evaluate_keeping(&config).expect("evaluates");
     // The visual report steps through the knob's settings on a slider of their own.
-    let page = ocular::eval::html_page(&evaluation.report, &evaluation.pictures);
+    let page = ocular_cli::eval::html_page(&evaluation.report, &evaluation.pictures);
     let realism: Vec<_> = page
         .sections
         .iter()

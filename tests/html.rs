@@ -1,14 +1,14 @@
-//! `ocular::html` and `EvalReport::write_html`: the visual report's page escapes what it shows,
+//! `ocular_cli::html` and `EvalReport::write_html`: the visual report's page escapes what it shows,
 //! references only files it wrote, needs no network and keeps to its size cap. (The page in a
 //! real browser: `make test-browser`.)
 
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use ocular::eval::{evaluate_keeping, Baseline, EvalConfig, EvalModel};
-use ocular::html::{write_page, Column, HtmlError, HtmlOptions, Page, Picture, Section};
 use ocular::train::{untrained_model_bytes, HyperpriorConfig};
 use ocular::Model;
+use ocular_cli::eval::{evaluate_keeping, Baseline, EvalConfig, EvalModel};
+use ocular_cli::html::{write_page, Column, HtmlError, HtmlOptions, Page, Picture, Section};
 
 const HOSTILE: &str = "<script>alert(\"x\")</script> & 'quoted'";
 

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use ocular::eval::{evaluate, Baseline, EvalConfig, EvalError, EvalModel, EvalReport};
 use ocular::perceptual::{kid, FeatureSet, KidConfig, PerceptualError, PerceptualNet};
 use ocular::train::{untrained_model_bytes, HyperpriorConfig};
 use ocular::Model;
+use ocular_cli::eval::{evaluate, Baseline, EvalConfig, EvalError, EvalModel, EvalReport};
 use rand::{Rng, SeedableRng};
 
 fn net() -> PerceptualNet {
@@ -357,7 +357,9 @@ fn eval_reports_deep_distances_and_kid() {
 
 #[test]
 fn bench_reports_deep_distances_per_crop() {
-    use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig, BenchReport, Judge, JudgeSpec};
+    use ocular_cli::bench::{
+        run, scan_folder, BenchCodec, BenchConfig, BenchReport, Judge, JudgeSpec,
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let folder = dir.path().join("n01440764");
     std::fs::create_dir_all(&folder).expect("mkdir");

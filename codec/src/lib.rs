@@ -20,8 +20,11 @@
 //!   container ([`Bitstream`], [`Limits`]) is built, so it can be fuzzed on its own.
 //! - `torch`: libtorch (tch) for refinement (`Encoder::with_refinement`,
 //!   `encode_within_bpp_refined`), training (`train`), the observer classifiers (`observer`),
-//!   MS-SSIM in [`metrics`], and the `eval` / `bench` harness.
-//! - `cli`: the `ocular` binary (pure Rust; with `torch` it also trains, refines, evaluates).
+//!   MS-SSIM in [`metrics`], and the perceptual metrics ([`perceptual`]).
+//!
+//! The `ocular` command and the evaluation harness (`ocular eval`, `ocular bench imagenet`,
+//! their JPEG / WebP baselines, plots and HTML reports) are the `ocular-cli` package, built on
+//! this library's public API only.
 #![forbid(unsafe_code)]
 
 pub mod container;
@@ -32,16 +35,10 @@ pub use limits::Limits;
 /// The grid step of a variable-rate model's file ([`Header::quantization_step`]).
 pub use ocular_entropy::QuantizationStep;
 
-#[cfg(feature = "torch")]
-pub mod bench;
 #[cfg(feature = "codec")]
 mod codec;
 #[cfg(feature = "codec")]
 mod error;
-#[cfg(feature = "torch")]
-pub mod eval;
-#[cfg(feature = "torch")]
-pub mod html;
 #[cfg(feature = "codec")]
 pub mod metrics;
 #[cfg(feature = "codec")]
@@ -61,13 +58,13 @@ pub use error::Error;
 pub use model::{Model, DEFAULT_QUALITY};
 #[cfg(feature = "codec")]
 pub use ocular_models::rate::quality_of_step;
-#[cfg(feature = "torch")]
-pub use rate_control::encode_within_bpp_refined;
 #[cfg(feature = "codec")]
 pub use rate_control::{
     encode_to_bpp, encode_within_bpp, ExactRate, RateControlled, EXACT_RATE_TOLERANCE,
     MAX_RATE_SEARCH_ENCODES,
 };
+#[cfg(feature = "torch")]
+pub use rate_control::{encode_within_bpp_refined, refine_within};
 #[cfg(feature = "codec")]
 pub use rows::{PngRows, RowSink};
 

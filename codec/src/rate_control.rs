@@ -245,7 +245,7 @@ pub fn encode_within_bpp_refined(
 /// # Errors
 /// As [`Encoder::encode`]; [`Error::Container`] if `unrefined` is not a valid file.
 #[cfg(feature = "torch")]
-pub(crate) fn refine_within(
+pub fn refine_within(
     encoder: &Encoder<'_>,
     image: &DynamicImage,
     unrefined: Vec<u8>,

@@ -301,7 +301,7 @@ struct EvalArgs {
     at_bpp: Vec<f64>,
     /// Baselines coded at matched bpp
     #[arg(long, value_delimiter = ',', default_value = "jpeg,webp")]
-    against: Vec<ocular::eval::Baseline>,
+    against: Vec<ocular_cli::eval::Baseline>,
     /// Evaluate nothing: read a report saved with --json and print / write it again (e.g. to
     /// draw its plot with --published-kodak)
     #[arg(long, conflicts_with_all = ["quality", "model", "limit", "steps", "html", "perceptual"])]
@@ -445,8 +445,8 @@ struct BenchImagenetArgs {
     /// trained for), lite1 (EfficientNet-Lite1, 240 px, never used in training),
     /// torchscript:FILE (a user's classifier given the normalised 224x224 crops; see
     /// docs/observer.md)
-    #[arg(long, default_value = ocular::bench::DEFAULT_JUDGES, value_parser = parse_judges)]
-    judges: std::vec::Vec<ocular::bench::JudgeSpec>,
+    #[arg(long, default_value = ocular_cli::bench::DEFAULT_JUDGES, value_parser = parse_judges)]
+    judges: std::vec::Vec<ocular_cli::bench::JudgeSpec>,
     /// Weights of the lite0 judge (default: where `make setup` converts them)
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -481,12 +481,12 @@ struct BenchImagenetArgs {
 /// `--shard`: a fixed shard or the scheduler's.
 #[derive(Clone, Copy)]
 enum ShardArg {
-    Fixed(ocular::bench::Shard),
+    Fixed(ocular_cli::bench::Shard),
     Auto,
 }
 
 #[cfg(feature = "torch")]
-fn parse_shard(text: &str) -> Result<ShardArg, ocular::bench::BenchError> {
+fn parse_shard(text: &str) -> Result<ShardArg, ocular_cli::bench::BenchError> {
     if text.trim() == "auto" {
         Ok(ShardArg::Auto)
     } else {
@@ -495,8 +495,10 @@ fn parse_shard(text: &str) -> Result<ShardArg, ocular::bench::BenchError> {
 }
 
 #[cfg(feature = "torch")]
-fn parse_judges(text: &str) -> Result<Vec<ocular::bench::JudgeSpec>, ocular::bench::BenchError> {
-    ocular::bench::JudgeSpec::parse_list(text)
+fn parse_judges(
+    text: &str,
+) -> Result<Vec<ocular_cli::bench::JudgeSpec>, ocular_cli::bench::BenchError> {
+    ocular_cli::bench::JudgeSpec::parse_list(text)
 }
 
 #[cfg(feature = "torch")]
@@ -822,8 +824,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
 #[cfg(feature = "torch")]
 /// The rates a variable-rate model is evaluated at: the qualities and target bpp asked for,
 /// else qualities 1, 3, 5, 7 and 9.
-fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular::eval::EvalRate> {
-    use ocular::eval::EvalRate;
+fn variable_rates(qualities: &[f32], targets: &[f64]) -> Vec<ocular_cli::eval::EvalRate> {
+    use ocular_cli::eval::EvalRate;
     let mut rates: Vec<EvalRate> = qualities.iter().map(|&q| EvalRate::Quality(q)).collect();
     rates.extend(targets.iter().map(|&t| EvalRate::TargetBpp(t)));
     if rates.is_empty() {
@@ -855,10 +857,10 @@ fn parse_objective(text: &str) -> Result<ocular::train::Distortion, String> {
 /// baselines as they are.
 #[cfg(feature = "torch")]
 fn refining_against(
-    codec: ocular::bench::BenchCodec,
+    codec: ocular_cli::bench::BenchCodec,
     objective: &ocular::train::Distortion,
-) -> ocular::bench::BenchCodec {
-    use ocular::bench::BenchCodec;
+) -> ocular_cli::bench::BenchCodec {
+    use ocular_cli::bench::BenchCodec;
     // A label is a CSV cell without commas: the layers are joined by `+` (stage2+stage4).
     let name = match objective {
         ocular::train::Distortion::Observer(observer) => {
@@ -1135,14 +1137,14 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_eval(args: EvalArgs) -> Result<()> {
-    use ocular::eval::{evaluate_keeping, EvalConfig, EvalModel};
+    use ocular_cli::eval::{evaluate_keeping, EvalConfig, EvalModel};
     if let Some(threads) = args.threads {
         train::set_threads(threads);
     }
     if let Some(path) = &args.from_json {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let report: ocular::eval::EvalReport = serde_json::from_str(&text)
+        let report: ocular_cli::eval::EvalReport = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an `ocular eval --json` report", path.display()))?;
         return write_eval_outputs(&report, &args);
     }
@@ -1162,7 +1164,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     for spec in &args.model {
         let model = model_file_or_builtin(spec)?;
         let rates = match model.quality_range() {
-            None => vec![ocular::eval::EvalRate::Model],
+            None => vec![ocular_cli::eval::EvalRate::Model],
             Some(_) => variable_rates(&args.at_quality, &args.at_bpp),
         };
         if let Some(r) = args.realism.iter().find(|r| !(0.0..=1.0).contains(*r)) {
@@ -1213,8 +1215,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 #[cfg(feature = "torch")]
 impl HtmlArgs {
     /// The size options of the page.
-    fn options(&self) -> ocular::html::HtmlOptions {
-        ocular::html::HtmlOptions {
+    fn options(&self) -> ocular_cli::html::HtmlOptions {
+        ocular_cli::html::HtmlOptions {
             max_bytes: self.html_max_mb.saturating_mul(1_000_000),
             ..Default::default()
         }
@@ -1223,7 +1225,7 @@ impl HtmlArgs {
 
 #[cfg(feature = "torch")]
 /// Says on standard error what `--html` wrote.
-fn html_written(command: &str, path: &Path, summary: &ocular::html::PageSummary) {
+fn html_written(command: &str, path: &Path, summary: &ocular_cli::html::PageSummary) {
     eprintln!(
         "{command}: wrote {} ({} comparison(s), {} left out for size; {} pictures in {}; {:.1} MB)",
         path.display(),
@@ -1243,14 +1245,14 @@ fn perceptual_net() -> Result<ocular::perceptual::PerceptualNet> {
 }
 
 #[cfg(feature = "torch")]
-fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Result<()> {
+fn write_eval_outputs(report: &ocular_cli::eval::EvalReport, args: &EvalArgs) -> Result<()> {
     args.outputs.write(
         report.table(),
         || report.to_csv(),
         || report.to_json(),
         |path| {
-            let published: &[ocular::eval::PublishedCurve] = if args.published_kodak {
-                &ocular::eval::PUBLISHED_KODAK
+            let published: &[ocular_cli::eval::PublishedCurve] = if args.published_kodak {
+                &ocular_cli::eval::PUBLISHED_KODAK
             } else {
                 &[]
             };
@@ -1271,7 +1273,10 @@ fn write_eval_outputs(report: &ocular::eval::EvalReport, args: &EvalArgs) -> Res
 }
 
 #[cfg(feature = "torch")]
-fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutputs) -> Result<()> {
+fn write_bench_outputs(
+    report: &ocular_cli::bench::BenchReport,
+    outputs: &ReportOutputs,
+) -> Result<()> {
     outputs.write(
         report.table(),
         || report.to_csv(),
@@ -1282,8 +1287,8 @@ fn write_bench_outputs(report: &ocular::bench::BenchReport, outputs: &ReportOutp
 
 #[cfg(feature = "torch")]
 fn run_bench(command: BenchCommand) -> Result<()> {
-    use ocular::bench::{self, BenchCodec, BenchConfig, BenchReport};
     use ocular::observer::Synsets;
+    use ocular_cli::bench::{self, BenchCodec, BenchConfig, BenchReport};
     match command {
         BenchCommand::Merge(args) => {
             let reports = args
@@ -1368,8 +1373,8 @@ fn run_bench(command: BenchCommand) -> Result<()> {
 
 #[cfg(feature = "torch")]
 /// The judges of `bench imagenet`: `--observer-torchscript FILE` alone, else `--judges`.
-fn bench_judges(args: &BenchImagenetArgs) -> Result<Vec<ocular::bench::Judge>> {
-    use ocular::bench::{Judge, JudgeSpec};
+fn bench_judges(args: &BenchImagenetArgs) -> Result<Vec<ocular_cli::bench::Judge>> {
+    use ocular_cli::bench::{Judge, JudgeSpec};
     let specs = match &args.observer_torchscript {
         Some(path) => vec![JudgeSpec::TorchScript(path.clone())],
         None => args.judges.clone(),

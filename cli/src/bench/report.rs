@@ -42,7 +42,7 @@ pub struct BenchRow {
     /// Size of the whole file (for the uncompressed crop: its 8-bit RGB pixels).
     pub bytes: usize,
     /// Deep-feature distance of the decoded crop to the uncompressed crop (EfficientNet-Lite1,
-    /// uncalibrated; [`crate::perceptual`]), when the run measured it; `None` for the latter.
+    /// uncalibrated; [`ocular::perceptual`]), when the run measured it; `None` for the latter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deep_distance: Option<f64>,
 }

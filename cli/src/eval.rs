@@ -16,7 +16,7 @@
 //!    distance to the source ([`EvalRow::deep_distance`]), and KID compares the 256x256
 //!    patches (aligned grid and grid shifted by 128 px) of all sources with those of all
 //!    reconstructions of one codec at one rate point ([`EvalKid`], one per codec and rate): both
-//!    measured with EfficientNet-Lite1, which training never uses ([`crate::perceptual`]).
+//!    measured with EfficientNet-Lite1, which training never uses ([`ocular::perceptual`]).
 //!
 //! bpp is always `file bytes * 8 / (width * height)`, whole files: the `.ocu` header, JPEG's JFIF
 //! markers and tables, WebP's RIFF container. JPEG is baseline sequential with 4:2:0 chroma
@@ -27,7 +27,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use ocular::eval::{evaluate, EvalConfig, EvalModel};
+//! use ocular_cli::eval::{evaluate, EvalConfig, EvalModel};
 //! let images = ocular::train::image_files("kodak".as_ref())?;
 //! let model = EvalModel::new(ocular::Model::load("mse-q3.safetensors".as_ref())?);
 //! let report = evaluate(&EvalConfig::new(images, vec![model]))?;
@@ -84,8 +84,8 @@ pub const PUBLISHED_KODAK: [PublishedCurve; 2] = [
     },
 ];
 
-use crate::metrics::{self, Quality};
-use crate::{Decoder, Encoder, Limits, Model};
+use ocular::metrics::{self, Quality};
+use ocular::{Decoder, Encoder, Limits, Model};
 
 /// Everything that can stop an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub enum EvalError {
     UnknownBaseline(String),
     /// An input image cannot be read (the message names the file).
     #[error("cannot read an image to evaluate")]
-    Image(#[source] crate::Error),
+    Image(#[source] ocular::Error),
     /// An ocular model failed to encode or decode an image.
     #[error("{codec} failed on {image}")]
     Ocular {
@@ -109,7 +109,7 @@ pub enum EvalError {
         image: String,
         /// What went wrong.
         #[source]
-        source: crate::Error,
+        source: ocular::Error,
     },
     /// JPEG or WebP failed to encode or decode an image, or made a file of the wrong kind.
     #[error("{codec} failed{}: {message}", .image.as_deref().map(|i| format!(" on {i}")).unwrap_or_default())]
@@ -134,7 +134,7 @@ pub enum EvalError {
         image: Option<String>,
         /// What went wrong.
         #[source]
-        source: crate::perceptual::PerceptualError,
+        source: ocular::perceptual::PerceptualError,
     },
     /// A file cannot be written.
     #[error("cannot write {}", .path.display())]
@@ -174,7 +174,7 @@ pub enum EvalRate {
     /// A quality of a variable-rate model ([`Encoder::with_quality`]).
     Quality(f32),
     /// Every image at the quality whose file is within `[0.97 T, T]` bpp
-    /// ([`crate::encode_to_bpp`]; variable-rate models).
+    /// ([`ocular::encode_to_bpp`]; variable-rate models).
     TargetBpp(f64),
 }
 
@@ -220,7 +220,7 @@ impl EvalModel {
 /// What to evaluate.
 #[derive(Debug)]
 pub struct EvalConfig {
-    /// Image files (any format [`crate::open_image`] reads); each is converted to 8-bit RGB.
+    /// Image files (any format [`ocular::open_image`] reads); each is converted to 8-bit RGB.
     pub images: Vec<PathBuf>,
     /// The ocular models, each one rate point.
     pub models: Vec<EvalModel>,
@@ -228,12 +228,12 @@ pub struct EvalConfig {
     pub baselines: Vec<Baseline>,
     /// Shows a progress bar over the images on standard error.
     pub progress: bool,
-    /// Refinement steps for the ocular models ([`crate::Encoder::with_refinement`]; 0 = off).
+    /// Refinement steps for the ocular models ([`ocular::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
-    /// Also measures the perceptual metrics with this network ([`crate::perceptual`]): the
+    /// Also measures the perceptual metrics with this network ([`ocular::perceptual`]): the
     /// deep-feature distance of every row and KID per codec and rate point. `None` (the
     /// default) skips them.
-    pub perceptual: Option<crate::perceptual::PerceptualNet>,
+    pub perceptual: Option<ocular::perceptual::PerceptualNet>,
     /// Keep the source and every decoded picture of the first this many images
     /// ([`Evaluation::pictures`], for [`EvalReport::write_html`]); 0 (the default) keeps none.
     pub keep_pictures: usize,
@@ -287,7 +287,7 @@ impl EvalConfig {
 
 /// Runs the evaluation described in the [module documentation](self): one row per image and
 /// model, plus one per image, model and baseline. Images are read one at a time; libtorch uses
-/// as many threads as [`crate::train::set_threads`] allows, which the ocular times depend on.
+/// as many threads as [`ocular::train::set_threads`] allows, which the ocular times depend on.
 ///
 /// # Errors
 /// [`EvalError::Config`] if there are no images or no models, or two models share a label;
@@ -336,7 +336,7 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
     let mut pictures = Vec::new();
     for (index, (path, name)) in config.images.iter().zip(&names).enumerate() {
         bar.set_message(name.clone());
-        let rgb = crate::open_image(path, &Limits::default())
+        let rgb = ocular::open_image(path, &Limits::default())
             .map_err(EvalError::Image)?
             .to_rgb8();
         if let Some(run) = &mut perceptual {
@@ -555,7 +555,7 @@ fn evaluate_ocular(
         _ => format!("{} refined", model.family),
     };
     let codec = format!("ocular:{label}");
-    let fail = |source: crate::Error| EvalError::Ocular {
+    let fail = |source: ocular::Error| EvalError::Ocular {
         codec: codec.clone(),
         image: name.to_string(),
         source,
@@ -565,7 +565,7 @@ fn evaluate_ocular(
     let bytes = match model.rate {
         EvalRate::Model => encoder.encode(source),
         EvalRate::Quality(q) => encoder.with_quality(q).encode(source),
-        EvalRate::TargetBpp(t) => crate::encode_to_bpp(&model.model, source, t).map(|f| f.bytes),
+        EvalRate::TargetBpp(t) => ocular::encode_to_bpp(&model.model, source, t).map(|f| f.bytes),
     }
     .map_err(fail)?;
     let encode_seconds = start.elapsed().as_secs_f64();
@@ -577,7 +577,7 @@ fn evaluate_ocular(
         .to_rgb8();
     let decode_seconds = start.elapsed().as_secs_f64();
     let quality =
-        measure(rgb, &decoded).map_err(|message| fail(crate::Error::Internal(message)))?;
+        measure(rgb, &decoded).map_err(|message| fail(ocular::Error::Internal(message)))?;
     let mut row = row(
         codec,
         family,

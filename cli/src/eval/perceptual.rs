@@ -1,6 +1,6 @@
 //! The perceptual metrics of an evaluation (`EvalConfig::perceptual`): the deep-feature
 //! distance of every row and KID per codec and rate point, both from
-//! [`crate::perceptual`] (EfficientNet-Lite1; the math is in that module's documentation).
+//! [`ocular::perceptual`] (EfficientNet-Lite1; the math is in that module's documentation).
 
 use image::RgbImage;
 use ocular_models::imaging::rgb_to_tensor;
@@ -36,7 +36,7 @@ pub(super) struct PerceptualRun<'a> {
     groups: Vec<(String, String, FeatureSet)>,
 }
 
-fn failed(image: &str) -> impl Fn(crate::perceptual::PerceptualError) -> EvalError + '_ {
+fn failed(image: &str) -> impl Fn(ocular::perceptual::PerceptualError) -> EvalError + '_ {
     move |source| EvalError::Perceptual {
         image: Some(image.to_string()),
         source,
@@ -70,7 +70,7 @@ impl<'a> PerceptualRun<'a> {
     ) -> Result<(), EvalError> {
         let reference = self.current.as_ref().ok_or_else(|| EvalError::Perceptual {
             image: Some(row.image.clone()),
-            source: crate::perceptual::PerceptualError::Shape("no original to compare".into()),
+            source: ocular::perceptual::PerceptualError::Shape("no original to compare".into()),
         })?;
         let pixels = rgb_to_tensor(decoded);
         let distance = self

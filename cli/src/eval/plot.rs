@@ -123,7 +123,7 @@ pub(super) fn svg(means: &[EvalMean], published: &[PublishedCurve]) -> Result<St
 }
 
 /// The SVG text of the perceptual panels for `means`: the mean deep-feature distance and KID
-/// (x 1000) against bpp, measured with EfficientNet-Lite1 (`crate::perceptual`).
+/// (x 1000) against bpp, measured with EfficientNet-Lite1 (`ocular::perceptual`).
 pub(super) fn perceptual_svg(means: &[EvalMean]) -> Result<String, EvalError> {
     if means.is_empty() {
         return Err(EvalError::Plot("the report has no rows".into()));
@@ -458,7 +458,7 @@ fn legend_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perceptual::Kid;
+    use ocular::perceptual::Kid;
 
     fn mean(codec: &str, target: &str, realism: f32, psnr: f64, kid: f64) -> EvalMean {
         EvalMean {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{BenchError, BenchPicture, BenchPictures, BenchReport, BenchRow, REFERENCE_CODEC};
 use crate::html::{self, Column, HtmlOptions, Page, PageSummary, Picture, Section};
-use crate::observer::Synsets;
+use ocular::observer::Synsets;
 
 impl BenchReport {
     /// Writes the visual report of `pictures` (from [`super::run_keeping`]) to `path`, with the

@@ -13,11 +13,11 @@
 //! 2. For every codec and every target bpp the crop is compressed so that the whole file spends
 //!    at most `target * 224 * 224 / 8` bytes (rounded down): JPEG and WebP by a search for the
 //!    highest quality that fits ([`Baseline`], the evaluation's quality search); ocular by
-//!    [`crate::encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
+//!    [`ocular::encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
 //!    fits (JPEG quality 1, or the family's lowest rate point, is still larger), that smallest
 //!    file is used and the row is marked [`over_target`](BenchRow::over_target).
 //! 3. Each file is decoded; PSNR (RGB) and MS-SSIM of the decoded crop against the uncompressed
-//!    crop are measured ([`crate::metrics`]).
+//!    crop are measured ([`ocular::metrics`]).
 //! 4. The uncompressed crop and all decoded crops of the image are classified in one batch by
 //!    every [`Judge`]: each gets the same 224x224 crops, resized (antialiased bicubic) to its
 //!    own input size — 224 for EfficientNet-Lite0, the observer the codec is trained for; 240
@@ -27,7 +27,7 @@
 //!
 //! 5. With [`BenchConfig::perceptual`] (opt-in), the deep-feature distance of every decoded
 //!    crop to the uncompressed crop is measured with EfficientNet-Lite1 at the crops' 224x224
-//!    ([`crate::perceptual`]; [`BenchRow::deep_distance`]). KID is not: a 224x224 crop has no
+//!    ([`ocular::perceptual`]; [`BenchRow::deep_distance`]). KID is not: a 224x224 crop has no
 //!    256x256 patch of its protocol.
 //!
 //! [`BenchReport`] holds one row per image for the uncompressed crop (codec
@@ -39,13 +39,13 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use ocular::bench::{run, scan_folder, BenchCodec, BenchConfig, Judge, JudgeSpec, DEFAULT_JUDGES};
+//! use ocular_cli::bench::{run, scan_folder, BenchCodec, BenchConfig, Judge, JudgeSpec, DEFAULT_JUDGES};
 //! use ocular::observer::Synsets;
 //! let synsets = Synsets::load("synsets.txt".as_ref())?;
 //! let images = scan_folder("imagenet/val".as_ref(), &synsets)?;
 //! let codecs = ["ocular:human", "jpeg", "webp"]
 //!     .iter()
-//!     .map(|spec| BenchCodec::parse(spec, &mut ocular::bench::builtin_family))
+//!     .map(|spec| BenchCodec::parse(spec, &mut ocular_cli::bench::builtin_family))
 //!     .collect::<Result<Vec<_>, _>>()?;
 //! let mut config = BenchConfig::new(images, codecs, vec![0.1, 0.25, 0.5]);
 //! config.limit = Some(1000);
@@ -84,8 +84,8 @@ pub use report::{
 };
 
 use crate::eval::EvalError;
-use crate::rate_control::refine_within;
-use crate::{encode_within_bpp_refined, Decoder, Encoder, Limits, Model};
+use ocular::refine_within;
+use ocular::{encode_within_bpp_refined, Decoder, Encoder, Limits, Model};
 
 /// Side of the classifier's input and of the crops every codec compresses.
 pub const CROP_SIZE: u32 = 224;
@@ -110,7 +110,7 @@ pub enum BenchError {
         family: String,
         /// What went wrong.
         #[source]
-        source: crate::Error,
+        source: ocular::Error,
     },
     /// A shard other than `K/N` with `K < N`.
     #[error("invalid shard '{0}' (expected K/N with 0 <= K < N, e.g. 0/4)")]
@@ -153,7 +153,7 @@ pub enum BenchError {
     },
     /// An input image cannot be read or is too small to crop (the message names the file).
     #[error("cannot read an image to benchmark")]
-    Image(#[source] crate::Error),
+    Image(#[source] ocular::Error),
     /// An ocular family failed to encode or decode an image.
     #[error("{codec} failed on {image}")]
     Ocular {
@@ -163,7 +163,7 @@ pub enum BenchError {
         image: String,
         /// What went wrong.
         #[source]
-        source: crate::Error,
+        source: ocular::Error,
     },
     /// JPEG or WebP failed on an image.
     #[error("{codec} failed on {image}")]
@@ -194,7 +194,7 @@ pub enum BenchError {
         image: String,
         /// What went wrong.
         #[source]
-        source: crate::perceptual::PerceptualError,
+        source: ocular::perceptual::PerceptualError,
     },
     /// A benchmark CSV cannot be read back.
     #[error("benchmark CSV, line {line}: {message}")]
@@ -219,7 +219,7 @@ pub enum BenchError {
 #[derive(Debug)]
 pub enum BenchCodec {
     /// A family of ocular models, reported as `ocular:<label>`; each image goes through
-    /// [`crate::encode_within_bpp`], so `models` must be ordered by increasing rate.
+    /// [`ocular::encode_within_bpp`], so `models` must be ordered by increasing rate.
     Ocular {
         /// The family name, e.g. `human`.
         label: String,
@@ -248,7 +248,7 @@ impl BenchCodec {
     /// [`BenchError::Family`] when `resolve` fails.
     pub fn parse(
         spec: &str,
-        resolve: &mut dyn FnMut(&str) -> Result<Vec<Model>, crate::Error>,
+        resolve: &mut dyn FnMut(&str) -> Result<Vec<Model>, ocular::Error>,
     ) -> Result<Self, BenchError> {
         let spec = spec.trim();
         if let Some(family) = spec.strip_prefix("ocular:") {
@@ -298,8 +298,8 @@ impl fmt::Display for BenchCodec {
 /// resolver of [`BenchCodec::parse`].
 ///
 /// # Errors
-/// [`crate::Error::NoSuchModel`] if no built-in model belongs to the family.
-pub fn builtin_family(family: &str) -> Result<Vec<Model>, crate::Error> {
+/// [`ocular::Error::NoSuchModel`] if no built-in model belongs to the family.
+pub fn builtin_family(family: &str) -> Result<Vec<Model>, ocular::Error> {
     Model::builtin_observer_family(family).or_else(|_| Model::builtin_family(family))
 }
 
@@ -320,12 +320,12 @@ pub struct BenchConfig {
     pub shard: Option<Shard>,
     /// Shows a progress bar over the images on standard error.
     pub progress: bool,
-    /// Refinement steps for the ocular codecs ([`crate::Encoder::with_refinement`]; 0 = off).
+    /// Refinement steps for the ocular codecs ([`ocular::Encoder::with_refinement`]; 0 = off).
     pub refine_steps: usize,
     /// Also measures the deep-feature distance of every decoded crop to the uncompressed crop
-    /// with this network ([`crate::perceptual`]; [`BenchRow::deep_distance`]). `None` (the
+    /// with this network ([`ocular::perceptual`]; [`BenchRow::deep_distance`]). `None` (the
     /// default) skips it.
-    pub perceptual: Option<crate::perceptual::PerceptualNet>,
+    pub perceptual: Option<ocular::perceptual::PerceptualNet>,
     /// Keep the crops, decoded crops and the first judge's top-5 of the first this many
     /// selected images ([`BenchRun::pictures`], for [`BenchReport::write_html`]); 0 (the
     /// default) keeps none.
@@ -445,7 +445,7 @@ impl BenchConfig {
 /// configuration selects ([`BenchConfig::selected_images`]): for each image a row for the
 /// uncompressed crop, then one per codec and target (codecs in the configured order, targets
 /// within each codec), each with the verdicts of `judges` in their order. libtorch uses as
-/// many threads as [`crate::train::set_threads`] allows.
+/// many threads as [`ocular::train::set_threads`] allows.
 ///
 /// A shard with no images gives an empty report.
 ///
@@ -493,11 +493,11 @@ pub fn run_keeping(config: &BenchConfig, judges: &[Judge]) -> Result<BenchRun, B
 /// (width x height) image the square is 262 pixels at left 19, top 119.
 ///
 /// # Errors
-/// [`crate::Error::Image`] if the short side is below 2 pixels (nothing left to crop).
-pub fn classifier_crop(image: &DynamicImage) -> Result<RgbImage, crate::Error> {
+/// [`ocular::Error::Image`] if the short side is below 2 pixels (nothing left to crop).
+pub fn classifier_crop(image: &DynamicImage) -> Result<RgbImage, ocular::Error> {
     let pixels = rgb_to_tensor(&image.to_rgb8());
     let crop = tch::no_grad(|| center_crop_resize(&pixels))
-        .map_err(|e| crate::Error::Image(e.to_string()))?;
+        .map_err(|e| ocular::Error::Image(e.to_string()))?;
     Ok(tensor_to_rgb(&crop, CROP_SIZE, CROP_SIZE))
 }
 
@@ -523,7 +523,7 @@ fn compress(
 ) -> Result<Compressed, BenchError> {
     match codec {
         BenchCodec::Ocular { models, .. } => {
-            let fail = |source: crate::Error| BenchError::Ocular {
+            let fail = |source: ocular::Error| BenchError::Ocular {
                 codec: codec.row_name(refine_steps),
                 image: image.to_string(),
                 source,
@@ -531,7 +531,7 @@ fn compress(
             let (bytes, model_index, over_target) =
                 match encode_within_bpp_refined(models, source, target_bpp, refine_steps) {
                     Ok(done) => (done.bytes, done.model_index, false),
-                    Err(crate::Error::RateTargetUnreachable { .. }) => {
+                    Err(ocular::Error::RateTargetUnreachable { .. }) => {
                         let lowest = models
                             .first()
                             .ok_or_else(|| BenchError::Config(format!("{codec} has no models")))?;
@@ -549,7 +549,9 @@ fn compress(
                     Err(other) => return Err(fail(other)),
                 };
             let model = models.get(model_index).ok_or_else(|| {
-                fail(crate::Error::Internal("rate control chose no model".into()))
+                fail(ocular::Error::Internal(
+                    "rate control chose no model".into(),
+                ))
             })?;
             let decoded = Decoder::new(model).decode(&bytes).map_err(fail)?.to_rgb8();
             Ok(Compressed {
@@ -589,9 +591,9 @@ fn bench_image(
     image: &LabeledImage,
     keep: bool,
 ) -> Result<(Vec<BenchRow>, Option<BenchPictures>), BenchError> {
-    let opened = crate::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
+    let opened = ocular::open_image(&image.path, &Limits::default()).map_err(BenchError::Image)?;
     let crop = classifier_crop(&opened).map_err(|e| {
-        BenchError::Image(crate::Error::Image(format!(
+        BenchError::Image(ocular::Error::Image(format!(
             "{}: {e}",
             image.path.display()
         )))
@@ -631,7 +633,7 @@ fn bench_image(
                 BenchError::Ocular {
                     codec: codec_name.clone(),
                     image: image.name.clone(),
-                    source: crate::Error::Internal(message),
+                    source: ocular::Error::Internal(message),
                 }
             })?;
             batch.push(rgb_to_tensor(&compressed.decoded));
@@ -686,7 +688,7 @@ fn bench_image(
 /// Sets the deep-feature distance of every decoded crop (`batch[1..]`) to the uncompressed crop
 /// (`batch[0]`) in the rows of the decoded crops.
 fn deep_distances(
-    net: &crate::perceptual::PerceptualNet,
+    net: &ocular::perceptual::PerceptualNet,
     batch: &[Tensor],
     rows: &mut [BenchRow],
     image: &LabeledImage,

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{EvalError, EvalKid};
-use crate::perceptual::Kid;
+use ocular::perceptual::Kid;
 
 /// One codec at one setting on one image.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ pub struct EvalRow {
     /// reported). Always `false` for ocular rows.
     pub over_target: bool,
     /// The deep-feature distance to the source (EfficientNet-Lite1, uncalibrated; see
-    /// [`crate::perceptual`]), when the evaluation measured it.
+    /// [`ocular::perceptual`]), when the evaluation measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deep_distance: Option<f64>,
     /// The realism knob the ocular file was decoded with (0: the plain decoder; always 0 for

@@ -73,3 +73,30 @@ fn a_corrupt_file_fails_cleanly() {
     assert!(!out.status.success(), "should fail: {all}");
     assert!(!all.contains("panicked"), "panicked: {all}");
 }
+
+#[test]
+fn the_default_model_takes_any_quality_in_its_range() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let input = sample(dir.path());
+    let size = |quality: &str| {
+        let file = dir.path().join(format!("q{quality}.ocu"));
+        let out = ocular(&[
+            "encode",
+            &input,
+            "-o",
+            &file.display().to_string(),
+            "-q",
+            quality,
+        ]);
+        assert!(out.status.success(), "--quality {quality}: {}", text(&out));
+        std::fs::metadata(&file).expect("written").len()
+    };
+    // A continuous scale, negative values included: more quality, more bytes.
+    assert!(size("-1.5") < size("3.5"));
+    assert!(size("3.5") < size("9"));
+    let out = ocular(&["encode", &input, "-o", "unused.ocu", "-q", "13"]);
+    let all = text(&out);
+    assert!(!out.status.success(), "should fail: {all}");
+    assert!(all.contains("outside"), "{all}");
+    assert!(!all.contains("panicked"), "panicked: {all}");
+}

@@ -14,7 +14,7 @@ fn photo_like(width: u32, height: u32) -> RgbImage {
 
 #[test]
 fn builtin_model_round_trips_rgb_and_gray() {
-    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let model = Model::builtin_default().expect("built-in model");
     let original = photo_like(53, 37);
     let image = DynamicImage::ImageRgb8(original.clone());
     let file = Encoder::new(&model).encode(&image).expect("encodes");
@@ -34,7 +34,7 @@ fn builtin_model_round_trips_rgb_and_gray() {
 
 #[test]
 fn forged_bitstreams_are_refused_not_panics() {
-    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let model = Model::builtin_default().expect("built-in model");
     let image = DynamicImage::ImageRgb8(photo_like(40, 24));
     let file = Encoder::new(&model).encode(&image).expect("encodes");
     let decoder = Decoder::new(&model);
@@ -87,7 +87,7 @@ impl ocular::RowSink for Collected {
 /// pixels of the whole-image decode, RGB and gray.
 #[test]
 fn strips_and_streamed_png_equal_the_whole_decode() {
-    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let model = Model::builtin_default().expect("built-in model");
     let rgb = DynamicImage::ImageRgb8(photo_like(45, 70));
     let gray = DynamicImage::ImageLuma8(GrayImage::from_fn(45, 70, |x, y| {
         image::Luma([(60 + x * 2 + y) as u8])
@@ -132,7 +132,7 @@ fn a_failing_sink_is_an_output_error() {
             Err(std::io::Error::other("disk full"))
         }
     }
-    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY).expect("built-in model");
+    let model = Model::builtin_default().expect("built-in model");
     let file = Encoder::new(&model)
         .encode(&DynamicImage::ImageRgb8(photo_like(20, 20)))
         .expect("encodes");

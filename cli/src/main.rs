@@ -74,13 +74,13 @@ enum Command {
 
 #[derive(Args)]
 struct ModelChoice {
-    /// Quality: picks the built-in MSE-trained model of that rate point (1 = fewest bits; see
-    /// `ocular models`; default 3); with a variable-rate --model, any value in its range
-    /// (e.g. -2..12 for mse-vr, 5 = ~0.45 bpp on Kodak; default 5)
-    #[arg(short, long)]
+    /// Quality of a variable-rate model, any value in its range: for the default model
+    /// (mse-vr) -2..12, about 0.09 / 0.23 / 0.45 / 0.72 / 1.06 bpp at 1 / 3 / 5 / 7 / 9 on Kodak
+    /// (default 5)
+    #[arg(short, long, allow_negative_numbers = true)]
     quality: Option<f32>,
-    /// Use this model instead: a built-in model by name (e.g. msssim-q2; see `ocular models`)
-    /// or a model file (.safetensors from `ocular train`)
+    /// Use this model instead of the default (mse-vr): a built-in model by name (e.g.
+    /// msssim-q2; see `ocular models`) or a model file (.safetensors from `ocular train`)
     #[arg(long)]
     model: Option<PathBuf>,
 }
@@ -88,14 +88,10 @@ struct ModelChoice {
 impl ModelChoice {
     /// The model, and the quality its encoder takes (variable-rate models only).
     fn load(&self) -> Result<(Model, Option<f32>)> {
-        let Some(spec) = &self.model else {
-            let quality = self.quality.unwrap_or(f32::from(ocular::DEFAULT_QUALITY));
-            if quality.fract() != 0.0 || !(0.0..=255.0).contains(&quality) {
-                bail!("--quality {quality}: the built-in models are fixed-rate, pick a whole rate point (see `ocular models`)");
-            }
-            return Ok((Model::builtin_quality(quality as u8)?, None));
+        let model = match &self.model {
+            Some(spec) => model_file_or_builtin(spec)?,
+            None => Model::builtin_default()?,
         };
-        let model = model_file_or_builtin(spec)?;
         if self.quality.is_some() && model.quality_range().is_none() {
             bail!(
                 "--quality: model '{}' is a fixed-rate model; drop --quality, or choose its rate point by model",
@@ -188,7 +184,7 @@ struct EncodeArgs {
     bpp: Option<f64>,
     /// With --bpp: who looks at the image: human (MS-SSIM), machine (the ImageNet classifier)
     /// or an alpha in 0..=1 mixing them (the families available are listed by `ocular
-    /// models`). Without it, the default PSNR (mse) family, as --quality uses
+    /// models`). Without it, the default model (mse-vr)
     #[arg(long, requires = "bpp", conflicts_with = "model")]
     observer: Option<String>,
     #[command(flatten)]
@@ -1438,7 +1434,7 @@ fn run_models(args: ModelsArgs) -> Result<()> {
         out!("no built-in models in this build; use --model FILE (train one with `ocular train`)");
     }
     out!(
-        "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
+        "{:<12} {:>7} {:<12} {:>9} {:>8} {:>16}  notes",
         "name",
         "quality",
         "trained",
@@ -1452,14 +1448,22 @@ fn run_models(args: ModelsArgs) -> Result<()> {
             Some((min, max)) => format!("{min}..{max}"),
             None => model.quality().to_string(),
         };
+        let mut notes = Vec::new();
+        if name == ocular::DEFAULT_MODEL {
+            notes.push("the default");
+        }
+        if model.has_realism_decoder() {
+            notes.push("realism decoder (decode --realism)");
+        }
         out!(
-            "{:<12} {:>7} {:<9} {:>9} {:>8} {:>16}",
+            "{:<12} {:>7} {:<12} {:>9} {:>8} {:>16}  {}",
             model.name(),
             quality,
             model.distortion(),
             model.lambda(),
             model.training_steps(),
-            model.fingerprint().to_string()
+            model.fingerprint().to_string(),
+            notes.join(", ")
         );
     }
     Ok(())

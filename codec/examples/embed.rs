@@ -27,7 +27,7 @@ fn main() -> ExitCode {
 }
 
 fn round_trip(input: &Path, output: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let model = Model::builtin_quality(ocular::DEFAULT_QUALITY)?;
+    let model = Model::builtin_default()?;
     let image = ocular::open_image(input, &Limits::default())?;
     let file = Encoder::new(&model).encode(&image)?;
     let decoded = Decoder::new(&model).decode(&file)?;

@@ -19,9 +19,9 @@ use crate::{Error, Model};
 ///
 /// ```no_run
 /// # fn main() -> Result<(), ocular::Error> {
-/// let model = ocular::Model::builtin_quality(3)?;
+/// let model = ocular::Model::builtin_default()?;
 /// let image = image::open("photo.png").map_err(|e| ocular::Error::Image(e.to_string()))?;
-/// let file: Vec<u8> = ocular::Encoder::new(&model).encode(&image)?;
+/// let file: Vec<u8> = ocular::Encoder::new(&model).with_quality(3.5).encode(&image)?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

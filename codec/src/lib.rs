@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), ocular::Error> {
-//! let model = ocular::Model::builtin_quality(ocular::DEFAULT_QUALITY)?;
+//! let model = ocular::Model::builtin_default()?;
 //! let image = image::open("photo.png").map_err(|e| ocular::Error::Image(e.to_string()))?;
 //! let file = ocular::Encoder::new(&model).encode(&image)?;
 //! let decoded = ocular::Decoder::new(&model).decode(&file)?;
@@ -55,7 +55,7 @@ pub use codec::{open_image, Decoder, Encoder};
 #[cfg(feature = "codec")]
 pub use error::Error;
 #[cfg(feature = "codec")]
-pub use model::{Model, DEFAULT_QUALITY};
+pub use model::{Model, DEFAULT_MODEL, DEFAULT_QUALITY};
 #[cfg(feature = "codec")]
 pub use ocular_models::rate::quality_of_step;
 #[cfg(feature = "codec")]

@@ -104,8 +104,16 @@ const BUILTIN: &[BuiltinModel] = &[
     },
 ];
 
-/// Quality used when none is asked for.
-pub const DEFAULT_QUALITY: u8 = 3;
+/// The built-in model used when none is asked for ([`Model::builtin_default`]): the
+/// variable-rate PSNR network, one network for every rate.
+pub const DEFAULT_MODEL: &str = "mse-vr";
+
+/// The quality a variable-rate model codes at when none is asked for
+/// ([`crate::Encoder::with_quality`]). With the default model, qualities are a continuous scale
+/// from -2 to 12; measured anchor points on Kodak (24 images, mean bpp and PSNR of real files,
+/// docs/results.md): 1 ≈ 0.09 bpp / 24.8 dB, 3 ≈ 0.23 / 27.9, 5 ≈ 0.45 / 30.4,
+/// 7 ≈ 0.72 / 31.7, 9 ≈ 1.06 / 32.1.
+pub const DEFAULT_QUALITY: f32 = ocular_models::rate::REFERENCE_QUALITY;
 
 /// A trained model: networks plus the integer tables it codes with.
 ///
@@ -223,7 +231,18 @@ impl Model {
         model.load()
     }
 
-    /// The built-in MSE-trained (PSNR-oriented) model of the given quality.
+    /// The default built-in model, [`DEFAULT_MODEL`] (`mse-vr`): the variable-rate PSNR
+    /// network, at [`DEFAULT_QUALITY`] unless the encoder asks for another quality.
+    ///
+    /// # Errors
+    /// [`Error::InvalidModel`] only if the built-in file were damaged (a test loads it).
+    pub fn builtin_default() -> Result<Self, Error> {
+        Self::builtin(DEFAULT_MODEL)
+    }
+
+    /// The built-in fixed-rate MSE-trained model of the given rate point (`mse-q1` .. `mse-q5`),
+    /// the family [`DEFAULT_MODEL`] replaces; kept until the variable-rate networks replace
+    /// every old family.
     ///
     /// # Errors
     /// [`Error::NoSuchModel`] if no built-in model has that quality.

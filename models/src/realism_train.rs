@@ -54,7 +54,6 @@ use std::time::Instant;
 use ocular_entropy::QuantizationStep;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -68,8 +67,10 @@ use crate::observer::{default_weights_path, Classifier};
 use crate::rate::REFERENCE_QUALITY;
 use crate::realism::{fingerprint_hex, realism_file_bytes, RealismInfo};
 use crate::train::{
-    interrupt_flag, load_validation, process_cpu_seconds, CsvLog, Dataset, Reporter, RunningMeans,
+    interrupt_flag, load_validation, save_variables, CsvLog, Dataset, Reporter, RunState,
+    RunningMeans, SessionClock,
 };
+
 use crate::ModelError;
 
 /// How to train a realism decoder (module docs).
@@ -155,14 +156,6 @@ pub struct RealismOutcome {
     pub stopped_early: bool,
     /// Mean PSNR of `g_s` and of `g_s'` on the validation images, if any.
     pub validation: Option<(f64, f64)>,
-}
-
-/// The state a run resumes from.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-struct RunState {
-    step: u64,
-    seconds: f64,
-    cpu_seconds: f64,
 }
 
 /// Trains (or resumes training) the realism decoder of `config.model` and writes its companion
@@ -270,8 +263,7 @@ impl Run {
         let mut rng = StdRng::seed_from_u64(config.seed ^ self.state.step);
         let range = frozen.info().variable_rate;
         let reporter = Reporter::new(config.progress, config.steps, self.state.step);
-        let (start, cpu_start) = (Instant::now(), process_cpu_seconds());
-        let (base_seconds, base_cpu) = (self.state.seconds, self.state.cpu_seconds);
+        let clock = SessionClock::start(&self.state);
         let mut last_checkpoint = Instant::now();
         let interrupted = interrupt_flag();
         while self.state.step < config.steps {
@@ -290,8 +282,7 @@ impl Run {
                 (self.state.step >= config.critic_warmup_steps).then_some(&mut generator);
             let terms = self.step(config, &x, step, generator, &mut critic)?;
             self.state.step += 1;
-            self.state.seconds = base_seconds + start.elapsed().as_secs_f64();
-            self.state.cpu_seconds = base_cpu + process_cpu_seconds() - cpu_start;
+            clock.update(&mut self.state);
             window.add(terms.values());
             if self.state.step % 10 == 0 {
                 let means = window.take();
@@ -437,19 +428,12 @@ impl Run {
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
-        // Write-then-rename; tch picks the format by extension, so the partial file ends in
-        // `.safetensors` too.
-        let save = |variables: &nn::VarStore, name: &str| -> Result<(), ModelError> {
-            let path = dir.join(format!("{name}.safetensors"));
-            let partial = dir.join(format!("{name}.partial.safetensors"));
-            variables.save(&partial)?;
-            fs::rename(&partial, &path).map_err(|e| ModelError::Io(path.display().to_string(), e))
-        };
-        save(&self.variables, "model")?;
-        save(&self.critic_variables, "discriminator")?;
-        let state = dir.join("state.json");
-        let json = serde_json::to_string(&self.state).unwrap_or_default();
-        fs::write(&state, json).map_err(|e| ModelError::Io(state.display().to_string(), e))
+        save_variables(&self.variables, &dir.join("model.safetensors"))?;
+        save_variables(
+            &self.critic_variables,
+            &dir.join("discriminator.safetensors"),
+        )?;
+        self.state.write(&dir.join("state.json"))
     }
 
     fn load_checkpoint(&mut self, dir: &Path) -> Result<(), ModelError> {
@@ -459,8 +443,7 @@ impl Run {
         };
         load_tensors(&read("model.safetensors")?, &self.variables)?;
         load_tensors(&read("discriminator.safetensors")?, &self.critic_variables)?;
-        self.state = serde_json::from_slice(&read("state.json")?)
-            .map_err(|e| ModelError::InvalidModel(format!("realism run state: {e}")))?;
+        self.state = RunState::read(&dir.join("state.json"))?;
         Ok(())
     }
 }

@@ -151,14 +151,28 @@ impl TrainConfig {
     }
 }
 
-/// Progress of a run, saved next to its checkpoint.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct RunState {
-    step: u64,
-    seconds: f64,
+/// Progress of a run, saved next to its checkpoint as `state.json`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RunState {
+    pub(crate) step: u64,
+    /// Wall-clock seconds over all sessions.
+    pub(crate) seconds: f64,
     /// CPU time of the training processes (user + system, all threads), over all sessions.
     #[serde(default)]
-    cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
+}
+
+impl RunState {
+    pub(crate) fn read(path: &Path) -> Result<Self, ModelError> {
+        let text = fs::read_to_string(path).map_err(io_error(path))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", path.display())))
+    }
+
+    pub(crate) fn write(&self, path: &Path) -> Result<(), ModelError> {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        fs::write(path, json).map_err(io_error(path))
+    }
 }
 
 /// How a run ended.
@@ -241,6 +255,42 @@ pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
 /// [`ModelError::InvalidModel`] for invalid observer parameters or missing or unreadable
 /// observer weights.
 pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
+    check_crop_size(config)?;
+    // Before anything is written or loaded: bad parameters and missing weights fail fast.
+    let measure = distortion_measure(config)?;
+    let mut run = Run::open(config)?;
+    let dataset = Dataset::load(&config.data, config.crop_size, config.progress)?;
+    let validation_images = match &config.validation {
+        Some(dir) => load_validation(dir)?,
+        None => Vec::new(),
+    };
+    let mut validation_log = CsvLog::open(
+        &config.run_dir.join("validation.csv"),
+        Validation::CSV_HEADER,
+    )?;
+    let finished = run.optimise(config, &measure, &dataset, |run, reporter| {
+        run.validate(config, &validation_images, &mut validation_log, |line| {
+            reporter.line(&format!("step {} {line}", run.state.step))
+        })
+        .map(|_| ())
+    })?;
+    if !finished {
+        return Ok(TrainOutcome::Interrupted {
+            steps: run.state.step,
+        });
+    }
+    run.write_model(config)?;
+    let validation = run.validate(config, &validation_images, &mut validation_log, |line| {
+        log(config, &format!("final validation {line}"))
+    })?;
+    Ok(TrainOutcome::Finished {
+        steps: run.state.step,
+        validation,
+    })
+}
+
+/// Crops must hold whole latents, and MS-SSIM's five scales.
+fn check_crop_size(config: &TrainConfig) -> Result<(), ModelError> {
     if config.distortion.needs_ms_ssim() && config.crop_size < MIN_SIDE {
         return Err(ModelError::Shape(format!(
             "{} training needs --crop-size >= {} (MS-SSIM needs both sides >= {MIN_SIDE})",
@@ -253,200 +303,249 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
             "--crop-size must be a multiple of {Z_MULTIPLE}"
         )));
     }
-    // Before anything is written or loaded: bad parameters and missing weights fail fast.
-    let measure = match &config.observer_torchscript {
+    Ok(())
+}
+
+/// The run's distortion, its classifier (a user's TorchScript module or the built-in one)
+/// loaded once when it needs one.
+fn distortion_measure(config: &TrainConfig) -> Result<DistortionMeasure, ModelError> {
+    match &config.observer_torchscript {
         Some(path) if config.distortion.needs_classifier() => DistortionMeasure::with_observer(
             config.distortion,
             Some(Box::new(observer::TorchScriptObserver::load(path)?)),
-        )?,
+        ),
         _ => DistortionMeasure::new(
             config.distortion,
             &config
                 .observer_weights
                 .clone()
                 .unwrap_or_else(observer::default_weights_path),
-        )?,
-    };
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |e| ModelError::Io(path, e)
-    };
-    fs::create_dir_all(&config.run_dir).map_err(io(&config.run_dir))?;
-    let checkpoint_path = config.run_dir.join("checkpoint.safetensors");
-    let state_path = config.run_dir.join("state.json");
-
-    let mut variables = nn::VarStore::new(Device::Cpu);
-    let mut network = MeanScaleHyperprior::new(&variables.root(), config.network);
-    network.set_precision(config.precision);
-    let mut state = RunState::default();
-    let has_checkpoint = checkpoint_path.exists() && state_path.exists();
-    if has_checkpoint && !config.resume {
-        return Err(ModelError::RunExists(config.run_dir.display().to_string()));
+        ),
     }
-    if has_checkpoint {
-        variables.load(&checkpoint_path)?;
-        let text = fs::read_to_string(&state_path).map_err(io(&state_path))?;
-        state = serde_json::from_str(&text)
-            .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", state_path.display())))?;
-        log(
-            config,
-            &format!(
-                "resuming {} at step {} ({:.0} s trained)",
-                config.name, state.step, state.seconds
-            ),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.display().to_string();
+    move |e| ModelError::Io(path, e)
+}
+
+/// A training run: the network, its variables and how far it has come, with the paths of its
+/// checkpoint.
+struct Run {
+    variables: nn::VarStore,
+    network: MeanScaleHyperprior,
+    state: RunState,
+    checkpoint_path: PathBuf,
+    state_path: PathBuf,
+}
+
+impl Run {
+    /// Creates the run folder and the network: resumed from the folder's checkpoint, else
+    /// initialised from `init_from`, else fresh. Records the configuration as `config.json`.
+    fn open(config: &TrainConfig) -> Result<Self, ModelError> {
+        fs::create_dir_all(&config.run_dir).map_err(io_error(&config.run_dir))?;
+        let variables = nn::VarStore::new(Device::Cpu);
+        let mut network = MeanScaleHyperprior::new(&variables.root(), config.network);
+        network.set_precision(config.precision);
+        let mut run = Self {
+            variables,
+            network,
+            state: RunState::default(),
+            checkpoint_path: config.run_dir.join("checkpoint.safetensors"),
+            state_path: config.run_dir.join("state.json"),
+        };
+        let has_checkpoint = run.checkpoint_path.exists() && run.state_path.exists();
+        if has_checkpoint && !config.resume {
+            return Err(ModelError::RunExists(config.run_dir.display().to_string()));
+        }
+        if has_checkpoint {
+            run.variables.load(&run.checkpoint_path)?;
+            run.state = RunState::read(&run.state_path)?;
+            let (step, seconds) = (run.state.step, run.state.seconds);
+            log(
+                config,
+                &format!(
+                    "resuming {} at step {step} ({seconds:.0} s trained)",
+                    config.name
+                ),
+            );
+        } else if let Some(init) = &config.init_from {
+            initialise(&mut run.variables, init, config.network)?;
+            log(config, &format!("initialised from {}", init.display()));
+        }
+        fs::write(
+            config.run_dir.join("config.json"),
+            serde_json::to_string_pretty(config).unwrap_or_default(),
+        )
+        .map_err(io_error(&config.run_dir))?;
+        Ok(run)
+    }
+
+    fn save_checkpoint(&self) -> Result<(), ModelError> {
+        save_variables(&self.variables, &self.checkpoint_path)?;
+        self.state.write(&self.state_path)
+    }
+
+    /// Optimises until the run's steps or time budget are done (`true`) or Ctrl-C (`false`),
+    /// checkpointing every `checkpoint_seconds`, logging `train.csv` every 10 steps and calling
+    /// `validate` every `validate_every` steps.
+    fn optimise(
+        &mut self,
+        config: &TrainConfig,
+        measure: &DistortionMeasure,
+        dataset: &Dataset,
+        mut validate: impl FnMut(&Self, &Reporter) -> Result<(), ModelError>,
+    ) -> Result<bool, ModelError> {
+        let mut optimizer = nn::Adam::default().build(&self.variables, config.learning_rate)?;
+        let mut rng = StdRng::seed_from_u64(
+            config.seed ^ self.state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-    } else if let Some(init) = &config.init_from {
-        initialise(&mut variables, init, config.network)?;
-        log(config, &format!("initialised from {}", init.display()));
+        tch::manual_seed((config.seed ^ self.state.step) as i64);
+        let interrupted = interrupt_flag();
+        let mut log = StepLog::open(config)?;
+        let reporter = Reporter::new(config.progress, config.steps, self.state.step);
+        let clock = SessionClock::start(&self.state);
+        let mut last_checkpoint = Instant::now();
+        while !finished(config, &self.state) {
+            if interrupted.load(Ordering::SeqCst) {
+                self.save_checkpoint()?;
+                reporter
+                    .finish("interrupted: checkpoint saved, run the same command again to resume");
+                return Ok(false);
+            }
+            let lr = learning_rate(config, &self.state, clock.first_step);
+            optimizer.set_lr_group(0, lr);
+            optimizer.set_lr_group(1, config.aux_learning_rate);
+            let values = self.step(config, measure, dataset, &mut optimizer, &mut rng)?;
+            clock.update(&mut self.state);
+            log.add(values);
+            if self.state.step % 10 == 0 {
+                let message = log.write(&self.state, lr)?;
+                reporter.step(self.state.step, config.steps, &message);
+            }
+            if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
+                self.save_checkpoint()?;
+                last_checkpoint = Instant::now();
+            }
+            let due = config.validate_every > 0 && self.state.step % config.validate_every == 0;
+            if due && !finished(config, &self.state) {
+                validate(self, &reporter)?;
+            }
+        }
+        self.save_checkpoint()?;
+        reporter.finish("training done");
+        Ok(true)
     }
-    fs::write(
-        config.run_dir.join("config.json"),
-        serde_json::to_string_pretty(config).unwrap_or_default(),
-    )
-    .map_err(io(&config.run_dir))?;
 
-    let dataset = Dataset::load(&config.data, config.crop_size, config.progress)?;
-    let validation_images = match &config.validation {
-        Some(dir) => load_validation(dir)?,
-        None => Vec::new(),
-    };
-
-    let mut optimizer = nn::Adam::default().build(&variables, config.learning_rate)?;
-    let mut rng =
-        StdRng::seed_from_u64(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    tch::manual_seed((config.seed ^ state.step) as i64);
-    let interrupted = interrupt_flag();
-    // The observer distortion also logs its two unweighted terms (empty when not computed:
-    // alpha = 0 never runs the classifier, alpha = 1 never computes MS-SSIM).
-    let observer_terms = matches!(config.distortion, Distortion::Observer(_));
-    let mut train_log = CsvLog::open(
-        &config.run_dir.join("train.csv"),
-        if observer_terms {
-            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux,one_minus_ms_ssim,features"
-        } else {
-            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux"
-        },
-    )?;
-    let mut validation_log = CsvLog::open(
-        &config.run_dir.join("validation.csv"),
-        Validation::CSV_HEADER,
-    )?;
-
-    let reporter = Reporter::new(config.progress, config.steps, state.step);
-    let pixels = config.crop_size * config.crop_size;
-    let session_start = Instant::now();
-    let seconds_before = state.seconds;
-    let (cpu_before, session_cpu_start) = (state.cpu_seconds, process_cpu_seconds());
-    let session_first_step = state.step;
-    let mut last_checkpoint = Instant::now();
-    let mut window = RunningMeans::<7>::default();
-    let schedule = |state: &RunState| {
-        let warmup = warmup_factor(config.warmup_steps, state.step - session_first_step);
-        let peak = config.learning_rate * warmup;
-        if let Some(decay) = config.decay_steps {
-            return wsd_learning_rate(peak, state.step, config.steps, decay);
-        }
-        let by_steps = state.step as f64 / config.steps.max(1) as f64;
-        let by_time = config
-            .time_budget_seconds
-            .map_or(0.0, |budget| state.seconds / budget);
-        learning_rate_at(peak, by_steps.max(by_time))
-    };
-    let done = |state: &RunState| {
-        state.step >= config.steps
-            || config
-                .time_budget_seconds
-                .is_some_and(|budget| state.seconds >= budget)
-    };
-
-    while !done(&state) {
-        if interrupted.load(Ordering::SeqCst) {
-            save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
-            reporter.finish("interrupted: checkpoint saved, run the same command again to resume");
-            return Ok(TrainOutcome::Interrupted { steps: state.step });
-        }
-        let lr = schedule(&state);
-        optimizer.set_lr_group(0, lr);
-        optimizer.set_lr_group(1, config.aux_learning_rate);
-
-        let batch = dataset.batch(config.batch_size, config.crop_size, &mut rng);
-        let (step, lambda) = rate_point(config, &mut rng)?;
-        let output = network.forward_at(&batch, step, true);
-        let bpp = output.bits_per_pixel(pixels);
+    /// One optimiser step on a random batch at a random rate point (a variable-rate model) or
+    /// the model's own; returns the figures `train.csv` logs ([`StepLog`]).
+    fn step(
+        &mut self,
+        config: &TrainConfig,
+        measure: &DistortionMeasure,
+        dataset: &Dataset,
+        optimizer: &mut nn::Optimizer,
+        rng: &mut StdRng,
+    ) -> Result<[f64; 7], ModelError> {
+        let batch = dataset.batch(config.batch_size, config.crop_size, rng);
+        let (step, lambda) = rate_point(config, rng)?;
+        let output = self.network.forward_at(&batch, step, true);
+        let bpp = output.bits_per_pixel(config.crop_size * config.crop_size);
         let terms = measure.compute(&batch, &output.x_hat)?;
-        let distortion = terms.total;
         // Δ = 1 for a fixed-rate model; for a variable-rate one it evens out the loss's size
         // across qualities (crate::rate).
-        let loss = (&bpp + &distortion * lambda) * f64::from(step.get());
-        let aux = network.aux_loss();
+        let loss = (&bpp + &terms.total * lambda) * f64::from(step.get());
+        let aux = self.network.aux_loss();
         optimizer.zero_grad();
         // The auxiliary loss only reaches the quantiles (group 1), the main loss everything else.
         (&loss + &aux).backward();
         optimizer.clip_grad_norm(config.clip_norm);
         optimizer.step();
-
-        state.step += 1;
-        state.seconds = seconds_before + session_start.elapsed().as_secs_f64();
-        state.cpu_seconds = cpu_before + process_cpu_seconds() - session_cpu_start;
+        self.state.step += 1;
         let batch_mse = tch::no_grad(|| mse(&output.x_hat.clamp(0.0, 1.0), &batch));
         let value = |t: &Option<Tensor>| t.as_ref().map_or(f64::NAN, |t| t.double_value(&[]));
-        window.add([
+        Ok([
             loss.double_value(&[]),
             bpp.double_value(&[]),
-            distortion.double_value(&[]),
+            terms.total.double_value(&[]),
             psnr(batch_mse),
             aux.double_value(&[]),
             value(&terms.ms_ssim),
             value(&terms.features),
-        ]);
-        if state.step % 10 == 0 {
-            let [loss, bpp, distortion, psnr, aux, ms_term, feature_term] = window.take();
-            let mut row = format!(
-                "{},{:.1},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
-                state.step, state.seconds, state.cpu_seconds
-            );
-            let mut message = format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB");
-            if observer_terms {
-                let cell = |v: f64| {
-                    if v.is_nan() {
-                        String::new()
-                    } else {
-                        format!("{v:.6}")
-                    }
-                };
-                row.push_str(&format!(",{},{}", cell(ms_term), cell(feature_term)));
-                if !ms_term.is_nan() {
-                    message.push_str(&format!(" 1-MS-SSIM {ms_term:.4}"));
-                }
-                if !feature_term.is_nan() {
-                    message.push_str(&format!(" L_f {feature_term:.4}"));
-                }
-            }
-            train_log.row(&row)?;
-            reporter.step(state.step, config.steps, &format!("{message} lr {lr:.2e}"));
-        }
-
-        if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
-            save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
-            last_checkpoint = Instant::now();
-        }
-        let validate_now = config.validate_every > 0 && state.step % config.validate_every == 0;
-        if validate_now && !validation_images.is_empty() && !done(&state) {
-            for (quality, step) in validation_points(config)? {
-                let v = validate_at(&network, &validation_images, step)?;
-                validation_log.row(&v.csv_row(&state, quality))?;
-                reporter.line(&format!(
-                    "step {} (quality {quality}): validation {}",
-                    state.step,
-                    v.summary()
-                ));
-            }
-        }
+        ])
     }
-    save_checkpoint(&variables, &state, &checkpoint_path, &state_path)?;
-    reporter.finish("training done");
 
-    let info = ModelInfo {
+    /// Codes the validation images for real at every validation point, appends the rows to
+    /// `log` and hands `report` a line per point; returns the first point's figures.
+    fn validate(
+        &self,
+        config: &TrainConfig,
+        images: &[Tensor],
+        log: &mut CsvLog,
+        mut report: impl FnMut(&str),
+    ) -> Result<Option<Validation>, ModelError> {
+        let mut first = None;
+        if images.is_empty() {
+            return Ok(first);
+        }
+        for (quality, step) in validation_points(config)? {
+            let v = validate_at(&self.network, images, step)?;
+            log.row(&v.csv_row(&self.state, quality))?;
+            report(&format!("(quality {quality}): {}", v.summary()));
+            first.get_or_insert(v);
+        }
+        Ok(first)
+    }
+
+    /// Writes the model file (fp16 weights and coding tables); the network computes in f32
+    /// from here on, on the rounded weights, so a validation after this measures the shipped
+    /// model.
+    fn write_model(&mut self, config: &TrainConfig) -> Result<(), ModelError> {
+        self.network.set_precision(ComputePrecision::F32);
+        let bytes = serialize_model(
+            &model_info(config, &self.state),
+            &self.variables,
+            &self.network,
+        )?;
+        if let Some(parent) = config.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        fs::write(&config.output, &bytes).map_err(io_error(&config.output))?;
+        log(
+            config,
+            &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()),
+        );
+        Ok(())
+    }
+}
+
+/// Whether the run has had all its steps or its time budget.
+fn finished(config: &TrainConfig, state: &RunState) -> bool {
+    state.step >= config.steps
+        || config
+            .time_budget_seconds
+            .is_some_and(|budget| state.seconds >= budget)
+}
+
+/// The learning rate of the next step: the session's warm-up times the schedule, either
+/// warmup-stable-decay over `decay_steps` or a hold-then-cosine over steps or time, whichever
+/// is further along.
+fn learning_rate(config: &TrainConfig, state: &RunState, session_first_step: u64) -> f64 {
+    let warmup = warmup_factor(config.warmup_steps, state.step - session_first_step);
+    let peak = config.learning_rate * warmup;
+    if let Some(decay) = config.decay_steps {
+        return wsd_learning_rate(peak, state.step, config.steps, decay);
+    }
+    let by_steps = state.step as f64 / config.steps.max(1) as f64;
+    let by_time = config
+        .time_budget_seconds
+        .map_or(0.0, |budget| state.seconds / budget);
+    learning_rate_at(peak, by_steps.max(by_time))
+}
+
+/// What the model file records about the network and its training.
+fn model_info(config: &TrainConfig, state: &RunState) -> ModelInfo {
+    ModelInfo {
         format_version: MODEL_FORMAT_VERSION,
         name: config.name.clone(),
         quality: config.quality,
@@ -468,34 +567,92 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
                 .filter(|_| config.distortion.needs_classifier())
                 .map(|p| format!("torchscript:{}", p.display())),
         },
-    };
-    network.set_precision(ComputePrecision::F32);
-    // Rounds the weights to their fp16 storage first, so validation below measures the shipped model.
-    let bytes = serialize_model(&info, &variables, &network)?;
-    if let Some(parent) = config.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    fs::write(&config.output, &bytes).map_err(io(&config.output))?;
-    let mut validation = None;
-    if !validation_images.is_empty() {
-        for (quality, step) in validation_points(config)? {
-            let v = validate_at(&network, &validation_images, step)?;
-            validation_log.row(&v.csv_row(&state, quality))?;
-            log(
-                config,
-                &format!("final validation (quality {quality}): {}", v.summary()),
-            );
-            validation.get_or_insert(v);
+}
+
+/// Wall-clock and CPU time of this session, added to what the run had before it.
+pub(crate) struct SessionClock {
+    started: Instant,
+    cpu_started: f64,
+    seconds_before: f64,
+    cpu_before: f64,
+    /// The run's step when the session began (each session re-warms the learning rate).
+    pub(crate) first_step: u64,
+}
+
+impl SessionClock {
+    pub(crate) fn start(state: &RunState) -> Self {
+        Self {
+            started: Instant::now(),
+            cpu_started: process_cpu_seconds(),
+            seconds_before: state.seconds,
+            cpu_before: state.cpu_seconds,
+            first_step: state.step,
         }
     }
-    log(
-        config,
-        &format!("wrote {} ({} bytes)", config.output.display(), bytes.len()),
-    );
-    Ok(TrainOutcome::Finished {
-        steps: state.step,
-        validation,
-    })
+
+    /// Brings `state`'s seconds and CPU seconds up to now.
+    pub(crate) fn update(&self, state: &mut RunState) {
+        state.seconds = self.seconds_before + self.started.elapsed().as_secs_f64();
+        state.cpu_seconds = self.cpu_before + process_cpu_seconds() - self.cpu_started;
+    }
+}
+
+/// `train.csv`: the means of the last 10 steps' loss terms, and the progress line.
+struct StepLog {
+    csv: CsvLog,
+    window: RunningMeans<7>,
+    /// The observer distortion also logs its two unweighted terms (empty when not computed:
+    /// alpha = 0 never runs the classifier, alpha = 1 never computes MS-SSIM).
+    observer_terms: bool,
+}
+
+impl StepLog {
+    fn open(config: &TrainConfig) -> Result<Self, ModelError> {
+        let observer_terms = matches!(config.distortion, Distortion::Observer(_));
+        let header = if observer_terms {
+            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux,one_minus_ms_ssim,features"
+        } else {
+            "step,seconds,cpu_seconds,lr,loss,bpp,distortion,psnr,aux"
+        };
+        Ok(Self {
+            csv: CsvLog::open(&config.run_dir.join("train.csv"), header)?,
+            window: RunningMeans::default(),
+            observer_terms,
+        })
+    }
+
+    fn add(&mut self, values: [f64; 7]) {
+        self.window.add(values);
+    }
+
+    /// Writes the window's means as a row; returns the progress line.
+    fn write(&mut self, state: &RunState, lr: f64) -> Result<String, ModelError> {
+        let [loss, bpp, distortion, psnr, aux, ms_term, feature_term] = self.window.take();
+        let mut row = format!(
+            "{},{:.1},{:.1},{lr:.3e},{loss:.5},{bpp:.5},{distortion:.5},{psnr:.3},{aux:.3}",
+            state.step, state.seconds, state.cpu_seconds
+        );
+        let mut message = format!("loss {loss:.4} bpp {bpp:.3} PSNR {psnr:.2} dB");
+        if self.observer_terms {
+            let cell = |v: f64| {
+                if v.is_nan() {
+                    String::new()
+                } else {
+                    format!("{v:.6}")
+                }
+            };
+            row.push_str(&format!(",{},{}", cell(ms_term), cell(feature_term)));
+            if !ms_term.is_nan() {
+                message.push_str(&format!(" 1-MS-SSIM {ms_term:.4}"));
+            }
+            if !feature_term.is_nan() {
+                message.push_str(&format!(" L_f {feature_term:.4}"));
+            }
+        }
+        self.csv.row(&row)?;
+        Ok(format!("{message} lr {lr:.2e}"))
+    }
 }
 
 /// Copies the weights of `init` into `variables`: a model file (fp16 weights, its network
@@ -673,19 +830,13 @@ impl Reporter {
     }
 }
 
-fn save_checkpoint(
-    variables: &nn::VarStore,
-    state: &RunState,
-    checkpoint: &Path,
-    state_path: &Path,
-) -> Result<(), ModelError> {
-    // Write-then-rename, so an interrupted save never leaves a half checkpoint behind.
-    let temporary = checkpoint.with_extension("partial.safetensors");
-    variables.save(&temporary)?;
-    fs::rename(&temporary, checkpoint)
-        .map_err(|e| ModelError::Io(checkpoint.display().to_string(), e))?;
-    let json = serde_json::to_string(state).unwrap_or_default();
-    fs::write(state_path, json).map_err(|e| ModelError::Io(state_path.display().to_string(), e))
+/// Saves `variables` to `path` (safetensors) by write-then-rename, so an interrupted save never
+/// leaves a half checkpoint behind. tch picks the format by extension, so the partial file ends
+/// in `.safetensors` too.
+pub(crate) fn save_variables(variables: &nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    let partial = path.with_extension("partial.safetensors");
+    variables.save(&partial)?;
+    fs::rename(&partial, path).map_err(io_error(path))
 }
 
 /// Codes every validation image for real and measures it.

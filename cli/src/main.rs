@@ -650,6 +650,10 @@ struct TrainArgs {
     /// Qualities a variable-rate run is validated at (default: 5)
     #[arg(long, value_delimiter = ',', requires = "variable_rate")]
     validation_qualities: Vec<f32>,
+    /// Variable rate: divide each step's loss by a running mean of the loss at its quality, so
+    /// every quality's gradient has the same size (Adam then serves the whole range evenly)
+    #[arg(long, requires = "variable_rate")]
+    balance_qualities: bool,
     /// Convolution precision
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
@@ -682,7 +686,7 @@ struct TrainArgs {
         conflicts_with_all = [
             "name", "quality", "distortion", "lambda", "alpha", "feature_layers",
             "observer_torchscript", "n", "m", "decay_steps", "warmup_steps", "variable_rate",
-            "validation_qualities", "precision", "validate_every",
+            "validation_qualities", "balance_qualities", "precision", "validate_every",
         ]
     )]
     adversarial: Option<f64>,
@@ -796,6 +800,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.warmup_steps = args.warmup_steps;
     config.variable_rate = args.variable_rate;
     config.validation_qualities = args.validation_qualities;
+    config.balance_qualities = args.balance_qualities;
     config.init_from = args.init;
     config.resume = args.resume;
     config.seed = args.seed;

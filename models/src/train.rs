@@ -112,6 +112,11 @@ pub struct TrainConfig {
     /// (Adam's moments are not checkpointed, so a resumed run re-warms them).
     #[serde(default)]
     pub warmup_steps: u64,
+    /// Variable rate only: divides each step's loss by a running mean of the loss at its
+    /// quality ([`LossBalance`]), so every quality moves the shared weights by a gradient of
+    /// the same size whatever its loss's scale.
+    #[serde(default)]
+    pub balance_qualities: bool,
 }
 
 impl TrainConfig {
@@ -147,6 +152,7 @@ impl TrainConfig {
             validation_qualities: Vec::new(),
             decay_steps: None,
             warmup_steps: 200,
+            balance_qualities: false,
         }
     }
 }
@@ -337,6 +343,8 @@ struct Run {
     state: RunState,
     checkpoint_path: PathBuf,
     state_path: PathBuf,
+    /// Per-quality loss means of this session (`balance_qualities`).
+    balance: LossBalance,
 }
 
 impl Run {
@@ -353,6 +361,7 @@ impl Run {
             state: RunState::default(),
             checkpoint_path: config.run_dir.join("checkpoint.safetensors"),
             state_path: config.run_dir.join("state.json"),
+            balance: LossBalance::default(),
         };
         let has_checkpoint = run.checkpoint_path.exists() && run.state_path.exists();
         if has_checkpoint && !config.resume {
@@ -448,17 +457,24 @@ impl Run {
         rng: &mut StdRng,
     ) -> Result<[f64; 7], ModelError> {
         let batch = dataset.batch(config.batch_size, config.crop_size, rng);
-        let (step, lambda) = rate_point(config, rng)?;
+        let (quality, step, lambda) = rate_point(config, rng)?;
         let output = self.network.forward_at(&batch, step, true);
         let bpp = output.bits_per_pixel(config.crop_size * config.crop_size);
         let terms = measure.compute(&batch, &output.x_hat)?;
         // Δ = 1 for a fixed-rate model; for a variable-rate one it evens out the loss's size
         // across qualities (crate::rate).
         let loss = (&bpp + &terms.total * lambda) * f64::from(step.get());
+        let weight = match config.variable_rate {
+            Some(range) if config.balance_qualities => {
+                self.balance
+                    .weight(quality, range.min, loss.double_value(&[]))
+            }
+            _ => 1.0,
+        };
         let aux = self.network.aux_loss();
         optimizer.zero_grad();
         // The auxiliary loss only reaches the quantiles (group 1), the main loss everything else.
-        (&loss + &aux).backward();
+        (&loss * weight + &aux).backward();
         optimizer.clip_grad_norm(config.clip_norm);
         optimizer.step();
         self.state.step += 1;
@@ -691,17 +707,63 @@ fn initialise(
 /// Crops of the training set are multiples of this so every latent is whole.
 const Z_MULTIPLE: i64 = 64;
 
-/// The quantisation step and lambda of one training step: the model's own for a fixed-rate
-/// model, those of a quality drawn uniformly from the range of a variable-rate one.
+/// The quality, quantisation step and lambda of one training step: the model's own for a
+/// fixed-rate model, those of a quality drawn uniformly from the range of a variable-rate one.
 fn rate_point(
     config: &TrainConfig,
     rng: &mut StdRng,
-) -> Result<(QuantizationStep, f64), ModelError> {
+) -> Result<(f32, QuantizationStep, f64), ModelError> {
     match config.variable_rate {
-        None => Ok((QuantizationStep::ONE, config.lambda)),
+        None => Ok((
+            f32::from(config.quality),
+            QuantizationStep::ONE,
+            config.lambda,
+        )),
         Some(range) => {
             let quality = rng.gen_range(range.min..=range.max);
-            Ok((range.step(quality)?, lambda_at(config.lambda, quality)))
+            Ok((
+                quality,
+                range.step(quality)?,
+                lambda_at(config.lambda, quality),
+            ))
+        }
+    }
+}
+
+/// Evens out what each quality of a variable-rate run contributes to the shared weights.
+///
+/// The loss of a step at quality `q` is `L(q) = Δ(q) (R + λ(q) D)`; its size still varies
+/// across the range, and Adam's moments, averaged over all the qualities drawn, then take
+/// large steps for the qualities of small loss and small ones for the others. The balance
+/// divides `L(q)` by `m(b)`, an exponential moving average (rate [`LossBalance::DECAY`]) of
+/// the loss values of `q`'s bin `b` (bins one quality wide), held constant in the gradient:
+/// `∇(L / m) = ∇L / m`, so every bin's gradient has about the same size. The balanced loss
+/// has the minimisers of each quality's own objective; only their relative weight changes.
+#[derive(Clone, Debug, Default)]
+struct LossBalance {
+    /// `m(b)` per bin, `None` until the bin's first step (which then weighs 1).
+    means: Vec<Option<f64>>,
+}
+
+impl LossBalance {
+    const DECAY: f64 = 0.99;
+
+    /// The factor `1 / m(b)` for a step at `quality` whose loss is `loss`, after folding
+    /// `loss` into `m(b)`; bins count from `min`, the range's lowest quality.
+    fn weight(&mut self, quality: f32, min: f32, loss: f64) -> f64 {
+        let bin = (quality - min).max(0.0).floor() as usize;
+        if self.means.len() <= bin {
+            self.means.resize(bin + 1, None);
+        }
+        let mean = match self.means[bin] {
+            Some(mean) => Self::DECAY * mean + (1.0 - Self::DECAY) * loss,
+            None => loss,
+        };
+        self.means[bin] = Some(mean);
+        if mean > 0.0 && mean.is_finite() {
+            1.0 / mean
+        } else {
+            1.0
         }
     }
 }
@@ -1076,7 +1138,31 @@ impl CsvLog {
 
 #[cfg(test)]
 mod tests {
-    use super::{learning_rate_at, warmup_factor, wsd_learning_rate};
+    use super::{learning_rate_at, warmup_factor, wsd_learning_rate, LossBalance};
+
+    #[test]
+    fn loss_balance_evens_out_the_scale_of_each_quality() {
+        let mut balance = LossBalance::default();
+        // Quality -1.5 (bin 0 of a range from -2) has losses 100x those of quality 9.2 (bin 11).
+        for _ in 0..500 {
+            let low = balance.weight(-1.5, -2.0, 40.0) * 40.0;
+            let high = balance.weight(9.2, -2.0, 0.4) * 0.4;
+            assert!((low - 1.0).abs() < 1e-9 && (high - 1.0).abs() < 1e-9);
+        }
+        // A bin's mean follows its losses: after a jump, the weighted loss exceeds 1 at first
+        // and returns towards 1 as the mean catches up.
+        let first = balance.weight(-1.2, -2.0, 80.0) * 80.0;
+        assert!(first > 1.0 && first < 2.0, "{first}");
+        let mut later = first;
+        for _ in 0..1000 {
+            later = balance.weight(-1.2, -2.0, 80.0) * 80.0;
+        }
+        assert!((later - 1.0).abs() < 1e-3, "{later}");
+        // Bins are one quality wide and independent.
+        assert_eq!(balance.weight(3.0, -2.0, 5.0), 0.2);
+        // A zero or non-finite mean weighs 1 rather than dividing by it.
+        assert_eq!(LossBalance::default().weight(0.0, 0.0, 0.0), 1.0);
+    }
 
     #[test]
     fn wsd_holds_until_the_decay_window() {

@@ -18,3 +18,5 @@ pub mod bench;
 pub mod eval;
 #[cfg(feature = "torch")]
 pub mod html;
+#[cfg(feature = "torch")]
+mod text;

@@ -2,7 +2,6 @@
 //! target and judge, JSON, a text table, and the merging of shards (CSV: [`super::csv`]).
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -254,7 +253,9 @@ impl BenchReport {
                 line
             })
             .collect();
-        align(&header, &lines)
+        // The codec's name aligns left, the numbers right.
+        let lines: Vec<Vec<String>> = std::iter::once(header).chain(lines).collect();
+        crate::text::aligned(&lines, &[true])
     }
 
     /// The SVG text of [`Self::plot_svg`] with the trade-off panel at `tradeoff_target` bpp (or
@@ -321,33 +322,6 @@ fn table_line(
         s.over_target.to_string(),
     ]);
     line
-}
-
-/// Aligns a header and lines into columns: the first left, the others right.
-fn align(header: &[String], lines: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for line in lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for line in std::iter::once(header).chain(lines.iter().map(Vec::as_slice)) {
-        let mut text = String::new();
-        for (i, (cell, &width)) in line.iter().zip(&widths).enumerate() {
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if i == 0 {
-                let _ = write!(text, "{cell:<width$}");
-            } else {
-                let _ = write!(text, "{cell:>width$}");
-            }
-        }
-        table.push_str(text.trim_end());
-        table.push('\n');
-    }
-    table
 }
 
 /// Summary of a non-empty group of rows of one codec and target.

@@ -1,6 +1,5 @@
 //! Results of an evaluation: per-image rows, means per rate point, CSV, JSON and a text table.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -263,12 +262,13 @@ impl EvalReport {
                 line
             })
             .collect();
-        // Text columns align left, numbers right; the note is last and not padded.
+        // Text columns align left, numbers right; the note is last.
         let left: Vec<bool> = (0..header.len())
             .map(|i| i < 3 || i + 1 == header.len())
             .collect();
         let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-        aligned(std::iter::once(header).chain(lines).collect(), &left)
+        let lines: Vec<Vec<String>> = std::iter::once(header).chain(lines).collect();
+        crate::text::aligned(&lines, &left)
     }
 
     /// Draws the mean rate–distortion curves into an SVG file: PSNR (RGB) against bpp and
@@ -333,35 +333,6 @@ impl EvalReport {
         let svg = super::plot::svg(&self.means(), published)?;
         write_text(path, &svg)
     }
-}
-
-/// `lines` (the header first) as text: cells padded to their column's widest, left-aligned where
-/// `left` says so, two spaces apart; the last column is not padded.
-fn aligned(lines: Vec<Vec<String>>, left: &[bool]) -> String {
-    let mut widths = vec![0; left.len()];
-    for line in &lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for line in &lines {
-        let mut text = String::new();
-        for (i, cell) in line.iter().enumerate() {
-            let width = if i + 1 == line.len() { 0 } else { widths[i] };
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if left[i] {
-                let _ = write!(text, "{cell:<width$}");
-            } else {
-                let _ = write!(text, "{cell:>width$}");
-            }
-        }
-        table.push_str(text.trim_end());
-        table.push('\n');
-    }
-    table
 }
 
 /// What a mean hides: baselines above the target, MS-SSIM over only some images.

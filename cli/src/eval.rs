@@ -346,8 +346,10 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
         let source = DynamicImage::ImageRgb8(rgb.clone());
         let keep = index < config.keep_pictures;
         let mut decoded = Vec::new();
+        let mut files = EncodedFiles::default();
         for model in &config.models {
-            let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps)?;
+            let ocular =
+                evaluate_ocular(model, &source, &rgb, name, config.refine_steps, &mut files)?;
             let matched = match model.realism {
                 0.0 => baselines
                     .iter()
@@ -540,6 +542,39 @@ fn row(
     }
 }
 
+/// The files already encoded of the image being evaluated. The settings of the realism knob
+/// decode the same file (the knob changes the decoder, not the encoder, nor the fingerprint),
+/// so each model and rate is encoded once: plain encoding is deterministic. Refined files are
+/// never reused (a model's refinement objective is not part of its fingerprint).
+#[derive(Default)]
+struct EncodedFiles {
+    /// Model, rate, the file and the seconds its encoding took.
+    files: Vec<(ocular::ModelFingerprint, EvalRate, Vec<u8>, f64)>,
+}
+
+impl EncodedFiles {
+    /// The file of `model` at `rate` and its encoding time: `encode`'s, or an earlier one's.
+    fn get_or_encode(
+        &mut self,
+        model: &EvalModel,
+        reusable: bool,
+        encode: impl FnOnce() -> Result<Vec<u8>, ocular::Error>,
+    ) -> Result<(Vec<u8>, f64), ocular::Error> {
+        let key = (model.model.fingerprint(), model.rate);
+        let earlier = self.files.iter().find(|(f, r, ..)| (*f, *r) == key);
+        if let (true, Some((.., bytes, seconds))) = (reusable, earlier) {
+            return Ok((bytes.clone(), *seconds));
+        }
+        let start = Instant::now();
+        let bytes = encode()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if reusable {
+            self.files.push((key.0, key.1, bytes.clone(), seconds));
+        }
+        Ok((bytes, seconds))
+    }
+}
+
 /// `source` is `rgb` as a `DynamicImage`.
 fn evaluate_ocular(
     model: &EvalModel,
@@ -547,6 +582,7 @@ fn evaluate_ocular(
     rgb: &RgbImage,
     name: &str,
     refine_steps: usize,
+    files: &mut EncodedFiles,
 ) -> Result<(EvalRow, RgbImage), EvalError> {
     // Refined files are other codecs' rows and curves, beside any unrefined evaluation.
     let label = refined_label(&model.label, refine_steps);
@@ -560,15 +596,16 @@ fn evaluate_ocular(
         image: name.to_string(),
         source,
     };
-    let start = Instant::now();
     let encoder = Encoder::new(&model.model).with_refinement(refine_steps);
-    let bytes = match model.rate {
-        EvalRate::Model => encoder.encode(source),
-        EvalRate::Quality(q) => encoder.with_quality(q).encode(source),
-        EvalRate::TargetBpp(t) => ocular::encode_to_bpp(&model.model, source, t).map(|f| f.bytes),
-    }
-    .map_err(fail)?;
-    let encode_seconds = start.elapsed().as_secs_f64();
+    let (bytes, encode_seconds) = files
+        .get_or_encode(model, refine_steps == 0, || match model.rate {
+            EvalRate::Model => encoder.encode(source),
+            EvalRate::Quality(q) => encoder.with_quality(q).encode(source),
+            EvalRate::TargetBpp(t) => {
+                ocular::encode_to_bpp(&model.model, source, t).map(|f| f.bytes)
+            }
+        })
+        .map_err(fail)?;
     let start = Instant::now();
     let decoded = Decoder::new(&model.model)
         .with_realism(model.realism)

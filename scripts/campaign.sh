@@ -44,8 +44,10 @@ if [ -z "$ocular" ]; then
   cp target/debug/ocular "$ocular"
 fi
 run_dir=models/checkpoints/$network
+# The model name the run writes (its network's, unless the case below says otherwise).
+name=
 args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
-      --run-dir "$run_dir" --output "runs/$network-latest.safetensors" --name "$network"
+      --run-dir "$run_dir" --output "runs/$network-latest.safetensors"
       --threads "${THREADS:-2}" --steps 1000000 --decay-steps 3000 --checkpoint-seconds 300)
 case "$network" in
   # The PSNR network: one variable-rate network for qualities -2..12 (about 0.05 to 1.7 bpp on
@@ -55,6 +57,17 @@ case "$network" in
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
                   --crop-size 128 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 2500)
+    init=../shared/warmstart/mse-q3-continued.safetensors ;;
+  # The PSNR network again, at 4x the rate with each quality's loss balanced
+  # (--balance-qualities): at 2e-4 without the balance the run collapsed by 5,000 steps, with it
+  # it climbed (docs/results.md, "Balanced qualities"). Steps 0-5,578 drew qualities 0..10.
+  mse-vr-balanced)
+    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0002 --balance-qualities
+                  --crop-size 128 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 2500)
+    # It would ship as mse-vr.
+    name=mse-vr
     init=../shared/warmstart/mse-q3-continued.safetensors ;;
   # The person-observer network (alpha 0 of the observer loss: 1 - MS-SSIM), variable rate,
   # from the shipped PSNR network: the same quality range, at MS-SSIM's own lambda (msssim-q3's
@@ -84,15 +97,17 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, msssim-vr, mse-vr-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, mse-vr-realism)" >&2
     return 2 ;;
 esac
+name=${name:-$network}
+args+=(--name "$name")
 if [ -n "$decay" ]; then
   state=$(cat "$run_dir/state.json")
   step=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["step"])' "$state")
   # The same network options, a run of its own: STEPS steps, all of them decaying.
   args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
-        --run-dir "runs/$network-decay-$step" --output "$decay_output" --name "$network"
+        --run-dir "runs/$network-decay-$step" --output "$decay_output" --name "$name"
         --threads "${THREADS:-2}" --steps "$decay" --decay-steps "$decay" --warmup-steps 100
         --validate-every 0 "${network_args[@]}" --init "$run_dir/checkpoint.safetensors")
   echo "campaign: decaying $network from step $step over $decay steps into $decay_output"

@@ -383,6 +383,42 @@ fn refined_files_decode_and_keep_to_the_rate_target() {
         (45, 30)
     );
 
+    // Refinement over views: a picture too small for them is refused plainly; a larger one
+    // refines and decodes.
+    let views = |input: &str, output: &str| {
+        ocular(&[
+            "encode",
+            input,
+            "-o",
+            output,
+            "--model",
+            "mse-q1",
+            "--refine",
+            "2",
+            "--refine-views",
+            "2",
+        ])
+    };
+    assert_clean_failure(&views(&f.arg("in.png"), &f.arg("v.ocu")), "at least 32 px");
+    image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, 90])
+    })
+    .save(f.path("larger.png"))
+    .expect("write image");
+    let out = views(&f.arg("larger.png"), &f.arg("v.ocu"));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["decode", &f.arg("v.ocu"), "-o", &f.arg("v.png")]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Views without refinement mean nothing: refused by the argument parser.
+    let out = ocular(&[
+        "encode",
+        &f.arg("in.png"),
+        "-o",
+        &f.arg("w.ocu"),
+        "--refine-views",
+        "2",
+    ]);
+    assert_clean_failure(&out, "--refine");
     // An observer model refines against the classifier: without it, a clear error.
     let out = Command::new(env!("CARGO_BIN_EXE_ocular"))
         .args(["encode", &f.arg("in.png"), "-o", &f.arg("m.ocu")])

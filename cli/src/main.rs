@@ -222,6 +222,43 @@ struct Refine {
     /// 0 = off
     #[arg(long = "refine", value_name = "N", default_value_t = 0)]
     steps: usize,
+    /// With --refine: average the objective over K small changes of view besides the
+    /// picture itself (shifts of up to 4 px, mirroring, rescaling by up to 10 %; drawn once
+    /// per image from a fixed seed), so what refinement keeps for a classifier survives
+    /// another view of the picture. Each view costs one more pass per step. 0 = off
+    #[arg(
+        long = "refine-views",
+        value_name = "K",
+        default_value_t = 0,
+        requires = "steps"
+    )]
+    views: usize,
+}
+
+impl Refine {
+    /// `model`, refining over [`Self::views`] views.
+    #[cfg(feature = "torch")]
+    fn model(&self, model: Model) -> Result<Model> {
+        Ok(model.with_refinement_views(self.views))
+    }
+
+    /// `model`, since views need refinement, which needs libtorch.
+    #[cfg(not(feature = "torch"))]
+    fn model(&self, model: Model) -> Result<Model> {
+        if self.views > 0 {
+            bail!("--refine-views needs an ocular built with the `torch` feature (libtorch)");
+        }
+        Ok(model)
+    }
+
+    /// A report label with the views, when there are any (`mse-q3+views4`).
+    #[cfg(feature = "torch")]
+    fn label(&self, label: &str) -> String {
+        match self.views {
+            0 => label.to_string(),
+            views => format!("{label}+views{views}"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -884,6 +921,25 @@ fn refining_against(
     }
 }
 
+/// `codec` refining over `refine`'s views, labelled `<label>+views<K>` (unchanged without views).
+#[cfg(feature = "torch")]
+fn refining_over_views(
+    codec: ocular_cli::bench::BenchCodec,
+    refine: &Refine,
+) -> Result<ocular_cli::bench::BenchCodec> {
+    use ocular_cli::bench::BenchCodec;
+    Ok(match codec {
+        BenchCodec::Ocular { label, models } if refine.views > 0 => BenchCodec::ocular(
+            refine.label(&label),
+            models
+                .into_iter()
+                .map(|m| refine.model(m))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        other => other,
+    })
+}
+
 #[cfg(feature = "torch")]
 /// `MIN..MAX` of qualities, e.g. `0..10`.
 fn parse_quality_range(text: &str) -> Result<ocular::train::QualityRange, String> {
@@ -906,6 +962,7 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
         Some(target) => encode_to_target(&args, &image, target)?,
         None => {
             let (model, quality) = args.model.load()?;
+            let model = args.refine.model(model)?;
             let encoder = encoder_at(&model, quality).with_limits(limits);
             let bytes = refining(encoder, args.refine.steps)?.encode(&image)?;
             (model, bytes)
@@ -963,7 +1020,10 @@ fn encode_to_target(
     let mut family = match &args.observer {
         Some(observer) => Model::builtin_observer_family(observer)?,
         None => Model::builtin_family("mse")?,
-    };
+    }
+    .into_iter()
+    .map(|model| args.refine.model(model))
+    .collect::<Result<Vec<_>>>()?;
     let found = within_bpp(&family, image, target, args.refine.steps)?;
     out!("target {target} bpp: reached {:.4} bpp", found.bpp);
     Ok((family.swap_remove(found.model_index), found.bytes))
@@ -1098,6 +1158,7 @@ fn run_info(args: InfoArgs) -> Result<()> {
 
 fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
     let (model, rate) = args.model.load()?;
+    let model = args.refine.model(model)?;
     let limits = args.size.limits();
     let image = ocular::open_image(&args.input, &limits)?;
     let (width, height) = (image.width(), image.height());
@@ -1193,6 +1254,16 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if models.is_empty() {
         bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
     }
+    let models = models
+        .into_iter()
+        .map(|m| {
+            Ok(EvalModel {
+                label: args.refine.label(&m.label),
+                model: args.refine.model(m.model)?,
+                ..m
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut config = EvalConfig::new(images, models);
     config.baselines = args.against.clone();
     config.progress = !args.quiet;
@@ -1342,6 +1413,10 @@ fn run_bench(command: BenchCommand) -> Result<()> {
                     .map(|codec| refining_against(codec, objective))
                     .collect();
             }
+            codecs = codecs
+                .into_iter()
+                .map(|codec| refining_over_views(codec, &args.refine))
+                .collect::<Result<_>>()?;
             let synsets = Synsets::load(&args.synsets)?;
             let images = bench::scan_folder(&args.data, &synsets)?;
             let judges = bench_judges(&args)?;

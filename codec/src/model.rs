@@ -130,6 +130,9 @@ pub struct Model {
     /// What refinement optimises instead of the model's own training distortion, if set.
     #[cfg(feature = "torch")]
     refinement_objective: Option<Distortion>,
+    /// Views refinement averages its distortion over (0: none).
+    #[cfg(feature = "torch")]
+    refinement_views: usize,
 }
 
 impl Model {
@@ -145,6 +148,8 @@ impl Model {
             torch: crate::torch_model::LazyTorchModel::new(bytes.to_vec()),
             #[cfg(feature = "torch")]
             refinement_objective: None,
+            #[cfg(feature = "torch")]
+            refinement_views: 0,
         })
     }
 
@@ -197,6 +202,23 @@ impl Model {
     pub fn with_refinement_objective(mut self, objective: Distortion) -> Self {
         self.refinement_objective = Some(objective);
         self
+    }
+
+    /// Makes refinement average its distortion over the identity and `views` small changes of
+    /// view (shifts of up to 4 px, mirroring, rescaling by ±10 %, drawn once per image from a
+    /// fixed seed), so what it keeps for a classifier survives another view of the picture
+    /// (`ocular_models::refine`, "Views"). Each view costs one more evaluation of the objective
+    /// per step. Needs images of at least 32 px a side.
+    #[cfg(feature = "torch")]
+    pub fn with_refinement_views(mut self, views: usize) -> Self {
+        self.refinement_views = views;
+        self
+    }
+
+    /// The views set by [`Self::with_refinement_views`].
+    #[cfg(feature = "torch")]
+    pub(crate) fn refinement_views(&self) -> usize {
+        self.refinement_views
     }
 
     /// The objective set by [`Self::with_refinement_objective`].

@@ -10,7 +10,7 @@ use ocular_models::hyperprior::Y_DOWNSAMPLING;
 use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor};
 use ocular_models::losses::DistortionMeasure;
 use ocular_models::observer::{default_weights_path, load_observer};
-use ocular_models::refine::{Refinement, DEFAULT_REFINE_LEARNING_RATE};
+use ocular_models::refine::{Refinement, DEFAULT_REFINE_LEARNING_RATE, MIN_VIEW_SIDE};
 use ocular_models::{CodecModel, CompressedLatents};
 
 use crate::{Error, Model};
@@ -67,6 +67,12 @@ pub(crate) fn refined_latents(
     max_y_bytes: Option<usize>,
 ) -> Result<CompressedLatents, Error> {
     let (width, height) = image.dimensions();
+    let views = model.refinement_views();
+    if views > 0 && i64::from(width.min(height)) < MIN_VIEW_SIDE {
+        return Err(Error::Image(format!(
+            "refinement over views needs at least {MIN_VIEW_SIDE} px a side, the image is {width}x{height}"
+        )));
+    }
     let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
     let inner = model.inner()?;
     let measure = match model.refinement_objective() {
@@ -81,6 +87,8 @@ pub(crate) fn refined_latents(
         learning_rate: DEFAULT_REFINE_LEARNING_RATE,
         max_y_bytes,
         step,
+        views,
+        view_seed: 0,
     };
     let visible = (i64::from(height), i64::from(width));
     let (latents, _) =

@@ -24,6 +24,23 @@
 //! classifier's features, for an `mse` model the squared error. `L` is the exact objective of
 //! the integers sent (the coded size is within about 1% of `R`, see the consistency test).
 //!
+//! # Views (expectation over transformation)
+//!
+//! A latent refined against one classifier on one pixel grid fits that grid: about half of what
+//! refinement recovers for the training classifier does not survive a shifted view
+//! (docs/results.md). With `V` views ([`Refinement::views`]; Athalye et al., "Synthesizing
+//! Robust Adversarial Examples", ICML 2018) the distortion becomes the mean over the identity
+//! and `V` views `t_k` drawn once per image from a seeded generator ([`View::draw`]):
+//!
+//! ```text
+//! D_V(x, x') = (D(x, x') + sum_k D(t_k(x), t_k(x'))) / (V + 1)
+//! t_k = rescale(s_k) . mirror(m_k) . crop(shift_k):  shift_k in [-4, 4]^2 px,
+//!       m_k a fair coin, s_k in [0.9, 1.1] (bilinear)
+//! ```
+//!
+//! The views are fixed for the whole search, so `L` stays one deterministic function of `y`
+//! and the invariant below holds for it; `V = 0` is plain refinement.
+//!
 //! # The gradient
 //!
 //! `round` has no useful gradient, so, as in training ([`crate::MeanScaleHyperprior::forward`]):
@@ -94,6 +111,70 @@ pub struct Refinement<'a> {
     /// A budget for the coded `y` stream, in bytes: only latents whose stream is estimated to
     /// fit are kept (see [Rate budget](self#rate-budget)). `None`: no budget.
     pub max_y_bytes: Option<usize>,
+    /// Views the distortion is averaged over besides the identity (see
+    /// [Views](self#views-expectation-over-transformation)); 0: plain refinement.
+    pub views: usize,
+    /// Seed of the views' generator: the same seed, the same views, the same file.
+    pub view_seed: u64,
+}
+
+/// The largest shift of a view, in pixels, each way.
+pub const MAX_VIEW_SHIFT: i64 = 4;
+
+/// The smallest side (visible pixels) refinement with views accepts: a view crops
+/// `2 MAX_VIEW_SHIFT` and rescales by down to 0.9.
+pub const MIN_VIEW_SIDE: i64 = 32;
+
+/// A small change of view of an image: a crop shifted by `shift` (rows, columns) from the
+/// centred one, `2 MAX_VIEW_SHIFT` pixels smaller each way, mirrored left–right if `mirror`,
+/// rescaled by `scale`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    /// Offset of the crop from the centred crop, each within `±MAX_VIEW_SHIFT`.
+    pub shift: (i64, i64),
+    /// Mirrored left to right.
+    pub mirror: bool,
+    /// Size factor of the (bilinear) rescaling, in `[0.9, 1.1]`.
+    pub scale: f64,
+}
+
+impl View {
+    /// `count` views from a SplitMix64 stream seeded with `seed`.
+    pub fn draw(count: usize, seed: u64) -> Vec<View> {
+        let mut state = seed ^ 0x7669_6577_7365_6564;
+        let mut uniform = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let span = 2 * MAX_VIEW_SHIFT + 1;
+        (0..count)
+            .map(|_| {
+                let mut shift = || (uniform() * span as f64).floor() as i64 - MAX_VIEW_SHIFT;
+                let shift = (shift(), shift());
+                View {
+                    shift,
+                    mirror: uniform() < 0.5,
+                    scale: 0.9 + 0.2 * uniform(),
+                }
+            })
+            .collect()
+    }
+
+    /// The view of `image` (N, C, H, W), H and W at least [`MIN_VIEW_SIDE`].
+    pub fn apply(&self, image: &Tensor) -> Tensor {
+        let size = image.size();
+        let (height, width) = (size[2] - 2 * MAX_VIEW_SHIFT, size[3] - 2 * MAX_VIEW_SHIFT);
+        let crop = image
+            .narrow(2, MAX_VIEW_SHIFT + self.shift.0, height)
+            .narrow(3, MAX_VIEW_SHIFT + self.shift.1, width);
+        let crop = if self.mirror { crop.flip([3]) } else { crop };
+        let scaled = |side: i64| ((side as f64 * self.scale).round() as i64).max(1);
+        crop.upsample_bilinear2d([scaled(height), scaled(width)], false, None, None)
+    }
 }
 
 /// What a refinement achieved, in units of the objective `L = R + lambda * D`.
@@ -133,6 +214,12 @@ impl MeanScaleHyperprior {
                 size[2], size[3]
             )));
         }
+        if refinement.views > 0 && height.min(width) < MIN_VIEW_SIDE {
+            return Err(ModelError::Shape(format!(
+                "refinement with views needs images of at least {MIN_VIEW_SIDE} px a side, got {height}x{width}"
+            )));
+        }
+        let views = View::draw(refinement.views, refinement.view_seed);
         let y_0 = tch::no_grad(|| self.analysis(x));
         let hyperprior = self.encode_hyperprior(&y_0, tables, refinement.step)?;
         let means = &hyperprior.y_means;
@@ -172,7 +259,7 @@ impl MeanScaleHyperprior {
                 .synthesis(&y_hat)
                 .narrow(2, 0, height)
                 .narrow(3, 0, width);
-            let distortion = refinement.distortion.compute(&original, &x_hat)?.total;
+            let distortion = view_distortion(refinement.distortion, &views, &original, &x_hat)?;
             let exact_bits = tch::no_grad(|| bits(&rounded, scales)).double_value(&[]);
             let objective = exact_bits / pixels + lambda * distortion.double_value(&[]);
             let feasible = fits(exact_bits);
@@ -216,6 +303,28 @@ impl MeanScaleHyperprior {
     }
 }
 
+/// `D_V`: the distortion averaged over the identity and `views`.
+fn view_distortion(
+    measure: &DistortionMeasure,
+    views: &[View],
+    original: &Tensor,
+    decoded: &Tensor,
+) -> Result<Tensor, ModelError> {
+    let identity = measure.compute(original, decoded)?.total;
+    if views.is_empty() {
+        return Ok(identity);
+    }
+    let mut terms = vec![identity];
+    for view in views {
+        terms.push(
+            measure
+                .compute(&view.apply(original), &view.apply(decoded))?
+                .total,
+        );
+    }
+    Ok(Tensor::stack(&terms, 0).mean(Kind::Float))
+}
+
 /// `-sum log2 P(v | sigma)`, differentiable in `v`.
 fn bits(residuals: &Tensor, scales: &Tensor) -> Tensor {
     -gaussian_likelihood(residuals, scales)
@@ -256,6 +365,53 @@ impl UniformNoise {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_are_seeded_bounded_and_change_the_picture() {
+        let views = View::draw(200, 7);
+        assert_eq!(views, View::draw(200, 7));
+        assert_ne!(views, View::draw(200, 8));
+        assert!(views.iter().all(|v| v.shift.0.abs() <= MAX_VIEW_SHIFT
+            && v.shift.1.abs() <= MAX_VIEW_SHIFT
+            && (0.9..=1.1).contains(&v.scale)));
+        let mirrored = views.iter().filter(|v| v.mirror).count();
+        assert!((60..140).contains(&mirrored), "{mirrored}");
+        let extremes = |f: fn(&View) -> i64| {
+            views
+                .iter()
+                .map(f)
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert_eq!(extremes(|v| v.shift.0).len(), 9, "every shift from -4 to 4");
+
+        let image = Tensor::arange(3 * 40 * 48, (Kind::Float, Device::Cpu)).view([1, 3, 40, 48]);
+        let identity = View {
+            shift: (0, 0),
+            mirror: false,
+            scale: 1.0,
+        };
+        let centred = identity.apply(&image);
+        assert_eq!(centred.size(), [1, 3, 32, 40]);
+        assert!(centred.equal(&image.narrow(2, 4, 32).narrow(3, 4, 40)));
+        let shifted = View {
+            shift: (-4, 3),
+            ..identity
+        }
+        .apply(&image);
+        assert!(shifted.equal(&image.narrow(2, 0, 32).narrow(3, 7, 40)));
+        let mirrored = View {
+            mirror: true,
+            ..identity
+        }
+        .apply(&image);
+        assert!(mirrored.equal(&centred.flip([3])));
+        let larger = View {
+            scale: 1.1,
+            ..identity
+        }
+        .apply(&image);
+        assert_eq!(larger.size(), [1, 3, 35, 44]);
+    }
 
     #[test]
     fn noise_is_uniform_in_half_open_unit_interval_and_repeatable() {

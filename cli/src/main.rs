@@ -1199,7 +1199,7 @@ fn run_roundtrip(args: RoundtripArgs) -> Result<()> {
 
 #[cfg(feature = "torch")]
 fn run_eval(args: EvalArgs) -> Result<()> {
-    use ocular_cli::eval::{evaluate_keeping, EvalConfig, EvalModel};
+    use ocular_cli::eval::{evaluate_keeping, EvalConfig};
     if let Some(threads) = args.threads {
         train::set_threads(threads);
     }
@@ -1219,6 +1219,32 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if images.is_empty() {
         bail!("no images found in {}", args.data.display());
     }
+    let models = eval_models(&args)?;
+    let mut config = EvalConfig::new(images, models);
+    config.baselines = args.against.clone();
+    config.progress = !args.quiet;
+    config.refine_steps = args.refine.steps;
+    config.perceptual = perceptual;
+    if args.html.html.is_some() {
+        config.keep_pictures = args.html.html_images;
+    }
+    let evaluation = evaluate_keeping(&config)?;
+    write_eval_outputs(&evaluation.report, &args)?;
+    if let Some(path) = &args.html.html {
+        let options = args.html.options();
+        let summary = evaluation
+            .report
+            .write_html(&evaluation.pictures, path, &options)?;
+        html_written("eval", path, &summary);
+    }
+    Ok(())
+}
+
+/// The models `eval` codes with: built-in rate points (`--quality`), each `--model` at each of
+/// its rates and realism settings, else every built-in model; refining over views if asked.
+#[cfg(feature = "torch")]
+fn eval_models(args: &EvalArgs) -> Result<Vec<ocular_cli::eval::EvalModel>> {
+    use ocular_cli::eval::EvalModel;
     let mut models = Vec::new();
     for &quality in &args.quality {
         models.push(EvalModel::new(Model::builtin_quality(quality)?));
@@ -1254,7 +1280,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if models.is_empty() {
         bail!("no model to evaluate: this build has no built-in models; pass --model FILE");
     }
-    let models = models
+    models
         .into_iter()
         .map(|m| {
             Ok(EvalModel {
@@ -1263,25 +1289,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
                 ..m
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mut config = EvalConfig::new(images, models);
-    config.baselines = args.against.clone();
-    config.progress = !args.quiet;
-    config.refine_steps = args.refine.steps;
-    config.perceptual = perceptual;
-    if args.html.html.is_some() {
-        config.keep_pictures = args.html.html_images;
-    }
-    let evaluation = evaluate_keeping(&config)?;
-    write_eval_outputs(&evaluation.report, &args)?;
-    if let Some(path) = &args.html.html {
-        let options = args.html.options();
-        let summary = evaluation
-            .report
-            .write_html(&evaluation.pictures, path, &options)?;
-        html_written("eval", path, &summary);
-    }
-    Ok(())
+        .collect()
 }
 
 #[cfg(feature = "torch")]

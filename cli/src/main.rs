@@ -1367,8 +1367,7 @@ fn write_bench_outputs(
 
 #[cfg(feature = "torch")]
 fn run_bench(command: BenchCommand) -> Result<()> {
-    use ocular::observer::Synsets;
-    use ocular_cli::bench::{self, BenchCodec, BenchConfig, BenchReport};
+    use ocular_cli::bench::{self, BenchReport};
     match command {
         BenchCommand::Merge(args) => {
             let reports = args
@@ -1378,81 +1377,98 @@ fn run_bench(command: BenchCommand) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             write_bench_outputs(&bench::merge(reports)?, &args.outputs)
         }
-        BenchCommand::Imagenet(args) => {
-            let shard = match args.shard {
-                Some(ShardArg::Fixed(shard)) => Some(shard),
-                Some(ShardArg::Auto) => {
-                    let shard = bench::Shard::from_scheduler(&std::env::vars().collect())?;
-                    eprintln!("bench: shard {shard} (from the scheduler's environment)");
-                    Some(shard)
-                }
-                None => None,
-            };
-            if let Some(threads) = args.threads {
-                train::set_threads(threads);
-            }
-            let mut families = std::collections::HashMap::new();
-            for spec in &args.family {
-                let (name, files) = spec
-                    .split_once('=')
-                    .with_context(|| format!("--family {spec}: expected NAME=FILE[,FILE...]"))?;
-                families.insert(
-                    name.to_string(),
-                    files.split(',').map(PathBuf::from).collect::<Vec<_>>(),
-                );
-            }
-            let mut resolve = |family: &str| -> Result<Vec<Model>, ocular::Error> {
-                match families.get(family) {
-                    Some(files) => files.iter().map(|path| Model::load(path)).collect(),
-                    None => bench::builtin_family(family),
-                }
-            };
-            let mut codecs = args
-                .codecs
-                .iter()
-                .map(|spec| BenchCodec::parse(spec, &mut resolve))
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(objective) = &args.refine_objective {
-                if args.refine.steps == 0 {
-                    bail!("--refine-objective needs --refine N (N > 0)");
-                }
-                codecs = codecs
-                    .into_iter()
-                    .map(|codec| refining_against(codec, objective))
-                    .collect();
-            }
-            codecs = codecs
-                .into_iter()
-                .map(|codec| refining_over_views(codec, &args.refine))
-                .collect::<Result<_>>()?;
-            let synsets = Synsets::load(&args.synsets)?;
-            let images = bench::scan_folder(&args.data, &synsets)?;
-            let judges = bench_judges(&args)?;
-            let mut config = BenchConfig::new(images, codecs, args.bpp);
-            config.limit = args.limit;
-            config.shard = shard;
-            config.progress = !args.quiet;
-            config.refine_steps = args.refine.steps;
-            if args.perceptual {
-                config.perceptual = Some(perceptual_net()?);
-            }
-            if args.html.html.is_some() {
-                config.keep_pictures = args.html.html_images;
-            }
-            let run = bench::run_keeping(&config, &judges)?;
-            write_bench_outputs(&run.report, &args.outputs)?;
-            if let Some(path) = &args.html.html {
-                let summary = run.report.write_html(
-                    &run.pictures,
-                    Some(&synsets),
-                    path,
-                    &args.html.options(),
-                )?;
-                html_written("bench", path, &summary);
-            }
-            Ok(())
-        }
+        BenchCommand::Imagenet(args) => run_bench_imagenet(&args),
     }
+}
+
+#[cfg(feature = "torch")]
+fn run_bench_imagenet(args: &BenchImagenetArgs) -> Result<()> {
+    use ocular::observer::Synsets;
+    use ocular_cli::bench::{self, BenchConfig};
+    let shard = bench_shard(args)?;
+    if let Some(threads) = args.threads {
+        train::set_threads(threads);
+    }
+    let codecs = bench_codecs(args)?;
+    let synsets = Synsets::load(&args.synsets)?;
+    let images = bench::scan_folder(&args.data, &synsets)?;
+    let judges = bench_judges(args)?;
+    let mut config = BenchConfig::new(images, codecs, args.bpp.clone());
+    config.limit = args.limit;
+    config.shard = shard;
+    config.progress = !args.quiet;
+    config.refine_steps = args.refine.steps;
+    if args.perceptual {
+        config.perceptual = Some(perceptual_net()?);
+    }
+    if args.html.html.is_some() {
+        config.keep_pictures = args.html.html_images;
+    }
+    let run = bench::run_keeping(&config, &judges)?;
+    write_bench_outputs(&run.report, &args.outputs)?;
+    if let Some(path) = &args.html.html {
+        let summary =
+            run.report
+                .write_html(&run.pictures, Some(&synsets), path, &args.html.options())?;
+        html_written("bench", path, &summary);
+    }
+    Ok(())
+}
+
+/// The shard of the images this run benches: `--shard I/N`, or the scheduler's with `auto`.
+#[cfg(feature = "torch")]
+fn bench_shard(args: &BenchImagenetArgs) -> Result<Option<ocular_cli::bench::Shard>> {
+    Ok(match args.shard {
+        Some(ShardArg::Fixed(shard)) => Some(shard),
+        Some(ShardArg::Auto) => {
+            let environment = std::env::vars().collect();
+            let shard = ocular_cli::bench::Shard::from_scheduler(&environment)?;
+            eprintln!("bench: shard {shard} (from the scheduler's environment)");
+            Some(shard)
+        }
+        None => None,
+    })
+}
+
+/// The codecs of `bench imagenet`: `--codecs`, ocular families from `--family` files or built
+/// in, refining against `--refine-objective` and over `--refine-views` views if asked.
+#[cfg(feature = "torch")]
+fn bench_codecs(args: &BenchImagenetArgs) -> Result<Vec<ocular_cli::bench::BenchCodec>> {
+    use ocular_cli::bench::{self, BenchCodec};
+    let mut families = std::collections::HashMap::new();
+    for spec in &args.family {
+        let (name, files) = spec
+            .split_once('=')
+            .with_context(|| format!("--family {spec}: expected NAME=FILE[,FILE...]"))?;
+        families.insert(
+            name.to_string(),
+            files.split(',').map(PathBuf::from).collect::<Vec<_>>(),
+        );
+    }
+    let mut resolve = |family: &str| -> Result<Vec<Model>, ocular::Error> {
+        match families.get(family) {
+            Some(files) => files.iter().map(|path| Model::load(path)).collect(),
+            None => bench::builtin_family(family),
+        }
+    };
+    let mut codecs = args
+        .codecs
+        .iter()
+        .map(|spec| BenchCodec::parse(spec, &mut resolve))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(objective) = &args.refine_objective {
+        if args.refine.steps == 0 {
+            bail!("--refine-objective needs --refine N (N > 0)");
+        }
+        codecs = codecs
+            .into_iter()
+            .map(|codec| refining_against(codec, objective))
+            .collect();
+    }
+    codecs
+        .into_iter()
+        .map(|codec| refining_over_views(codec, &args.refine))
+        .collect()
 }
 
 #[cfg(feature = "torch")]

@@ -285,21 +285,7 @@ impl Run {
             clock.update(&mut self.state);
             window.add(terms.values());
             if self.state.step % 10 == 0 {
-                let means = window.take();
-                log.row(&format!(
-                    "{},{:.1},{:.1},{}",
-                    self.state.step,
-                    self.state.seconds,
-                    self.state.cpu_seconds,
-                    // NaN: not computed in these steps (the features while `D` warms up).
-                    means
-                        .map(|v| if v.is_nan() {
-                            String::new()
-                        } else {
-                            format!("{v:.5}")
-                        })
-                        .join(",")
-                ))?;
+                log.row(&Terms::csv_row(&self.state, window.take()))?;
             }
             reporter.step(self.state.step, config.steps, &terms.message());
             if last_checkpoint.elapsed().as_secs() >= config.checkpoint_seconds {
@@ -459,6 +445,25 @@ struct Terms {
 }
 
 impl Terms {
+    /// A `train.csv` row of `means` (of [`Self::values`]) at `state`; a term not computed in
+    /// those steps (the features while `D` warms up, NaN) is an empty cell.
+    fn csv_row(state: &RunState, means: [f64; 6]) -> String {
+        let cells = means.map(|v| {
+            if v.is_nan() {
+                String::new()
+            } else {
+                format!("{v:.5}")
+            }
+        });
+        format!(
+            "{},{:.1},{:.1},{}",
+            state.step,
+            state.seconds,
+            state.cpu_seconds,
+            cells.join(",")
+        )
+    }
+
     const CSV_HEADER: &'static str =
         "step,seconds,cpu_seconds,critic,distortion,features,adversarial,real_accuracy,fake_accuracy";
 

@@ -391,7 +391,11 @@ fn realism_settings_are_rows_of_their_own() {
     for (p, r) in plain.iter().zip(&realistic) {
         assert_eq!(p.bpp, r.bpp, "the same file");
         // Encoded once for both settings: the same measured time, not a second encoding's.
-        assert_eq!(p.encode_seconds, r.encode_seconds, "{}: encoded twice", p.image);
+        assert_eq!(
+            p.encode_seconds, r.encode_seconds,
+            "{}: encoded twice",
+            p.image
+        );
         assert!(p.psnr != r.psnr, "{}: the decoders differ", p.image);
     }
     assert!(realistic.iter().all(|r| r.family.ends_with("R=1")));

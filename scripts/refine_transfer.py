@@ -8,7 +8,10 @@ folder with one model, with and without refinement, and classifies each decoded 
 uncompressed crop) as `ocular classify` sees it (center crop 224/256, bicubic resize back to 224:
 a shifted, rescaled view, not the one refined for) and mirrored left-right as well.
 
-Usage: scripts/refine_transfer.py [--limit 40] [--model machine-q1] [--refine 20]
+With `--views K` it also codes each crop refined over K changes of view (`--refine-views K`,
+expectation over transformation), a fourth variant.
+
+Usage: scripts/refine_transfer.py [--limit 40] [--model machine-q1] [--refine 20] [--views 4]
 Needs Pillow and a built `ocular` (OCULAR=path, default target/debug/ocular).
 """
 import argparse
@@ -39,6 +42,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--model", default="machine-q1")
     parser.add_argument("--refine", type=int, default=20)
+    parser.add_argument("--views", type=int, default=0,
+                        help="also refine over this many views (--refine-views); 0: not")
     args = parser.parse_args()
     ocular = os.environ.get("OCULAR", "target/debug/ocular")
     # One libtorch thread: the benchmark's setting, and polite next to other jobs.
@@ -52,17 +57,21 @@ def main() -> int:
         ).stdout
 
     work = Path(tempfile.mkdtemp())
-    variants = ["uncompressed", "plain", "refined"]
+    # variant -> the encoder's refinement arguments
+    coded_variants = {"plain": ["--refine", "0"], "refined": ["--refine", str(args.refine)]}
+    if args.views > 0:
+        coded_variants["refined+views"] = ["--refine", str(args.refine),
+                                           "--refine-views", str(args.views)]
+    variants = ["uncompressed", *coded_variants]
     views = {}  # path -> (variant, mirrored, label)
-    bits = {"plain": 0, "refined": 0}
+    bits = {variant: 0 for variant in coded_variants}
     for i, path in enumerate(images):
         label = wnids.index(path.parent.name)
         crop = work / f"{i}-uncompressed.png"
         crop_224(path).save(crop)
-        for variant, steps in (("plain", 0), ("refined", args.refine)):
+        for variant, refinement in coded_variants.items():
             coded = work / f"{i}-{variant}.ocu"
-            run("encode", str(crop), "-o", str(coded), "--model", args.model,
-                "--refine", str(steps))
+            run("encode", str(crop), "-o", str(coded), "--model", args.model, *refinement)
             bits[variant] += coded.stat().st_size * 8
             run("decode", str(coded), "-o", str(work / f"{i}-{variant}.png"))
         for variant in variants:
@@ -86,12 +95,13 @@ def main() -> int:
             current = None
     n = len(images)
     pixels = n * 224 * 224
-    print(f"{n} crops, model {args.model}, refine {args.refine} steps; top-1 % as `ocular classify` "
+    print(f"{n} crops, model {args.model}, refine {args.refine} steps, views {args.views}; "
+          "top-1 % as `ocular classify` "
           "sees them (center 224/256 crop, resized), and mirrored")
-    print(f"{'variant':<13} {'bpp':>7} {'top-1':>7} {'mirrored':>9}")
+    print(f"{'variant':<14} {'bpp':>7} {'top-1':>7} {'mirrored':>9}")
     for variant in variants:
         bpp = f"{bits[variant] / pixels:.4f}" if variant in bits else "24"
-        print(f"{variant:<13} {bpp:>7} {100 * correct.get((variant, False), 0) / n:>6.1f}% "
+        print(f"{variant:<14} {bpp:>7} {100 * correct.get((variant, False), 0) / n:>6.1f}% "
               f"{100 * correct.get((variant, True), 0) / n:>8.1f}%")
     return 0
 

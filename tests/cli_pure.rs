@@ -100,3 +100,11 @@ fn the_default_model_takes_any_quality_in_its_range() {
     assert!(all.contains("outside"), "{all}");
     assert!(!all.contains("panicked"), "panicked: {all}");
 }
+
+#[test]
+fn the_command_calls_itself_ocular() {
+    let out = ocular(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(version.trim(), format!("ocular {}", env!("CARGO_PKG_VERSION")));
+}

@@ -27,7 +27,7 @@ macro_rules! out {
 
 /// ocular: a learned lossy image codec (mean-scale hyperprior autoencoder + range coder).
 #[derive(Parser)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(name = "ocular", version, about, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

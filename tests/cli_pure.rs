@@ -106,5 +106,8 @@ fn the_command_calls_itself_ocular() {
     let out = ocular(&["--version"]);
     assert!(out.status.success(), "{}", text(&out));
     let version = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(version.trim(), format!("ocular {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("ocular {}", env!("CARGO_PKG_VERSION"))
+    );
 }

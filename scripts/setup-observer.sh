@@ -64,6 +64,6 @@ for network in "${NETWORKS[@]}"; do
   echo "ocular setup: converting $pth_name to $out" >&2
   # convert-observer finds the network by the file's SHA-256 and writes atomically (temporary
   # name, then rename).
-  (cd "$repo" && "${CARGO:-cargo}" run --quiet -p ocular-models --bin convert-observer -- \
+  (cd "$repo" && "${CARGO:-cargo}" run --quiet -p ocular-models --features torch --bin convert-observer -- \
     "$dir/$pth_name" "$out")
 done

@@ -4,7 +4,9 @@
 //! and the range coder together, no file or PNG I/O.
 //!
 //! Run with `cargo bench -p ocular --bench codec` (rayon's pool at 2 threads;
-//! `OCULAR_BENCH_THREADS` overrides). Needs `../shared/data/kodak` beside the repository.
+//! `OCULAR_BENCH_THREADS` overrides; `OCULAR_BENCH_MODEL=mse-q3` benches another built-in model,
+//! e.g. the fixed-rate network that `scripts/compressai_speed.py` runs in CompressAI). Needs
+//! `../shared/data/kodak` beside the repository.
 
 use std::path::Path;
 
@@ -25,7 +27,10 @@ fn codec(c: &mut Criterion) {
         .build_global();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/kodak/kodim23.png");
     let image = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let model = Model::builtin_default().expect("the default model");
+    let model = match std::env::var("OCULAR_BENCH_MODEL") {
+        Ok(name) => Model::builtin(&name).unwrap_or_else(|e| panic!("{name}: {e}")),
+        Err(_) => Model::builtin_default().expect("the default model"),
+    };
     let file = Encoder::new(&model).encode(&image).expect("encodes");
     let bpp = file.len() as f64 * 8.0 / f64::from(image.width() * image.height());
     eprintln!(

@@ -629,6 +629,11 @@ struct TrainArgs {
     /// --adversarial: default 1, 0 leaves the classifier out)
     #[arg(long)]
     feature_weight: Option<f64>,
+    /// With --adversarial and a variable-rate model: weight the distortion term by 1 / step of
+    /// the quality drawn, as the network itself was trained (about 11 times less at quality -2
+    /// than at 5), so g_s' may move further from g_s at low rates
+    #[arg(long, requires = "adversarial")]
+    distortion_by_rate: bool,
     /// Classifier layers whose features are compared, e.g. stage1,head (observer distortion)
     #[arg(long, default_value = "stage1,head")]
     feature_layers: ocular::train::FeatureLayers,
@@ -714,8 +719,8 @@ struct TrainArgs {
     /// 255^2 MSE / 100 + w_f classifier features + W x non-saturating GAN loss of a latent-
     /// conditioned PatchGAN. Uses --data, --validation, --run-dir, --steps, --minutes,
     /// --batch-size, --crop-size, --learning-rate, --critic-learning-rate,
-    /// --critic-warmup-steps, --feature-weight, --observer-weights, --seed, --checkpoint-seconds,
-    /// --resume
+    /// --critic-warmup-steps, --feature-weight, --distortion-by-rate, --observer-weights, --seed,
+    /// --checkpoint-seconds, --resume
     #[arg(
         long,
         value_name = "W",
@@ -750,6 +755,7 @@ fn run_realism_training(args: TrainArgs, weight: f64) -> Result<()> {
     config.validation = args.validation;
     config.adversarial_weight = weight;
     config.feature_weight = args.feature_weight.unwrap_or(config.feature_weight);
+    config.distortion_by_rate = args.distortion_by_rate;
     config.observer_weights = args.observer_weights;
     config.steps = args.steps;
     config.time_budget_seconds = args.minutes.map(|m| m * 60.0);

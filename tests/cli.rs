@@ -452,6 +452,36 @@ fn refined_files_decode_and_keep_to_the_rate_target() {
     assert!(bytes as f64 * 8.0 / (45.0 * 30.0) <= 4.0, "{bytes} bytes");
     let out = ocular(&["decode", &f.arg("m.ocu"), "-o", &f.arg("m.png")]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Several observers at once: Lite0 and Lite2 together; the file is an ordinary one.
+    let observed_by = |model: &str, observers: &str, output: &str| {
+        ocular(&[
+            "encode",
+            &f.arg("in.png"),
+            "-o",
+            &f.arg(output),
+            "--model",
+            model,
+            "--refine",
+            "1",
+            "--refine-observers",
+            observers,
+        ])
+    };
+    let out = observed_by("machine-q1", "lite0,LITE2", "e.ocu");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["decode", &f.arg("e.ocu"), "-o", &f.arg("e.png")]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A PSNR model observes nothing; unknown and repeated classifiers are refused up front.
+    assert_clean_failure(
+        &observed_by("mse-q1", "lite0", "p.ocu"),
+        "compares no classifier",
+    );
+    assert_clean_failure(&observed_by("machine-q1", "lite3", "x.ocu"), "lite3");
+    assert_clean_failure(
+        &observed_by("machine-q1", "lite2,lite2", "x.ocu"),
+        "given twice",
+    );
 }
 
 /// A reader that goes away (`ocular models | head -1`) ends the command quietly, not in a panic.

@@ -642,13 +642,17 @@ fn imagenet_dev_accuracy() {
 /// # Panics
 /// If they are absent (run `make setup`).
 fn lite1() -> Classifier {
-    let path = weights_path(Variant::Lite1);
+    variant(Variant::Lite1)
+}
+
+fn variant(variant: Variant) -> Classifier {
+    let path = weights_path(variant);
     assert!(
         path.exists(),
-        "Lite1 weights {} not found: run `make setup` (scripts/setup-observer.sh)",
+        "{variant} weights {} not found: run `make setup` (scripts/setup-observer.sh)",
         path.display()
     );
-    Classifier::load_variant(&path, Variant::Lite1).expect("the converted weights load")
+    Classifier::load_variant(&path, variant).expect("the converted weights load")
 }
 
 /// The benchmark's view of an image for a judge of input `side`: the 224x224 classifier crop,
@@ -696,9 +700,12 @@ fn lite1_known_prediction_on_imagenet_dev() {
 }
 
 #[test]
-#[ignore = "classifies OBSERVER_LIMIT (100) imagenet-dev images with Lite0 and Lite1; run by hand"]
+#[ignore = "classifies OBSERVER_LIMIT (100) imagenet-dev images with Lite0, 1 and 2; run by hand"]
 fn lite1_imagenet_dev_accuracy() {
-    let (lite0, lite1) = (classifier(), lite1());
+    let judges: Vec<(Classifier, i64)> = Variant::ALL
+        .into_iter()
+        .map(|v| (variant(v), v.input_size()))
+        .collect();
     let (dev, synsets) = (shared("imagenet-dev"), shared("imagenet/synsets.txt"));
     let limit: usize =
         std::env::var("OBSERVER_LIMIT").map_or(100, |v| v.parse().expect("OBSERVER_LIMIT"));
@@ -712,14 +719,14 @@ fn lite1_imagenet_dev_accuracy() {
     files.sort();
     files.truncate(limit);
     let start = std::time::Instant::now();
-    let mut correct = [[0usize; 2]; 2]; // [network][top-1, top-5]
+    let mut correct = [[0usize; 2]; Variant::ALL.len()]; // [network][top-1, top-5]
     for chunk in files.chunks(10) {
         let images: Vec<Tensor> = chunk
             .iter()
             .map(|f| observer::load_image(f).expect("image"))
             .collect();
-        for (n, (c, side)) in [(&lite0, 224), (&lite1, 240)].into_iter().enumerate() {
-            let batch: Vec<Tensor> = images.iter().map(|i| judged_at(i, side)).collect();
+        for (n, (c, side)) in judges.iter().enumerate() {
+            let batch: Vec<Tensor> = images.iter().map(|i| judged_at(i, *side)).collect();
             let logits = tch::no_grad(|| c.logits(&Tensor::cat(&batch, 0))).expect("logits");
             for (f, top) in chunk.iter().zip(top_k(&logits, 5).expect("top-k")) {
                 let wnid = f.parent().and_then(|p| p.file_name()).expect("wnid");
@@ -732,7 +739,8 @@ fn lite1_imagenet_dev_accuracy() {
         }
     }
     let n = files.len() as f64;
-    for (name, [top1, top5]) in ["lite0 (224)", "lite1 (240)"].iter().zip(correct) {
+    for (v, [top1, top5]) in Variant::ALL.iter().zip(correct) {
+        let name = format!("{} ({})", v.short_name(), v.input_size());
         println!(
             "{name}: {} images, top-1 {:.1}% ({top1}), top-5 {:.1}% ({top5})",
             files.len(),
@@ -741,8 +749,7 @@ fn lite1_imagenet_dev_accuracy() {
         );
     }
     println!("{:.0} s", start.elapsed().as_secs_f64());
-    assert!(
-        correct[1][0] as f64 > 0.6 * n,
-        "Lite1 top-1 is implausibly low"
-    );
+    for (v, [top1, _]) in Variant::ALL.iter().zip(correct) {
+        assert!(top1 as f64 > 0.6 * n, "{v} top-1 is implausibly low");
+    }
 }

@@ -233,13 +233,51 @@ struct Refine {
         requires = "steps"
     )]
     views: usize,
+    /// With --refine: observe with these classifiers at once instead of the model's own
+    /// observer (their feature terms averaged), so what refinement keeps is what several
+    /// classifiers agree on: a comma-separated list of lite0 (the observer of training), lite1,
+    /// lite2 (EfficientNet-Lite1/-Lite2; `make setup` installs them). Lite1 is the benchmark's
+    /// judge of transfer: refining against it makes its figures say nothing. Observer models
+    /// only (alpha > 0)
+    #[cfg(feature = "torch")]
+    #[arg(
+        long = "refine-observers",
+        value_name = "LIST",
+        value_parser = parse_observers,
+        requires = "steps"
+    )]
+    observers: Option<Observers>,
+}
+
+/// The classifiers of `--refine-observers`, in order, none twice.
+#[cfg(feature = "torch")]
+#[derive(Clone, Debug)]
+struct Observers(Vec<ocular::observer::Variant>);
+
+/// `lite0,lite2` (any case).
+#[cfg(feature = "torch")]
+fn parse_observers(text: &str) -> Result<Observers, String> {
+    use ocular::observer::Variant;
+    let mut observers = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let variant = Variant::from_short_name(name)
+            .ok_or_else(|| format!("unknown classifier '{name}' (known: lite0, lite1, lite2)"))?;
+        if observers.contains(&variant) {
+            return Err(format!("{name} is given twice"));
+        }
+        observers.push(variant);
+    }
+    Ok(Observers(observers))
 }
 
 impl Refine {
-    /// `model`, refining over [`Self::views`] views.
+    /// `model`, refining over [`Self::views`] views and with [`Self::observers`].
     #[cfg(feature = "torch")]
     fn model(&self, model: Model) -> Result<Model> {
-        Ok(model.with_refinement_views(self.views))
+        let observers = self.observers.clone().map(|o| o.0).unwrap_or_default();
+        Ok(model
+            .with_refinement_views(self.views)
+            .with_refinement_observers(observers))
     }
 
     /// `model`, since views need refinement, which needs libtorch.
@@ -251,11 +289,17 @@ impl Refine {
         Ok(model)
     }
 
-    /// A report label with the views, when there are any (`mse-q3+views4`).
+    /// A report label with the views and observers, when there are any
+    /// (`mse-q3+views4`, `machine+by-lite0+lite2`).
     #[cfg(feature = "torch")]
     fn label(&self, label: &str) -> String {
+        let mut label = label.to_string();
+        if let Some(Observers(observers)) = &self.observers {
+            let names: Vec<&str> = observers.iter().map(|v| v.short_name()).collect();
+            label = format!("{label}+by-{}", names.join("+"));
+        }
         match self.views {
-            0 => label.to_string(),
+            0 => label,
             views => format!("{label}+views{views}"),
         }
     }
@@ -475,8 +519,8 @@ struct BenchImagenetArgs {
     #[arg(long, value_parser = parse_shard)]
     shard: Option<ShardArg>,
     /// Classifiers judging every crop: lite0 (EfficientNet-Lite0, the observer the codec is
-    /// trained for), lite1 (EfficientNet-Lite1, 240 px, never used in training),
-    /// torchscript:FILE (a user's classifier given the normalised 224x224 crops; see
+    /// trained for), lite1 (EfficientNet-Lite1, 240 px, never used in training), lite2
+    /// (EfficientNet-Lite2, 260 px, never used in training), torchscript:FILE (a user's classifier given the normalised 224x224 crops; see
     /// docs/observer.md)
     #[arg(long, default_value = ocular_cli::bench::DEFAULT_JUDGES, value_parser = parse_judges)]
     judges: std::vec::Vec<ocular_cli::bench::JudgeSpec>,
@@ -927,7 +971,8 @@ fn refining_against(
     }
 }
 
-/// `codec` refining over `refine`'s views, labelled `<label>+views<K>` (unchanged without views).
+/// `codec` refining over `refine`'s views and observers, labelled as [`Refine::label`]
+/// (unchanged without either).
 #[cfg(feature = "torch")]
 fn refining_over_views(
     codec: ocular_cli::bench::BenchCodec,
@@ -935,13 +980,15 @@ fn refining_over_views(
 ) -> Result<ocular_cli::bench::BenchCodec> {
     use ocular_cli::bench::BenchCodec;
     Ok(match codec {
-        BenchCodec::Ocular { label, models } if refine.views > 0 => BenchCodec::ocular(
-            refine.label(&label),
-            models
-                .into_iter()
-                .map(|m| refine.model(m))
-                .collect::<Result<Vec<_>>>()?,
-        ),
+        BenchCodec::Ocular { label, models } if refine.views > 0 || refine.observers.is_some() => {
+            BenchCodec::ocular(
+                refine.label(&label),
+                models
+                    .into_iter()
+                    .map(|m| refine.model(m))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        }
         other => other,
     })
 }

@@ -133,6 +133,9 @@ pub struct Model {
     /// Views refinement averages its distortion over (0: none).
     #[cfg(feature = "torch")]
     refinement_views: usize,
+    /// The built-in classifiers refinement observes at once (empty: the model's own observer).
+    #[cfg(feature = "torch")]
+    refinement_observers: Vec<ocular_models::observer::Variant>,
 }
 
 impl Model {
@@ -150,6 +153,8 @@ impl Model {
             refinement_objective: None,
             #[cfg(feature = "torch")]
             refinement_views: 0,
+            #[cfg(feature = "torch")]
+            refinement_observers: Vec::new(),
         })
     }
 
@@ -213,6 +218,28 @@ impl Model {
     pub fn with_refinement_views(mut self, views: usize) -> Self {
         self.refinement_views = views;
         self
+    }
+
+    /// Makes refinement observe the picture with several built-in classifiers at once (e.g.
+    /// EfficientNet-Lite0 and -Lite2) instead of the model's own observer: the feature term of
+    /// its distortion becomes the mean of theirs (`ocular_models::observer::Ensemble`), so what
+    /// refinement keeps is what these classifiers agree on rather than what one of them needs.
+    /// Only for a distortion that compares classifier features (refinement then fails with
+    /// [`Error::ObserverUnavailable`] otherwise, and when a classifier's weights are not
+    /// installed). Empty: the model's own observer.
+    #[cfg(feature = "torch")]
+    pub fn with_refinement_observers(
+        mut self,
+        observers: Vec<ocular_models::observer::Variant>,
+    ) -> Self {
+        self.refinement_observers = observers;
+        self
+    }
+
+    /// The classifiers set by [`Self::with_refinement_observers`].
+    #[cfg(feature = "torch")]
+    pub(crate) fn refinement_observers(&self) -> &[ocular_models::observer::Variant] {
+        &self.refinement_observers
     }
 
     /// The views set by [`Self::with_refinement_views`].

@@ -9,9 +9,11 @@ use ocular_entropy::QuantizationStep;
 use ocular_models::hyperprior::Y_DOWNSAMPLING;
 use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor};
 use ocular_models::losses::DistortionMeasure;
-use ocular_models::observer::{default_weights_path, load_observer};
+use ocular_models::observer::{
+    default_weights_path, load_observer, weights_path, Classifier, Variant,
+};
 use ocular_models::refine::{Refinement, DEFAULT_REFINE_LEARNING_RATE, MIN_VIEW_SIDE};
-use ocular_models::{CodecModel, CompressedLatents};
+use ocular_models::{CodecModel, CompressedLatents, Distortion};
 
 use crate::{Error, Model};
 
@@ -75,8 +77,13 @@ pub(crate) fn refined_latents(
     }
     let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
     let inner = model.inner()?;
-    let measure = match model.refinement_objective() {
-        Some(objective) => DistortionMeasure::new(*objective, &default_weights_path())
+    let observers = model.refinement_observers();
+    let objective = model.refinement_objective().copied();
+    let measure = match objective {
+        _ if !observers.is_empty() => {
+            ensemble_measure(objective.unwrap_or(inner.info().distortion), observers)?
+        }
+        Some(objective) => DistortionMeasure::new(objective, &default_weights_path())
             .map_err(|e| Error::ObserverUnavailable(format!("refining for {objective}: {e}")))?,
         None => refinement_measure(inner)?,
     };
@@ -96,6 +103,26 @@ pub(crate) fn refined_latents(
             .network()
             .compress_refined(&x, visible, inner.tables(), &refinement)?;
     Ok(latents)
+}
+
+/// `distortion` observed by the built-in classifiers `observers` at once.
+fn ensemble_measure(
+    distortion: Distortion,
+    observers: &[Variant],
+) -> Result<DistortionMeasure, Error> {
+    let names: Vec<&str> = observers.iter().map(|v| v.short_name()).collect();
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Error::ObserverUnavailable(format!(
+            "refining for {distortion} observed by {}: {e}",
+            names.join(", ")
+        ))
+    };
+    let classifiers = observers
+        .iter()
+        .map(|&v| Classifier::load_variant(&weights_path(v), v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unavailable(&e))?;
+    DistortionMeasure::with_classifiers(distortion, classifiers).map_err(|e| unavailable(&e))
 }
 
 /// The distortion `model` was trained with, with its observer when it has one: the built-in

@@ -118,6 +118,41 @@ impl DistortionMeasure {
         Self::with_observer(distortion, observer)
     }
 
+    /// The measure of `distortion` against several built-in classifiers at once: each set to
+    /// compare the distortion's layers, together an [`observer::Ensemble`], so the feature term
+    /// is the mean of the classifiers' own terms (see that module for the objective).
+    ///
+    /// # Errors
+    /// As [`Distortion::validate`]; [`ModelError::InvalidModel`] when `distortion` compares no
+    /// classifier (there is nothing to average) or `classifiers` is empty.
+    pub fn with_classifiers(
+        distortion: Distortion,
+        classifiers: Vec<Classifier>,
+    ) -> Result<Self, ModelError> {
+        let layers = match distortion {
+            Distortion::Observer(o) if distortion.needs_classifier() => o.layers.to_vec(),
+            _ => {
+                return Err(ModelError::InvalidModel(format!(
+                    "{distortion} compares no classifier features, so it cannot use several"
+                )))
+            }
+        };
+        if classifiers.is_empty() {
+            return Err(ModelError::InvalidModel(format!(
+                "{distortion} needs at least one classifier"
+            )));
+        }
+        let members = classifiers
+            .into_iter()
+            .map(|mut c| {
+                c.set_feature_layers(&layers)?;
+                Ok(Box::new(c) as Box<dyn Observer>)
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let ensemble = observer::Ensemble::new(members)?;
+        Self::with_observer(distortion, Some(Box::new(ensemble)))
+    }
+
     /// The measure of `distortion` with any observer (kept only if needed). The feature term
     /// compares what [`Observer::observe_features`] returns; the distortion's `layers` name
     /// layers of the built-in classifier and do not apply.

@@ -1,5 +1,5 @@
 //! The classifiers that judge the decoded crops: the built-in EfficientNet-Lite0 (the observer
-//! the codec is trained for), EfficientNet-Lite1 (never used in training) and users'
+//! the codec is trained for), EfficientNet-Lite1 and -Lite2 (never used in training) and users'
 //! TorchScript classifiers.
 
 use std::fmt;
@@ -17,10 +17,10 @@ use super::{BenchError, CROP_SIZE};
 /// The judges of `ocular bench imagenet` when none are named: Lite0 and Lite1.
 pub const DEFAULT_JUDGES: &str = "lite0,lite1";
 
-/// A judge as named on a command line: `lite0`, `lite1` or `torchscript:FILE`.
+/// A judge as named on a command line: `lite0`, `lite1`, `lite2` or `torchscript:FILE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JudgeSpec {
-    /// A built-in EfficientNet-Lite network (`lite0`, `lite1`).
+    /// A built-in EfficientNet-Lite network (`lite0`, `lite1`, `lite2`).
     Builtin(Variant),
     /// A user's TorchScript classifier with the observer contract (`docs/observer.md`), given
     /// the 224x224 crops.
@@ -28,11 +28,10 @@ pub enum JudgeSpec {
 }
 
 impl JudgeSpec {
-    /// The judge's name in reports: `lite0`, `lite1`, or the TorchScript file's stem.
+    /// The judge's name in reports: `lite0`, `lite1`, `lite2`, or the TorchScript file's stem.
     pub fn name(&self) -> String {
         match self {
-            JudgeSpec::Builtin(Variant::Lite0) => "lite0".into(),
-            JudgeSpec::Builtin(Variant::Lite1) => "lite1".into(),
+            JudgeSpec::Builtin(variant) => variant.short_name().into(),
             JudgeSpec::TorchScript(path) => path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -67,7 +66,7 @@ impl fmt::Display for JudgeSpec {
 impl FromStr for JudgeSpec {
     type Err = BenchError;
 
-    /// `lite0`, `lite1` (any case) or `torchscript:FILE`.
+    /// `lite0`, `lite1`, `lite2` (any case) or `torchscript:FILE`.
     fn from_str(s: &str) -> Result<Self, BenchError> {
         let s = s.trim();
         if let Some(path) = s.strip_prefix("torchscript:") {
@@ -77,11 +76,9 @@ impl FromStr for JudgeSpec {
             }
             return Ok(JudgeSpec::TorchScript(PathBuf::from(path)));
         }
-        match s.to_ascii_lowercase().as_str() {
-            "lite0" => Ok(JudgeSpec::Builtin(Variant::Lite0)),
-            "lite1" => Ok(JudgeSpec::Builtin(Variant::Lite1)),
-            _ => Err(BenchError::UnknownJudge(s.to_string())),
-        }
+        Variant::from_short_name(s)
+            .map(JudgeSpec::Builtin)
+            .ok_or_else(|| BenchError::UnknownJudge(s.to_string()))
     }
 }
 
@@ -132,7 +129,7 @@ impl Judge {
 
     /// Loads the judge `spec` names: a built-in network from the weights `scripts/setup-observer.sh`
     /// converts ([`weights_path`]; `lite0_weights` replaces Lite0's), judging at its own input
-    /// size (224, 240), or a TorchScript module judging the 224x224 crops.
+    /// size (224, 240, 260), or a TorchScript module judging the 224x224 crops.
     ///
     /// # Errors
     /// [`BenchError::Judge`] if the weights or the module cannot be loaded.
@@ -195,24 +192,25 @@ mod tests {
 
     #[test]
     fn judge_lists() {
-        let specs = JudgeSpec::parse_list(" lite0, LITE1 ,torchscript:models/resnet.pt")
-            .expect("three judges");
+        let specs = JudgeSpec::parse_list(" lite0, LITE1 ,torchscript:models/resnet.pt,Lite2")
+            .expect("four judges");
         assert_eq!(
             specs,
             [
                 JudgeSpec::Builtin(Variant::Lite0),
                 JudgeSpec::Builtin(Variant::Lite1),
                 JudgeSpec::TorchScript("models/resnet.pt".into()),
+                JudgeSpec::Builtin(Variant::Lite2),
             ]
         );
         let names: Vec<String> = specs.iter().map(JudgeSpec::name).collect();
-        assert_eq!(names, ["lite0", "lite1", "resnet"]);
+        assert_eq!(names, ["lite0", "lite1", "resnet", "lite2"]);
         assert_eq!(specs[2].to_string(), "torchscript:models/resnet.pt");
         assert_eq!(
             JudgeSpec::parse_list(DEFAULT_JUDGES).expect("the default judges"),
             specs[..2].to_vec()
         );
-        for bad in ["lite2", "", "lite0,", "torchscript:", "resnet.pt"] {
+        for bad in ["lite3", "", "lite0,", "torchscript:", "resnet.pt"] {
             assert!(
                 matches!(JudgeSpec::parse_list(bad), Err(BenchError::UnknownJudge(_))),
                 "{bad}"

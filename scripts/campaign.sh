@@ -70,26 +70,27 @@ case "$network" in
     name=mse-vr
     init=../shared/warmstart/mse-q3-continued.safetensors ;;
   # The person-observer network (alpha 0 of the observer loss: 1 - MS-SSIM), variable rate,
-  # from the shipped PSNR network: the same quality range, at MS-SSIM's own lambda (msssim-q3's
-  # 8.73 at the reference quality), crops of 192 (MS-SSIM's five scales need >= 161).
+  # from the PSNR network shipped on 2026-12-02 (now retired): the same quality range, at
+  # MS-SSIM's own lambda (msssim-q3's 8.73 at the reference quality), crops of 192 (MS-SSIM's
+  # five scales need >= 161).
   msssim-vr)
     network_args=(--distortion ms-ssim --lambda 8.73 --quality 5 --variable-rate=-2..12
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
                   --crop-size 192 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 1500)
-    init=models/trained/mse-vr.safetensors ;;
-  # The realism decoder g_s' of the shipped PSNR network (`decode --realism`): the model is
-  # frozen but for g_s', so this run only writes a companion file (issue 12). W = 0.1 until step
-  # 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped moving for a PSNR cost of nothing
-  # (docs/results.md, "The realism decoder of mse-vr").
-  # The realism decoder of the next mse-vr: base.safetensors in its folder is the decay branch
-  # of mse-vr-balanced that beat the shipped mse-vr (step 17,230 + 1,000 decay; docs/results.md,
-  # "Balanced qualities"); the two ship together. The distortion is weighted by rate
+    init=models/trained/retired/mse-vr-2026-12-02.safetensors ;;
+  # The realism decoder g_s' of the PSNR network shipped on 2026-12-02 (`decode --realism`;
+  # retired since): the model is frozen but for g_s', so this run only writes a companion file
+  # (issue 12). W = 0.1 until step 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped
+  # moving for a PSNR cost of nothing (docs/results.md, "The realism decoder of mse-vr").
+  # The realism decoder of the mse-vr shipped since 2026-12-07: base.safetensors in its folder
+  # is that network, the decay branch of mse-vr-balanced that beat the earlier mse-vr (step
+  # 17,230 + 1,000 decay; docs/results.md, "Balanced qualities"); the two ship together. The distortion is weighted by rate
   # (--distortion-by-rate), which the run above suggested for the low rates; W = 0.1 then weighs
   # against it at quality -2 about as W = 1 would unweighted.
   mse-vr-realism|mse-vr-balanced-realism)
     if [ "$network" = mse-vr-realism ]; then
-      base=(--init models/trained/mse-vr.safetensors); weight=0.3
+      base=(--init models/trained/retired/mse-vr-2026-12-02.safetensors); weight=0.3
     else
       base=(--init "$run_dir/base.safetensors" --distortion-by-rate); weight=0.1
     fi

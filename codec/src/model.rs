@@ -104,6 +104,20 @@ const BUILTIN: &[BuiltinModel] = &[
     },
 ];
 
+/// Earlier versions of built-in models, kept so that the files they made still decode
+/// ([`Model::builtin_for`] finds them by fingerprint); never listed, never chosen to encode.
+/// Each keeps its own realism decoder, which was trained for it.
+const RETIRED: &[BuiltinModel] = &[
+    // The variable-rate PSNR network shipped as `mse-vr` from 2026-12-02 to 2026-12-07.
+    BuiltinModel {
+        name: "mse-vr",
+        bytes: include_bytes!("../../models/trained/retired/mse-vr-2026-12-02.safetensors"),
+        realism: Some(include_bytes!(
+            "../../models/trained/retired/mse-vr-2026-12-02.realism.safetensors"
+        )),
+    },
+];
+
 /// The built-in model used when none is asked for ([`Model::builtin_default`]): the
 /// variable-rate PSNR network, one network for every rate.
 pub const DEFAULT_MODEL: &str = "mse-vr";
@@ -111,8 +125,8 @@ pub const DEFAULT_MODEL: &str = "mse-vr";
 /// The quality a variable-rate model codes at when none is asked for
 /// ([`crate::Encoder::with_quality`]). With the default model, qualities are a continuous scale
 /// from -2 to 12; measured anchor points on Kodak (24 images, mean bpp and PSNR of real files,
-/// docs/results.md): 1 ≈ 0.09 bpp / 24.8 dB, 3 ≈ 0.23 / 27.9, 5 ≈ 0.45 / 30.4,
-/// 7 ≈ 0.72 / 31.7, 9 ≈ 1.06 / 32.1.
+/// docs/results.md): 1 ≈ 0.087 bpp / 24.9 dB, 3 ≈ 0.23 / 28.0, 5 ≈ 0.46 / 30.6,
+/// 7 ≈ 0.75 / 31.9, 9 ≈ 1.09 / 32.4.
 pub const DEFAULT_QUALITY: f32 = ocular_models::rate::REFERENCE_QUALITY;
 
 /// A trained model: networks plus the integer tables it codes with.
@@ -372,13 +386,15 @@ impl Model {
         }
     }
 
-    /// The built-in model whose fingerprint is `fingerprint` (to decode a file).
+    /// The built-in model whose fingerprint is `fingerprint` (to decode a file): a current one
+    /// or an earlier version it replaced, which stays to decode its files.
     ///
     /// # Errors
     /// [`Error::UnknownModel`] if there is none.
     pub fn builtin_for(name: &str, fingerprint: ModelFingerprint) -> Result<Self, Error> {
-        // Try the model of the same name first: loading is the costly part.
-        let mut candidates: Vec<&BuiltinModel> = BUILTIN.iter().collect();
+        // Try the model of the same name first: loading is the costly part. Retired models
+        // come after the current ones of the same name.
+        let mut candidates: Vec<&BuiltinModel> = BUILTIN.iter().chain(RETIRED).collect();
         candidates.sort_by_key(|m| m.name != name);
         for candidate in candidates {
             if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes))

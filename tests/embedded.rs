@@ -218,3 +218,26 @@ fn files_of_a_retired_builtin_still_decode() {
             .as_bytes()
     );
 }
+
+/// Rate control analyses the image once and codes `y` again at each quality it tries: the file
+/// it returns is byte for byte the plain encode at the quality it found.
+#[test]
+fn rate_control_files_equal_plain_encodes_at_their_quality() {
+    let model = Model::builtin_default().expect("built-in model");
+    let image = DynamicImage::ImageRgb8(photo_like(96, 64));
+    for target in [0.6, 1.5] {
+        let found = Encoder::new(&model)
+            .encode_to_bpp(&image, target)
+            .expect("within reach");
+        assert!(found.encodes >= 2, "{found:?}");
+        let plain = Encoder::new(&model)
+            .with_quality(found.quality)
+            .encode(&image)
+            .expect("encodes");
+        assert_eq!(
+            found.bytes, plain,
+            "target {target}, quality {}",
+            found.quality
+        );
+    }
+}

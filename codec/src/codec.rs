@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use image::{ColorType, DynamicImage, GenericImageView, RgbImage};
 use ocular_entropy::QuantizationStep;
+use ocular_models::pure::Analysis;
 use ocular_models::{CompressedLatents, ModelError, Realism};
 
 use crate::container::{Bitstream, Header, LatentShape};
@@ -99,6 +100,15 @@ impl<'m> Encoder<'m> {
         image: &DynamicImage,
         max_y_bytes: Option<usize>,
     ) -> Result<Vec<u8>, Error> {
+        self.check_image(image)?;
+        let step = self.model.step_for(self.quality)?;
+        let grid = step.unwrap_or(QuantizationStep::ONE);
+        let latents = self.latents(image, grid, max_y_bytes)?;
+        self.file(image, latents, step)
+    }
+
+    /// Refuses an empty image and one over the limits.
+    fn check_image(&self, image: &DynamicImage) -> Result<(), Error> {
         let (width, height) = image.dimensions();
         if width == 0 || height == 0 {
             return Err(Error::Image(format!(
@@ -107,11 +117,18 @@ impl<'m> Encoder<'m> {
         }
         self.limits
             .check(Limit::Pixels, u64::from(width) * u64::from(height))
-            .map_err(|e| Error::Image(e.to_string()))?;
-        let step = self.model.step_for(self.quality)?;
-        let grid = step.unwrap_or(QuantizationStep::ONE);
-        let channels = image.color().channel_count();
-        let latents = self.latents(image, grid, max_y_bytes)?;
+            .map_err(|e| Error::Image(e.to_string()))
+    }
+
+    /// The bytes of the file of `image` coded as `latents` (on the grid of `step`, if the model
+    /// is variable-rate).
+    fn file(
+        &self,
+        image: &DynamicImage,
+        latents: CompressedLatents,
+        step: Option<QuantizationStep>,
+    ) -> Result<Vec<u8>, Error> {
+        let (width, height) = image.dimensions();
         let shape = |[c, h, w]: [i64; 3]| LatentShape::new(c as u32, h as u32, w as u32);
         let bitstream = Bitstream {
             header: Header {
@@ -120,7 +137,7 @@ impl<'m> Encoder<'m> {
                 quality: self.header_quality(),
                 width,
                 height,
-                channels,
+                channels: image.color().channel_count(),
                 y_shape: shape(latents.y_shape),
                 z_shape: shape(latents.z_shape),
                 quantization_step: step,
@@ -129,6 +146,64 @@ impl<'m> Encoder<'m> {
             y_stream: latents.y_stream,
         };
         Ok(bitstream.to_bytes()?)
+    }
+
+    /// A sweep over qualities of `image` (rate control): see [`QualitySweep`].
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub(crate) fn sweep<'i>(&self, image: &'i DynamicImage) -> Result<QualitySweep<'m, 'i>, Error> {
+        self.check_image(image)?;
+        let analysis = if self.refines() {
+            None
+        } else {
+            Some(self.model.pure().analyse(&rgb(image))?)
+        };
+        Ok(QualitySweep {
+            encoder: self.clone(),
+            image,
+            analysis,
+        })
+    }
+
+    /// Whether it refines latents (which then depend on the quality).
+    fn refines(&self) -> bool {
+        #[cfg(feature = "torch")]
+        {
+            self.refine_steps > 0
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            false
+        }
+    }
+}
+
+/// One image encoded at the qualities a rate search tries. Without refinement the latents'
+/// step-independent part — `y = g_a(x)`, `z` and its stream, the prior of `y`: nearly all of an
+/// encode's time — is computed once (the quantisation step of a variable-rate model only moves
+/// `y`'s grid and table indices, `docs/architecture.md`), and each quality only quantises and
+/// codes `y`. The files are byte for byte those of [`Encoder::encode`] at each quality.
+pub(crate) struct QualitySweep<'m, 'i> {
+    encoder: Encoder<'m>,
+    image: &'i DynamicImage,
+    analysis: Option<Analysis>,
+}
+
+impl QualitySweep<'_, '_> {
+    /// The file of the image at `quality`.
+    ///
+    /// # Errors
+    /// As [`Encoder::encode`].
+    pub(crate) fn encode(&self, quality: f32) -> Result<Vec<u8>, Error> {
+        let encoder = self.encoder.clone().with_quality(quality);
+        let Some(analysis) = &self.analysis else {
+            return encoder.encode(self.image);
+        };
+        let step = encoder.model.step_for(encoder.quality)?;
+        let grid = step.unwrap_or(QuantizationStep::ONE);
+        let latents = encoder.model.pure().code_at(analysis, grid)?;
+        encoder.file(self.image, latents, step)
     }
 }
 

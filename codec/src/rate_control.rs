@@ -85,12 +85,10 @@ fn search_quality(
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
     let budget = (target_bpp * pixels / 8.0).floor();
-    let encode = |quality: f32| -> Result<(f32, Vec<u8>), Error> {
-        Ok((
-            quality,
-            encoder.clone().with_quality(quality).encode(image)?,
-        ))
-    };
+    // The analysis transform runs once; each quality tried only codes `y` again.
+    let sweep = encoder.sweep(image)?;
+    let encode =
+        |quality: f32| -> Result<(f32, Vec<u8>), Error> { Ok((quality, sweep.encode(quality)?)) };
     let (mut low, mut high) = (encode(min)?, encode(max)?);
     let mut encodes = 2;
     let bpp = |bytes: &[u8]| bytes.len() as f64 * 8.0 / pixels;

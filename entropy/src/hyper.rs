@@ -341,17 +341,34 @@ impl HyperSynthesis {
 
     /// [`Self::y_parameters`] for `y` coded on the grid of `step`: each table index is
     /// [`QuantizationStep::table_index`] of the predicted scale (`scale_index(scale / step)`);
-    /// the means do not depend on the step.
+    /// the means do not depend on the step. The same as [`Self::y_prior`] then
+    /// [`YPrior::at`].
     ///
     /// # Errors
     /// As [`Self::y_parameters`].
     pub fn y_parameters_at(
         &self,
         z_symbols: &[i32],
-        [z_height, z_width]: [usize; 2],
-        [y_height, y_width]: [usize; 2],
+        z_size: [usize; 2],
+        y_size: [usize; 2],
         step: QuantizationStep,
     ) -> Result<YParameters, HyperError> {
+        Ok(self.y_prior(z_symbols, z_size, y_size)?.at(step))
+    }
+
+    /// The part of [`Self::y_parameters_at`] that does not depend on the step: the predicted
+    /// means and scales of `y` (`y_height` x `y_width`, the top-left of the output), so that an
+    /// encoder searching for a rate evaluates the network once and only
+    /// [`YPrior::at`] per step.
+    ///
+    /// # Errors
+    /// As [`Self::y_parameters`].
+    pub fn y_prior(
+        &self,
+        z_symbols: &[i32],
+        [z_height, z_width]: [usize; 2],
+        [y_height, y_width]: [usize; 2],
+    ) -> Result<YPrior, HyperError> {
         let channels = self.z_channels();
         let (out_height, out_width) = self.output_size(z_height, z_width);
         if z_symbols.len() != channels * z_height * z_width
@@ -385,21 +402,49 @@ impl HyperSynthesis {
         let m = self.y_channels;
         let count = m * y_height * y_width;
         let mut means = vec![0.0f32; count];
-        let mut scale_indices = vec![0u16; count];
+        let mut scales = vec![0.0f32; count];
         for c in 0..m {
             for y in 0..y_height {
                 for x in 0..y_width {
                     let pixel = (y * width + x) * 2 * m;
                     let at = (c * y_height + y) * y_width + x;
-                    scale_indices[at] = u16::from(step.table_index(map[pixel + c]));
+                    scales[at] = map[pixel + c];
                     means[at] = map[pixel + m + c];
                 }
             }
         }
-        Ok(YParameters {
-            means,
-            scale_indices,
-        })
+        Ok(YPrior { means, scales })
+    }
+}
+
+/// The predicted means and scales of every element of `y` in `(channel, row, column)` order,
+/// before any quantisation step: what [`HyperSynthesis::y_prior`] computes once per image.
+///
+/// Invariant: `means` and `scales` have the same length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YPrior {
+    means: Vec<f32>,
+    scales: Vec<f32>,
+}
+
+impl YPrior {
+    /// The predicted means.
+    pub fn means(&self) -> &[f32] {
+        &self.means
+    }
+
+    /// The parameters of `y` coded on the grid of `step`: the means, and
+    /// [`QuantizationStep::table_index`] of each scale — the very operations of
+    /// [`HyperSynthesis::y_parameters_at`], so the tables chosen are the same bits.
+    pub fn at(&self, step: QuantizationStep) -> YParameters {
+        YParameters {
+            means: self.means.clone(),
+            scale_indices: self
+                .scales
+                .iter()
+                .map(|&scale| u16::from(step.table_index(scale)))
+                .collect(),
+        }
     }
 }
 
@@ -593,6 +638,26 @@ mod tests {
         assert_eq!(
             hash, 0x119b_b640_e7c7_54ff,
             "output fingerprint {hash:#018x}"
+        );
+    }
+
+    /// An encoder's rate search evaluates the prior once and takes it to each step: the
+    /// parameters are the very ones the decoder derives from the file's step.
+    #[test]
+    fn a_prior_taken_to_a_step_is_that_steps_parameters() {
+        let network = small_network();
+        let symbols: Vec<i32> = values(4 * 2 * 3, 23)
+            .iter()
+            .map(|v| (v * 6.0).round() as i32)
+            .collect();
+        let prior = network.y_prior(&symbols, [2, 3], [7, 11]).expect("prior");
+        for delta in [0.37, 1.0, 2.83] {
+            let step = QuantizationStep::new(delta).expect("step");
+            assert_eq!(prior.at(step), output_fingerprint(step).1, "step {delta}");
+        }
+        assert_eq!(
+            prior.means(),
+            output_fingerprint(QuantizationStep::ONE).1.means
         );
     }
 

@@ -49,6 +49,6 @@ pub use coder::{decode, encode, CodingTables, DecodeError, EncodeError, MAX_TABL
 pub use gaussian::{
     gaussian_tables, scale_index, scale_table, GAUSSIAN_TAIL_MASS, NUM_SCALES, SCALE_MAX, SCALE_MIN,
 };
-pub use hyper::{ConvKind, ConvLayer, ConvShape, HyperError, HyperSynthesis, YParameters};
+pub use hyper::{ConvKind, ConvLayer, ConvShape, HyperError, HyperSynthesis, YParameters, YPrior};
 pub use rate::{QuantizationStep, StepError};
 pub use table::{CdfTable, TableError, MAX_TABLE_LEN, PRECISION};

@@ -15,7 +15,7 @@
 //! hyper-synthesis"). Both the libtorch coder (`hyperprior`, feature `torch`) and the pure-Rust
 //! one ([`crate::pure`]) go through here.
 
-use ocular_entropy::{CdfTable, CodingTables, HyperSynthesis, QuantizationStep};
+use ocular_entropy::{CdfTable, CodingTables, HyperSynthesis, QuantizationStep, YPrior};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -232,6 +232,28 @@ pub fn y_parameters(
         )
         .map_err(|e| ModelError::Shape(e.to_string()))?;
     Ok((parameters.means, parameters.scale_indices))
+}
+
+/// The step-independent part of [`y_parameters`]: the predicted means and scales of `y`, which
+/// [`YPrior::at`] takes to any step (an encoder's rate search runs the hyper-synthesis once).
+///
+/// # Errors
+/// As [`y_parameters`].
+pub fn y_prior(
+    tables: &ModelTables,
+    z_symbols: &[i32],
+    [_, z_height, z_width]: [i64; 3],
+    [_, y_height, y_width]: [i64; 3],
+) -> Result<YPrior, ModelError> {
+    let side = |v: i64| usize::try_from(v).unwrap_or(0);
+    tables
+        .hyper_synthesis
+        .y_prior(
+            z_symbols,
+            [side(z_height), side(z_width)],
+            [side(y_height), side(y_width)],
+        )
+        .map_err(|e| ModelError::Shape(e.to_string()))
 }
 
 /// `ceil(a / b)` for positive `b`.

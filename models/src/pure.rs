@@ -24,11 +24,11 @@
 //! file), and decoded pixels may differ by a level.
 
 use image::RgbImage;
-use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep};
+use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep, YPrior};
 use safetensors::tensor::SafeTensors;
 
 use crate::infer::{Networks, Planes, Synthesis};
-use crate::latents::{y_parameters, CompressedLatents, HyperpriorConfig, ModelTables};
+use crate::latents::{y_parameters, y_prior, CompressedLatents, HyperpriorConfig, ModelTables};
 use crate::model_file::{fingerprint, read_info_and_tables, ModelInfo};
 use crate::realism::{mix, Realism};
 use crate::ModelError;
@@ -45,6 +45,20 @@ pub struct PureModel {
     /// The medians of `z`'s prior, one per channel: `z` is coded as `round(z - median)`.
     z_medians: Vec<f32>,
     fingerprint: [u8; 8],
+}
+
+/// An image analysed by a [`PureModel`] ([`PureModel::analyse`]): what coding it at any
+/// quantisation step needs, computed once.
+///
+/// Invariant: `prior` describes `y` element for element (same shape, channel-major), and
+/// `z_stream` codes the `z` whose symbols gave `prior`.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    y: Planes,
+    prior: YPrior,
+    z_stream: Vec<u8>,
+    y_shape: [i64; 3],
+    z_shape: [i64; 3],
 }
 
 impl PureModel {
@@ -97,7 +111,8 @@ impl PureModel {
     }
 
     /// Compresses `image` with `y` on the grid of `step` (1 for a fixed-rate model). The image
-    /// is padded to a multiple of 16 by repeating its edges ([`padded_planes`]).
+    /// is padded to a multiple of 16 by repeating its edges ([`padded_planes`]). The same as
+    /// [`Self::analyse`] then [`Self::code_at`].
     ///
     /// # Errors
     /// [`ModelError::Shape`] for an empty image, [`ModelError::Entropy`] if coding fails.
@@ -106,6 +121,16 @@ impl PureModel {
         image: &RgbImage,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
+        self.code_at(&self.analyse(image)?, step)
+    }
+
+    /// Everything of coding `image` that does not depend on the quantisation step: `y = g_a(x)`,
+    /// `z`, its stream and the prior of `y` (module docs). Nearly all of an encode's time; a
+    /// rate search analyses once and codes at each step it tries ([`Self::code_at`]).
+    ///
+    /// # Errors
+    /// As [`Self::compress_at`].
+    pub fn analyse(&self, image: &RgbImage) -> Result<Analysis, ModelError> {
         let (width, height) = (image.width() as usize, image.height() as usize);
         if width == 0 || height == 0 {
             return Err(ModelError::Shape(format!(
@@ -127,7 +152,7 @@ impl PureModel {
                     }
                 }
             })?;
-        self.compress_y(y, step)
+        self.analyse_y(y)
     }
 
     /// [`Self::compress_at`] of an image already in planes (3 channels, values in [0, 1]).
@@ -139,15 +164,11 @@ impl PureModel {
         x: &Planes,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
-        self.compress_y(self.networks.analysis(x)?, step)
+        self.code_at(&self.analyse_y(self.networks.analysis(x)?)?, step)
     }
 
-    /// The coded latents of `y = g_a(x)`.
-    fn compress_y(
-        &self,
-        y: Planes,
-        step: QuantizationStep,
-    ) -> Result<CompressedLatents, ModelError> {
+    /// The [`Analysis`] of `y = g_a(x)`.
+    fn analyse_y(&self, y: Planes) -> Result<Analysis, ModelError> {
         let z = self.networks.hyper_analysis(&y)?;
         let medians = &self.z_medians;
         let plane = z.height * z.width;
@@ -159,20 +180,51 @@ impl PureModel {
             .collect();
         let shape = |p: &Planes| [p.channels, p.height, p.width].map(|v| v as i64);
         let (y_shape, z_shape) = (shape(&y), shape(&z));
-        let (means, indices) = y_parameters(&self.tables, &z_symbols, z_shape, y_shape, step)?;
+        let prior = y_prior(&self.tables, &z_symbols, z_shape, y_shape)?;
+        Ok(Analysis {
+            z_stream: self.tables.encode_z(&z_symbols, z_shape)?,
+            y,
+            prior,
+            y_shape,
+            z_shape,
+        })
+    }
+
+    /// The coded latents of an image analysed by this model ([`Self::analyse`]) with `y` on the
+    /// grid of `step`: only the quantisation and the coding of `y`.
+    ///
+    /// # Errors
+    /// [`ModelError::Shape`] if `analysis` was made by a model of other shapes,
+    /// [`ModelError::Entropy`] if coding fails.
+    pub fn code_at(
+        &self,
+        analysis: &Analysis,
+        step: QuantizationStep,
+    ) -> Result<CompressedLatents, ModelError> {
+        let parameters = analysis.prior.at(step);
+        if parameters.means.len() != analysis.y.data.len() {
+            return Err(ModelError::Shape(format!(
+                "an analysis of {} latents with a prior of {}",
+                analysis.y.data.len(),
+                parameters.means.len()
+            )));
+        }
         let delta = step.get();
-        let y_symbols: Vec<i32> = y
+        let y_symbols: Vec<i32> = analysis
+            .y
             .data
             .iter()
-            .zip(&means)
+            .zip(&parameters.means)
             .map(|(&v, &mean)| ((v - mean) / delta).round_ties_even() as i32)
             .collect();
         Ok(CompressedLatents {
-            z_stream: self.tables.encode_z(&z_symbols, z_shape)?,
-            y_stream: self.tables.encode_y(&y_symbols, &indices)?,
+            z_stream: analysis.z_stream.clone(),
+            y_stream: self
+                .tables
+                .encode_y(&y_symbols, &parameters.scale_indices)?,
             step,
-            y_shape,
-            z_shape,
+            y_shape: analysis.y_shape,
+            z_shape: analysis.z_shape,
         })
     }
 

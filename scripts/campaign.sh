@@ -79,6 +79,19 @@ case "$network" in
                   --crop-size 192 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 1500)
     init=models/trained/retired/mse-vr-2026-12-02.safetensors ;;
+  # The observer network, variable rate: the observer loss at alpha 0.5 with the layers
+  # stage1,head — the layer screen's candidate for `--observer machine` (as good under the
+  # unseen Lite1 as alpha 1, +1.35 dB MS-SSIM; docs/results.md, "The layer screen") and the
+  # separate-network arm against which an alpha-conditioned network is to be measured — from
+  # the person's network msssim-vr (alpha 0). lambda 17.46 = 2 x msssim-vr's 8.73, so that the
+  # MS-SSIM half of the loss weighs as it does there. Needs the classifier (`make setup`).
+  observer-vr)
+    network_args=(--distortion observer --alpha 0.5 --feature-layers stage1,head
+                  --lambda 17.46 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
+                  --crop-size 192 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 1500)
+    init=models/checkpoints/msssim-vr/checkpoint.safetensors ;;
   # The realism decoder g_s' of the PSNR network shipped on 2026-12-02 (`decode --realism`;
   # retired since): the model is frozen but for g_s', so this run only writes a companion file
   # (issue 12). W = 0.1 until step 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped
@@ -108,7 +121,7 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, mse-vr-realism, mse-vr-balanced-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, mse-vr-realism, mse-vr-balanced-realism)" >&2
     return 2 ;;
 esac
 name=${name:-$network}

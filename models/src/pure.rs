@@ -27,7 +27,7 @@ use image::RgbImage;
 use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep, YPrior};
 use safetensors::tensor::SafeTensors;
 
-use crate::infer::{Networks, Planes, Synthesis};
+use crate::infer::{Buffers, Networks, Planes, Synthesis};
 use crate::latents::{y_parameters, y_prior, CompressedLatents, HyperpriorConfig, ModelTables};
 use crate::model_file::{fingerprint, read_info_and_tables, ModelInfo};
 use crate::realism::{mix, Realism};
@@ -313,6 +313,7 @@ impl PureModel {
         let (w, h) = (width as usize, height as usize);
         let (first_network, second) = self.syntheses(realism, y_hat.channels)?;
         let mut rgb = Vec::new();
+        let mut buffers = Buffers::default();
         let result =
             first_network.in_strips::<StripError<E>>(&y_hat, strip_rows, |first, mut strip| {
                 let rows = first..(first + strip.height).min(h);
@@ -320,8 +321,9 @@ impl PureModel {
                     return Ok(());
                 }
                 if let Some((realistic, r)) = second {
-                    let other = realistic.strip(&y_hat, first..first + strip.height);
+                    let other = realistic.strip(&y_hat, first..first + strip.height, &mut buffers);
                     mix(&mut strip.data, &other.data, r);
+                    buffers.give(other.data);
                 }
                 strip_to_rgb(&strip, rows.len(), w, &mut rgb);
                 emit(first, &rgb).map_err(StripError::Emit)

@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 use super::matmul::{add_product, Layout};
-use super::{FeatureMap, Planes, Strip};
+use super::{Buffers, FeatureMap, Planes, Strip};
 
 /// Output columns per product: the patch matrix of a tile (at most 128 x 1600 values here) stays
 /// in a core's cache however wide the image is.
@@ -187,7 +187,12 @@ impl Conv {
         F: Fn(&mut [f32], &mut Vec<f32>) + Sync,
     {
         let rows = 0..self.shape.output_size(input.height, input.width).0;
-        self.forward_rows(Strip::whole(input), rows, activation)
+        self.forward_rows(
+            Strip::whole(input),
+            rows,
+            activation,
+            &mut Buffers::default(),
+        )
     }
 
     /// The input rows that output rows `rows` read, within an input of `height` rows.
@@ -221,6 +226,7 @@ impl Conv {
         input: Strip<'_>,
         rows: Range<usize>,
         activation: F,
+        buffers: &mut Buffers,
     ) -> FeatureMap
     where
         F: Fn(&mut [f32], &mut Vec<f32>) + Sync,
@@ -228,7 +234,7 @@ impl Conv {
         assert_eq!(input.map.channels, self.shape.in_channels, "input channels");
         let width = self.shape.output_size(input.total, input.map.width).1;
         let cout = self.shape.out_channels;
-        let mut output = FeatureMap::zeros(rows.len(), width, cout);
+        let mut output = FeatureMap::zeros_in(rows.len(), width, cout, buffers);
         output
             .data
             .par_chunks_mut(width * cout)
@@ -330,20 +336,28 @@ impl Conv {
     ///
     /// # Panics
     /// If `input` does not have the layer's input channels or lacks a row it needs.
-    pub(crate) fn forward_planar_rows(&self, input: Strip<'_>, rows: Range<usize>) -> Planes {
+    pub(crate) fn forward_planar_rows(
+        &self,
+        input: Strip<'_>,
+        rows: Range<usize>,
+        buffers: &mut Buffers,
+    ) -> Planes {
         assert_eq!(input.map.channels, self.shape.in_channels, "input channels");
         let pad = self.shape.kernel / 2;
-        let padded = Planes::padded_from(input.map, pad);
+        let padded = Planes::padded_from(input.map, pad, buffers);
         let width = self.shape.output_size(input.total, input.map.width).1;
         let cout = self.shape.out_channels;
         // Row blocks `[y][o][x]`, one task each, reordered to planes at the end.
-        let mut blocks = vec![0.0f32; rows.len() * cout * width];
+        let mut blocks = buffers.zeros(rows.len() * cout * width);
         let height = rows.len();
         blocks
             .par_chunks_mut(cout * width)
             .zip(rows)
             .for_each(|(block, y)| self.planar_row(&padded, input, y, block));
-        Planes::from_row_blocks(height, width, cout, &blocks)
+        let planes = Planes::from_row_blocks(height, width, cout, &blocks);
+        buffers.give(blocks);
+        buffers.give(padded.data);
+        planes
     }
 
     /// Output row `y` as a `C_out x width` block, from the strip `input` padded by `kernel / 2`
@@ -566,7 +580,8 @@ mod tests {
                     );
                 }
                 let rows = 0..shape.output_size(h, w).0;
-                let planar = conv.forward_planar_rows(Strip::whole(&input), rows);
+                let planar =
+                    conv.forward_planar_rows(Strip::whole(&input), rows, &mut Buffers::default());
                 let plane = planar.height * planar.width;
                 for (j, b) in slow.iter().enumerate() {
                     let a = planar.data[(j % 4) * plane + j / 4];

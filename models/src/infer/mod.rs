@@ -97,6 +97,40 @@ pub enum InferError {
     Input(String),
 }
 
+/// Spare `f32` buffers of one decode, handed from strip to strip: every strip needs maps of
+/// the same few sizes, and fresh ones of several megabytes came from the kernel as new pages
+/// that faulted on first touch (12,500 of the 19,700 page faults of a Kodak decode; docs/results.md,
+/// "Buffers"). Dropped with the decode, so nothing outlives it.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    spare: Vec<Vec<f32>>,
+}
+
+impl Buffers {
+    /// `len` zeros, in the smallest spare buffer that holds them without growing (else the
+    /// largest spare one, grown; else a new one).
+    pub(crate) fn zeros(&mut self, len: usize) -> Vec<f32> {
+        let fits = (0..self.spare.len())
+            .filter(|&i| self.spare[i].capacity() >= len)
+            .min_by_key(|&i| self.spare[i].capacity());
+        let largest = || (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity());
+        match fits.or_else(largest) {
+            Some(i) => {
+                let mut buffer = self.spare.swap_remove(i);
+                buffer.clear();
+                buffer.resize(len, 0.0);
+                buffer
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// Takes `buffer` back for a later [`Self::zeros`].
+    pub(crate) fn give(&mut self, buffer: Vec<f32>) {
+        self.spare.push(buffer);
+    }
+}
+
 /// A feature map stored channels-first: `data[(c * height + y) * width + x]`, the layout of a
 /// tensor `(1, C, H, W)`.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,11 +174,12 @@ impl Planes {
         })
     }
 
-    /// The planes of a channels-last map, with `pad` rows and columns of zeros on every side.
-    pub(crate) fn padded_from(map: &FeatureMap, pad: usize) -> Self {
+    /// The planes of a channels-last map, with `pad` rows and columns of zeros on every side,
+    /// in a buffer of `buffers`.
+    pub(crate) fn padded_from(map: &FeatureMap, pad: usize, buffers: &mut Buffers) -> Self {
         let (height, width) = (map.height + 2 * pad, map.width + 2 * pad);
         let c = map.channels;
-        let mut data = vec![0.0f32; c * height * width];
+        let mut data = buffers.zeros(c * height * width);
         for (y, row) in map.data.chunks_exact(map.width * c).enumerate() {
             for (x, pixel) in row.chunks_exact(c).enumerate() {
                 let at = (y + pad) * width + x + pad;
@@ -229,11 +264,21 @@ pub(crate) struct FeatureMap {
 impl FeatureMap {
     /// A map of zeros.
     pub(crate) fn zeros(height: usize, width: usize, channels: usize) -> Self {
+        Self::zeros_in(height, width, channels, &mut Buffers::default())
+    }
+
+    /// A map of zeros, in a buffer of `buffers`.
+    pub(crate) fn zeros_in(
+        height: usize,
+        width: usize,
+        channels: usize,
+        buffers: &mut Buffers,
+    ) -> Self {
         Self {
             height,
             width,
             channels,
-            data: vec![0.0; height * width * channels],
+            data: buffers.zeros(height * width * channels),
         }
     }
 

@@ -7,7 +7,7 @@ use super::gdn::Gdn;
 use super::synthesis::Synthesis;
 use std::ops::Range;
 
-use super::{FeatureMap, InferError, Planes, Strip};
+use super::{Buffers, FeatureMap, InferError, Planes, Strip};
 
 /// Output rows per strip of [`Networks::synthesis`]. On a Kodak image strips of 64 rows run
 /// as fast as the whole image at once (within the noise of a loaded machine): the hidden rows
@@ -54,11 +54,16 @@ pub(super) struct Chain {
 impl Chain {
     /// Runs every layer on a whole channels-last map.
     fn run(&self, mut map: FeatureMap) -> FeatureMap {
+        let mut buffers = Buffers::default();
         for (conv, activation) in &self.layers {
             let rows = 0..conv.shape().output_size(map.height, map.width).0;
-            map = conv.forward_rows(Strip::whole(&map), rows, |row, scratch| {
-                activation.apply(row, scratch)
-            });
+            let next = conv.forward_rows(
+                Strip::whole(&map),
+                rows,
+                |row, scratch| activation.apply(row, scratch),
+                &mut buffers,
+            );
+            buffers.give(std::mem::replace(&mut map, next).data);
         }
         map
     }
@@ -124,9 +129,12 @@ impl Chain {
                     first: previous.first,
                     total: sizes[i].0,
                 };
-                window.append(
-                    conv.forward_rows(strip, new, |row, scratch| activation.apply(row, scratch)),
-                );
+                window.append(conv.forward_rows(
+                    strip,
+                    new,
+                    |row, scratch| activation.apply(row, scratch),
+                    &mut Buffers::default(),
+                ));
             }
         }
         windows.pop().map_or(source.map, |window| window.map)
@@ -596,14 +604,18 @@ mod tests {
         let mut map = FeatureMap::from_planes(&y_hat);
         for (conv, activation) in networks.synthesis.hidden_layers() {
             let rows = 0..conv.shape().output_size(map.height, map.width).0;
-            map = conv.forward_rows(Strip::whole(&map), rows, |row, scratch| {
-                activation.apply(row, scratch)
-            });
+            map = conv.forward_rows(
+                Strip::whole(&map),
+                rows,
+                |row, scratch| activation.apply(row, scratch),
+                &mut Buffers::default(),
+            );
         }
-        let at_once = networks
-            .synthesis
-            .output_layer()
-            .forward_planar_rows(Strip::whole(&map), 0..rows);
+        let at_once = networks.synthesis.output_layer().forward_planar_rows(
+            Strip::whole(&map),
+            0..rows,
+            &mut Buffers::default(),
+        );
         assert!(
             bits(&at_once) == bits(&whole),
             "strips of 64 rows differ from the whole image"

@@ -15,7 +15,7 @@ use safetensors::tensor::SafeTensors;
 
 use super::conv::{Conv, ConvKind};
 use super::network::{check_channels, Chain, Tensors, SYNTHESIS_STRIP_ROWS};
-use super::{FeatureMap, InferError, Planes, Strip};
+use super::{Buffers, FeatureMap, InferError, Planes, Strip};
 
 /// `g_s`: its hidden layers channels-last, its last layer (3 output channels) channels-first.
 #[derive(Clone, Debug)]
@@ -117,9 +117,11 @@ impl Synthesis {
             return Err(InferError::Input("strips of 0 rows".into()).into());
         }
         let height = self.output_side(y_hat.height);
+        // The strips' maps reuse one another's memory (see `Buffers`).
+        let mut buffers = Buffers::default();
         for first in (0..height).step_by(strip_rows) {
             let rows = first..first.saturating_add(strip_rows).min(height);
-            emit(first, self.strip(y_hat, rows))?;
+            emit(first, self.strip(y_hat, rows, &mut buffers))?;
         }
         Ok(())
     }
@@ -137,8 +139,14 @@ impl Synthesis {
     }
 
     /// Output rows `rows` of `g_s`: the rows every layer needs, from the last back to `y_hat`,
-    /// then the layers on those rows only.
-    pub(crate) fn strip(&self, y_hat: &Planes, rows: Range<usize>) -> Planes {
+    /// then the layers on those rows only, their maps in buffers of `buffers` (given back
+    /// when the next layer has read them).
+    pub(crate) fn strip(
+        &self,
+        y_hat: &Planes,
+        rows: Range<usize>,
+        buffers: &mut Buffers,
+    ) -> Planes {
         let layers: Vec<&Conv> = self.layers().collect();
         // heights[i]: rows of the input of layer i.
         let mut heights = vec![y_hat.height];
@@ -159,9 +167,13 @@ impl Synthesis {
                 first: wanted[i].start,
                 total: heights[i],
             };
-            map = conv.forward_rows(input, wanted[i + 1].clone(), |row, scratch| {
-                activation.apply(row, scratch)
-            });
+            let next = conv.forward_rows(
+                input,
+                wanted[i + 1].clone(),
+                |row, scratch| activation.apply(row, scratch),
+                buffers,
+            );
+            buffers.give(std::mem::replace(&mut map, next).data);
         }
         let last = self.hidden.layers.len();
         let input = Strip {
@@ -169,8 +181,11 @@ impl Synthesis {
             first: wanted[last].start,
             total: heights[last],
         };
-        self.output
-            .forward_planar_rows(input, wanted[last + 1].clone())
+        let planes = self
+            .output
+            .forward_planar_rows(input, wanted[last + 1].clone(), buffers);
+        buffers.give(map.data);
+        planes
     }
 
     /// The hidden layers with their activations (tests).

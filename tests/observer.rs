@@ -687,6 +687,34 @@ fn lite1_is_a_deeper_network_for_240_pixels() {
 }
 
 #[test]
+fn lite2_is_a_wider_network_for_260_pixels_that_knows_the_image() {
+    let c = variant(Variant::Lite2);
+    assert_eq!(
+        (c.variant(), c.name().as_str()),
+        (Variant::Lite2, "efficientnet-lite2")
+    );
+    assert!(c.is_frozen());
+    let x = normalize(&synthetic(1, 260, 260));
+    let layers = [FeatureLayer::Stage(2), FeatureLayer::Head];
+    let (logits, maps) = tch::no_grad(|| c.forward_with_features(&x, &layers)).expect("forward");
+    assert_eq!(logits.size(), [1, 1000]);
+    // Stage 2 is 48 channels wide in Lite2 (40 in Lite0 and Lite1); the head stays 1280.
+    assert_eq!(maps[0].size(), [1, 48, 33, 33]);
+    assert_eq!(maps[1].size(), [1, 1280, 9, 9]);
+    // Lite1 has as many tensors, of other shapes: its weights do not fit.
+    let wrong =
+        Classifier::load_variant(&weights_path(Variant::Lite1), Variant::Lite2).expect_err("Lite1");
+    assert!(matches!(wrong, ObserverError::Weights { .. }), "{wrong}");
+    let (synsets, file) = (shared("imagenet/synsets.txt"), shared(KNOWN_IMAGE));
+    let synsets = Synsets::load(&synsets).expect("synsets");
+    let images = observer::load_image(&file).expect("image");
+    let logits = tch::no_grad(|| c.logits(&judged_at(&images, 260))).expect("logits");
+    let top = top_k(&logits, 5).expect("top-k");
+    let wnid = KNOWN_IMAGE.split('/').nth(1).expect("wnid");
+    assert_eq!(synsets.wnid(top[0][0].0), Some(wnid), "top-5 {:?}", top[0]);
+}
+
+#[test]
 fn lite1_known_prediction_on_imagenet_dev() {
     let c = lite1();
     let (synsets, file) = (shared("imagenet/synsets.txt"), shared(KNOWN_IMAGE));

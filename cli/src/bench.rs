@@ -120,7 +120,7 @@ pub enum BenchError {
     #[error("cannot take the shard from the scheduler: {0}")]
     Scheduler(String),
     /// A judge that is neither `lite0`, `lite1` nor `torchscript:FILE`.
-    #[error("unknown judge '{0}' (known: lite0, lite1, torchscript:FILE)")]
+    #[error("unknown judge '{0}' (known: lite0, lite1, lite2, torchscript:FILE)")]
     UnknownJudge(String),
     /// A judge's classifier cannot be loaded.
     #[error("cannot load the judge {judge}")]

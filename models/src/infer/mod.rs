@@ -335,3 +335,32 @@ impl FeatureMap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Buffers;
+
+    /// A buffer given back dirty comes back as zeros, from the smallest spare one that fits
+    /// without growing.
+    #[test]
+    fn spare_buffers_come_back_as_zeros() {
+        let mut buffers = Buffers::default();
+        let mut big = buffers.zeros(1000);
+        big.fill(7.0);
+        let big_at = big.as_ptr();
+        let mut small = buffers.zeros(10);
+        small.fill(3.0);
+        buffers.give(big);
+        buffers.give(small);
+        let again = buffers.zeros(500);
+        assert_eq!(
+            again.as_ptr(),
+            big_at,
+            "the one that holds 500 without growing"
+        );
+        assert!(again.len() == 500 && again.iter().all(|&v| v == 0.0));
+        let grown = buffers.zeros(2000);
+        assert!(grown.len() == 2000 && grown.iter().all(|&v| v == 0.0));
+        assert!(buffers.spare.is_empty());
+    }
+}

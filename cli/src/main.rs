@@ -179,7 +179,8 @@ struct EncodeArgs {
     /// Target bits per pixel instead of a quality (reports the bpp reached). Without --observer:
     /// the quality of the variable-rate PSNR network (built-in mse-vr, or a variable-rate
     /// --model) whose file is within [0.97 T, T]. With --observer (or --refine): the built-in
-    /// model of that family whose file comes closest to the target without exceeding it
+    /// model of that family whose file comes closest to the target without exceeding it (a
+    /// target above what its highest rate point makes of the image is an error)
     #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
     /// With --bpp: who looks at the image: human (MS-SSIM), machine (the ImageNet classifier)
@@ -1078,6 +1079,17 @@ fn encode_to_target(
     .map(|model| args.refine.model(model))
     .collect::<Result<Vec<_>>>()?;
     let found = within_bpp(&family, image, target, args.refine.steps)?;
+    let top = family.len() - 1;
+    if found.model_index == top && found.bpp < ocular::EXACT_RATE_TOLERANCE * target {
+        // The family's highest rate point fits with room to spare: the target is above what
+        // it can reach on this image, which is an error, not a smaller file in silence.
+        bail!(
+            "--bpp {target}: the {} family reaches at most {:.4} bpp on this image ({}, its highest rate point); ask for at most that, or drop --observer for the variable-rate PSNR network",
+            args.observer.as_deref().unwrap_or("mse"),
+            found.bpp,
+            family[top].name()
+        );
+    }
     out!("target {target} bpp: reached {:.4} bpp", found.bpp);
     Ok((family.swap_remove(found.model_index), found.bytes))
 }

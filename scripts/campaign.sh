@@ -61,9 +61,11 @@ case "$network" in
   # The PSNR network again, at 4x the rate with each quality's loss balanced
   # (--balance-qualities): at 2e-4 without the balance the run collapsed by 5,000 steps, with it
   # it climbed (docs/results.md, "Balanced qualities"). Steps 0-5,578 drew qualities 0..10.
+  # At 2e-4 it went flat by step 20,000 and collapsed after ~21,000 (validation to 24,009 in
+  # docs/results/); from the checkpoint at 18,311 it goes on at 1e-4.
   mse-vr-balanced)
     network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0002 --balance-qualities
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
                   --crop-size 128 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 2500)
     # It would ship as mse-vr.

@@ -84,7 +84,7 @@ fn search_quality(
     })?;
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
-    let budget = (target_bpp * pixels / 8.0).floor();
+    let budget = byte_budget(target_bpp, pixels);
     // The analysis transform runs once; each quality tried only codes `y` again.
     let sweep = encoder.sweep(image)?;
     let encode =
@@ -157,11 +157,24 @@ pub fn encode_within_bpp(
 ) -> Result<RateControlled, Error> {
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
-    let budget_bytes = (target_bpp * pixels / 8.0).floor();
+    let budget_bytes = byte_budget(target_bpp, pixels);
     let found = highest_fitting(models.len(), budget_bytes, |index| {
         Encoder::new(&models[index]).encode(image)
     })?;
     rate_controlled(found, pixels, target_bpp)
+}
+
+/// The most bytes a file of `pixels` pixels may have at `target_bpp`: the largest `n` with
+/// `n * 8 / pixels <= target_bpp`, in the very arithmetic that reports a file's bpp. (The
+/// floor of `target_bpp * pixels / 8` alone can land one byte short: a target computed as
+/// `n * 8 / pixels` may come back as `n - 1e-13` bytes.)
+fn byte_budget(target_bpp: f64, pixels: f64) -> f64 {
+    let floor = (target_bpp * pixels / 8.0).floor();
+    if (floor + 1.0) * 8.0 / pixels <= target_bpp {
+        floor + 1.0
+    } else {
+        floor
+    }
 }
 
 /// The outcome of a search: the file found (if any) with its bits per pixel.
@@ -204,7 +217,7 @@ pub fn encode_within_bpp_refined(
 ) -> Result<RateControlled, Error> {
     let (width, height) = image.dimensions();
     let pixels = f64::from(width) * f64::from(height);
-    let budget_bytes = (target_bpp * pixels / 8.0).floor();
+    let budget_bytes = byte_budget(target_bpp, pixels);
     // When nothing fits, the search has ended on the lowest rate point: keep its file.
     let mut lowest = None;
     let found = highest_fitting(models.len(), budget_bytes, |index| {
@@ -288,7 +301,22 @@ fn highest_fitting(
 
 #[cfg(test)]
 mod tests {
-    use super::{highest_fitting, next_quality};
+    use super::{byte_budget, highest_fitting, next_quality};
+
+    /// A target that is some file's exact bpp admits that file, whatever the rounding of
+    /// `n * 8 / pixels`; a hair less does not.
+    #[test]
+    fn a_files_own_bpp_is_a_budget_it_fits() {
+        for pixels in [6402.0, 97.0 * 66.0 + 1.0, 15.0, 768.0 * 512.0] {
+            for n in 1..3000u32 {
+                let n = f64::from(n);
+                let target: f64 = n * 8.0 / pixels;
+                assert_eq!(byte_budget(target, pixels), n, "{n} bytes, {pixels} pixels");
+                let under = target * (1.0 - 1e-9);
+                assert_eq!(byte_budget(under, pixels), n - 1.0);
+            }
+        }
+    }
 
     #[test]
     fn interpolation_stays_inside_the_bracket() {

@@ -101,8 +101,9 @@ case "$network" in
   # The realism decoder of the mse-vr shipped since 2026-12-07: base.safetensors in its folder
   # is that network, the decay branch of mse-vr-balanced that beat the earlier mse-vr (step
   # 17,230 + 1,000 decay; docs/results.md, "Balanced qualities"); the two ship together. The distortion is weighted by rate
-  # (--distortion-by-rate), which the run above suggested for the low rates; W = 0.1 then weighs
-  # against it at quality -2 about as W = 1 would unweighted.
+  # (--distortion-by-rate), which the run above suggested for the low rates. Until step 3,771
+  # that weight averaged 2.31 over the qualities drawn; since, it is normalised to a mean of 1
+  # (models/src/realism_train.rs), so W = 0.1 weighs as it does unweighted, on average.
   mse-vr-realism|mse-vr-balanced-realism)
     if [ "$network" = mse-vr-realism ]; then
       base=(--init models/trained/retired/mse-vr-2026-12-02.safetensors); weight=0.3

@@ -94,6 +94,18 @@ case "$network" in
                   --crop-size 192 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 1500)
     init=models/checkpoints/msssim-vr/checkpoint.safetensors ;;
+  # One network for every observer mix (--observer-mix: conditioned on alpha, each step draws
+  # alpha from [0, 1]), the other arm of the comparison with the separate observer-vr: the same
+  # loss weights, layers, lambda, rates, crops and learning rate, from the same msssim-vr
+  # checkpoint, validated at alpha 0 and 0.5 (issue 9: ship it if it costs at most 0.3 dB
+  # MS-SSIM and 2 points of top-1 against separate networks at equal CPU time).
+  observer-mix)
+    network_args=(--distortion observer --observer-mix --feature-layers stage1,head
+                  --lambda 17.46 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.00005
+                  --crop-size 192 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 1500)
+    init=models/checkpoints/msssim-vr/checkpoint.safetensors ;;
   # The realism decoder g_s' of the PSNR network shipped on 2026-12-02 (`decode --realism`;
   # retired since): the model is frozen but for g_s', so this run only writes a companion file
   # (issue 12). W = 0.1 until step 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped
@@ -124,7 +136,7 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, mse-vr-realism, mse-vr-balanced-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, observer-mix, mse-vr-realism, mse-vr-balanced-realism)" >&2
     return 2 ;;
 esac
 name=${name:-$network}

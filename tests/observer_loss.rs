@@ -383,6 +383,81 @@ fn observer_training_writes_a_model_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One network for every observer mix: it trains from a plain model file (its conditioning
+/// starting at identity), is validated at both mixes with real coding, and its file says what
+/// it is and loads with the conditioning's variables.
+#[test]
+fn a_network_for_every_observer_mix_trains_from_a_plain_one() {
+    let weights = default_weights_path();
+    assert!(
+        weights.exists(),
+        "observer weights {} not found: run `make setup` (scripts/setup-observer.sh)",
+        weights.display()
+    );
+    let dir = temp_dir("mix");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    write_png(&data.join("a.png"), 4);
+    let network = HyperpriorConfig { n: 8, m: 12 };
+    let plain = dir.join("plain.safetensors");
+    let bytes = ocular_models::model_file::untrained_model_bytes(network, "plain", 9)
+        .expect("untrained model");
+    std::fs::write(&plain, bytes).expect("write the plain model");
+    let output = dir.join("mix.safetensors");
+    let mut config = two_step_config(data.clone(), output.clone(), dir.join("run"), 0.5, 192);
+    config.observer_weights = Some(weights);
+    config.network = network;
+    config.observer_mix = true;
+    config.init_from = Some(plain);
+    config.validation = Some(data);
+    train(&config).expect("training for every mix");
+
+    let model = CodecModel::load(&output).expect("the model file loads");
+    assert!(model.info().observer_mix);
+    assert!(model.network().has_observer_mix());
+    let validation =
+        std::fs::read_to_string(dir.join("run").join("validation.csv")).expect("validation.csv");
+    let mut lines = validation.lines();
+    assert!(lines.next().expect("header").ends_with(",alpha"));
+    let alphas: Vec<&str> = lines.map(|l| l.rsplit(',').next().unwrap_or("")).collect();
+    assert_eq!(alphas, ["0", "0.5"], "{validation}");
+
+    // The measure of a mix is the observer distortion at that alpha.
+    let measure = DistortionMeasure::new(Distortion::observer(0.5), &default_weights_path())
+        .expect("measure");
+    let x = images(1, 192, 192);
+    let x_hat = (&x * 0.95 + 0.02).clamp(0.0, 1.0);
+    for alpha in [0.0, 0.3, 1.0] {
+        let at = DistortionMeasure::new(Distortion::observer(alpha), &default_weights_path())
+            .expect("measure");
+        let expected = scalar(&at.compute(&x, &x_hat).expect("distortion").total);
+        let mixed = scalar(
+            &measure
+                .compute_mixed(&x, &x_hat, alpha)
+                .expect("mixed")
+                .total,
+        );
+        assert!(
+            close(mixed, expected, 1e-6),
+            "alpha {alpha}: {mixed} against {expected}"
+        );
+    }
+    assert!(measure.compute_mixed(&x, &x_hat, 1.5).is_err());
+
+    // Only the observer distortion mixes.
+    let mut mse = two_step_config(
+        dir.clone(),
+        dir.join("x.safetensors"),
+        dir.join("r"),
+        0.5,
+        192,
+    );
+    mse.distortion = Distortion::Mse;
+    mse.observer_mix = true;
+    assert!(matches!(train(&mse), Err(ModelError::InvalidModel(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A user's TorchScript observer that returns logits only (what tracing from Rust can make):
 /// the feature term then compares the logits, and a model trains with it, without the
 /// built-in classifier's weights.

@@ -667,8 +667,9 @@ struct TrainArgs {
     /// Rate-distortion trade-off (MSE: 0.0018..0.18; MS-SSIM and observer: 2.4..220)
     #[arg(long, default_value_t = 0.0067)]
     lambda: f64,
-    /// Observer mix for --distortion observer: 0 = human (MS-SSIM), 1 = classifier features
-    #[arg(long, required_if_eq("distortion", "observer"))]
+    /// Observer mix for --distortion observer (needed unless --observer-mix): 0 = human
+    /// (MS-SSIM), 1 = classifier features
+    #[arg(long, conflicts_with = "observer_mix")]
     alpha: Option<f64>,
     /// Weight w_f of the classifier-feature term (observer distortion: default 0.08; with
     /// --adversarial: default 1, 0 leaves the classifier out)
@@ -741,6 +742,13 @@ struct TrainArgs {
     /// every quality's gradient has the same size (Adam then serves the whole range evenly)
     #[arg(long, requires = "variable_rate")]
     balance_qualities: bool,
+    /// With --distortion observer: one network for every observer mix. The network is
+    /// conditioned on alpha (a per-channel affine map after each GDN, a per-channel gain on y,
+    /// all linear or log-linear in alpha and the identity at alpha 0, so --init may be a plain
+    /// network) and each step draws alpha uniformly from [0, 1]; --alpha is then ignored,
+    /// --feature-weight and --feature-layers apply. Validated at alpha 0 and 0.5
+    #[arg(long)]
+    observer_mix: bool,
     /// Convolution precision
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
@@ -774,6 +782,7 @@ struct TrainArgs {
             "name", "quality", "distortion", "lambda", "alpha", "feature_layers",
             "observer_torchscript", "n", "m", "decay_steps", "warmup_steps", "variable_rate",
             "validation_qualities", "balance_qualities", "precision", "validate_every",
+            "observer_mix",
         ]
     )]
     adversarial: Option<f64>,
@@ -857,7 +866,13 @@ fn run_train(args: TrainArgs) -> Result<()> {
         DistortionArg::Mse => Distortion::Mse,
         DistortionArg::MsSsim => Distortion::MsSsim,
         DistortionArg::Observer => {
-            let mut observer = ObserverDistortion::new(args.alpha.unwrap_or(0.5));
+            let alpha = match (args.alpha, args.observer_mix) {
+                (Some(alpha), _) => alpha,
+                // Replaced by the mix each step draws.
+                (None, true) => 0.5,
+                (None, false) => bail!("--distortion observer needs --alpha (or --observer-mix)"),
+            };
+            let mut observer = ObserverDistortion::new(alpha);
             observer.feature_weight = args
                 .feature_weight
                 .unwrap_or(ocular::train::DEFAULT_FEATURE_WEIGHT);
@@ -889,6 +904,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.variable_rate = args.variable_rate;
     config.validation_qualities = args.validation_qualities;
     config.balance_qualities = args.balance_qualities;
+    config.observer_mix = args.observer_mix;
     config.init_from = args.init;
     config.resume = args.resume;
     config.seed = args.seed;

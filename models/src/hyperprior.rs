@@ -21,7 +21,7 @@ pub use crate::latents::{
 };
 
 use crate::entropy_models::{gaussian_likelihood, EntropyBottleneck};
-use crate::layers::{ComputePrecision, Conv, Gdn};
+use crate::layers::{AlphaAffine, AlphaGain, ComputePrecision, Conv, Gdn};
 use crate::ModelError;
 
 /// What the training-time forward pass returns.
@@ -75,6 +75,42 @@ pub struct MeanScaleHyperprior {
     h_s: Vec<Conv>,
     entropy_bottleneck: EntropyBottleneck,
     precision: ComputePrecision,
+    /// The observer-mix conditioning, in a network trained for every mix.
+    mix: Option<MixConditioning>,
+}
+
+/// What conditions a network on the observer mix `alpha` (docs/architecture.md): an
+/// [`AlphaAffine`] after each GDN of `g_a` and each IGDN of `g_s`, and an [`AlphaGain`] on `y`.
+/// At `alpha = 0` all of it is the identity. Variables under `alpha.`, named after the layer they
+/// follow: `alpha.g_a.1.scale`, `alpha.g_s.5.shift`, `alpha.y.log_gain`.
+#[derive(Debug)]
+struct MixConditioning {
+    g_a: Vec<AlphaAffine>,
+    g_s: Vec<AlphaAffine>,
+    y: AlphaGain,
+}
+
+/// Whether `name` is a variable of the observer-mix conditioning. A network without them is the
+/// same network at `alpha = 0`, so a network for every mix can start from one: its own stay at
+/// their initial identity.
+pub(crate) fn is_mix_variable(name: &str) -> bool {
+    name.starts_with("alpha.")
+}
+
+impl MixConditioning {
+    fn new(root: &nn::Path, HyperpriorConfig { n, m }: HyperpriorConfig) -> Self {
+        let path = root / "alpha";
+        let affines = |transform: &str| {
+            (0..3)
+                .map(|i| AlphaAffine::new(&path / transform / (2 * i + 1), n))
+                .collect()
+        };
+        Self {
+            g_a: affines("g_a"),
+            g_s: affines("g_s"),
+            y: AlphaGain::new(&path / "y", m),
+        }
+    }
 }
 
 impl MeanScaleHyperprior {
@@ -123,7 +159,22 @@ impl MeanScaleHyperprior {
             h_s,
             entropy_bottleneck,
             precision: ComputePrecision::F32,
+            mix: None,
         }
+    }
+
+    /// [`Self::new`] conditioned on the observer mix `alpha` ([`MixConditioning`]): one network
+    /// for every mix of the person's and the classifier's distortion, whose `alpha = 0` is the
+    /// plain network (so it can start from one).
+    pub fn with_observer_mix(root: &nn::Path, config: HyperpriorConfig) -> Self {
+        let mut network = Self::new(root, config);
+        network.mix = Some(MixConditioning::new(root, config));
+        network
+    }
+
+    /// Whether the network is conditioned on the observer mix.
+    pub fn has_observer_mix(&self) -> bool {
+        self.mix.is_some()
     }
 
     /// The network's shape.
@@ -142,24 +193,50 @@ impl MeanScaleHyperprior {
     }
 
     /// Analysis transform: image (N, 3, H, W) in [0, 1] -> `y` (N, M, ceil(H/16), ceil(W/16)).
+    /// A network conditioned on the observer mix runs at `alpha = 0`.
     pub fn analysis(&self, x: &Tensor) -> Tensor {
-        let mut h = x.shallow_clone();
-        for (conv, gdn) in &self.g_a {
-            h = conv.forward(&h, self.precision);
-            if let Some(gdn) = gdn {
-                h = gdn.forward(&h);
-            }
-        }
-        h
+        self.analysis_mixed(x, 0.0)
     }
 
-    /// Synthesis transform: `y_hat` -> reconstruction (N, 3, 16 h, 16 w), not clamped.
-    pub fn synthesis(&self, y_hat: &Tensor) -> Tensor {
-        let mut h = y_hat.shallow_clone();
-        for (conv, gdn) in &self.g_s {
+    /// [`Self::analysis`] at the observer mix `alpha` (ignored by a network not conditioned on
+    /// it).
+    pub fn analysis_mixed(&self, x: &Tensor, alpha: f64) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (i, (conv, gdn)) in self.g_a.iter().enumerate() {
             h = conv.forward(&h, self.precision);
             if let Some(gdn) = gdn {
                 h = gdn.forward(&h);
+                if let Some(mix) = &self.mix {
+                    h = mix.g_a[i].forward(&h, alpha);
+                }
+            }
+        }
+        match &self.mix {
+            Some(mix) => mix.y.forward(&h, alpha, 1.0),
+            None => h,
+        }
+    }
+
+    /// Synthesis transform: `y_hat` -> reconstruction (N, 3, 16 h, 16 w), not clamped. A
+    /// network conditioned on the observer mix runs at `alpha = 0`.
+    pub fn synthesis(&self, y_hat: &Tensor) -> Tensor {
+        self.synthesis_mixed(y_hat, 0.0)
+    }
+
+    /// [`Self::synthesis`] at the observer mix `alpha` (ignored by a network not conditioned on
+    /// it).
+    pub fn synthesis_mixed(&self, y_hat: &Tensor, alpha: f64) -> Tensor {
+        let mut h = match &self.mix {
+            Some(mix) => mix.y.forward(y_hat, alpha, -1.0),
+            None => y_hat.shallow_clone(),
+        };
+        for (i, (conv, gdn)) in self.g_s.iter().enumerate() {
+            h = conv.forward(&h, self.precision);
+            if let Some(gdn) = gdn {
+                h = gdn.forward(&h);
+                if let Some(mix) = &self.mix {
+                    h = mix.g_s[i].forward(&h, alpha);
+                }
             }
         }
         h
@@ -198,8 +275,20 @@ impl MeanScaleHyperprior {
     /// `round((y - μ) / Δ) Δ + μ`, noise of width `Δ`, likelihoods of `(y - μ) / Δ` under
     /// scales `σ / Δ`.
     pub fn forward_at(&self, x: &Tensor, step: QuantizationStep, training: bool) -> ForwardOutput {
+        self.forward_mixed(x, step, 0.0, training)
+    }
+
+    /// [`Self::forward_at`] at the observer mix `alpha` (ignored by a network not conditioned
+    /// on it).
+    pub fn forward_mixed(
+        &self,
+        x: &Tensor,
+        step: QuantizationStep,
+        alpha: f64,
+        training: bool,
+    ) -> ForwardOutput {
         let delta = f64::from(step.get());
-        let y = self.analysis(x);
+        let y = self.analysis_mixed(x, alpha);
         let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
         let z = self.hyper_analysis(&y);
         let z_hat = self.entropy_bottleneck.quantize(&z, training);
@@ -217,7 +306,7 @@ impl MeanScaleHyperprior {
             gaussian_likelihood(&((y_for_rate - &means) / delta), &(scales / delta));
         let (_, _, height, width) = x.size4().expect("input is 4-d");
         let x_hat = self
-            .synthesis(&y_hat)
+            .synthesis_mixed(&y_hat, alpha)
             .narrow(2, 0, height)
             .narrow(3, 0, width);
         ForwardOutput {
@@ -281,9 +370,24 @@ impl MeanScaleHyperprior {
         tables: &ModelTables,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
+        self.compress_mixed(x, tables, step, 0.0)
+    }
+
+    /// [`Self::compress_at`] at the observer mix `alpha` (ignored by a network not conditioned
+    /// on it).
+    ///
+    /// # Errors
+    /// As [`Self::compress`].
+    pub fn compress_mixed(
+        &self,
+        x: &Tensor,
+        tables: &ModelTables,
+        step: QuantizationStep,
+        alpha: f64,
+    ) -> Result<CompressedLatents, ModelError> {
         check_one_rgb_image(x)?;
         tch::no_grad(|| {
-            let y = self.analysis(x);
+            let y = self.analysis_mixed(x, alpha);
             let hyperprior = self.encode_hyperprior(&y, tables, step)?;
             hyperprior.code(&y, tables)
         })
@@ -336,12 +440,26 @@ impl MeanScaleHyperprior {
         latents: &CompressedLatents,
         tables: &ModelTables,
     ) -> Result<Tensor, ModelError> {
+        self.decompress_mixed(latents, tables, 0.0)
+    }
+
+    /// [`Self::decompress`] at the observer mix `alpha` (ignored by a network not conditioned
+    /// on it).
+    ///
+    /// # Errors
+    /// As [`Self::decompress`].
+    pub fn decompress_mixed(
+        &self,
+        latents: &CompressedLatents,
+        tables: &ModelTables,
+        alpha: f64,
+    ) -> Result<Tensor, ModelError> {
         latents.check_shapes(self.config)?;
         let [y_channels, y_height, y_width] = latents.y_shape;
         tch::no_grad(|| {
             let y_hat = Tensor::from_slice(&tables.dequantized_y(latents)?)
                 .view([1, y_channels, y_height, y_width]);
-            Ok(self.synthesis(&y_hat).clamp(0.0, 1.0))
+            Ok(self.synthesis_mixed(&y_hat, alpha).clamp(0.0, 1.0))
         })
     }
 
@@ -455,6 +573,56 @@ fn symbols_to_tensor(values: &[i32], shape: [i64; 4]) -> Tensor {
 mod tests {
     use super::*;
     use tch::Device;
+
+    /// A network for every observer mix starts as the plain network it is given (at every
+    /// `alpha`), and whatever its conditioning learns, it stays that network at `alpha = 0`.
+    #[test]
+    fn a_network_for_every_mix_is_the_plain_network_at_alpha_0() {
+        let config = HyperpriorConfig { n: 8, m: 12 };
+        tch::manual_seed(5);
+        let plain_variables = nn::VarStore::new(Device::Cpu);
+        let plain = MeanScaleHyperprior::new(&plain_variables.root(), config);
+        let variables = nn::VarStore::new(Device::Cpu);
+        let mixed = MeanScaleHyperprior::with_observer_mix(&variables.root(), config);
+        assert!(mixed.has_observer_mix() && !plain.has_observer_mix());
+        let source = plain_variables.variables();
+        let mut conditioning = Vec::new();
+        tch::no_grad(|| {
+            for (name, mut variable) in variables.variables() {
+                match source.get(&name) {
+                    Some(value) => variable.copy_(value),
+                    None => conditioning.push((name, variable)),
+                }
+            }
+        });
+        let mut names: Vec<&str> = conditioning.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names.len(), 13, "{names:?}");
+        assert!(names.iter().all(|n| is_mix_variable(n)), "{names:?}");
+        assert!(names.contains(&"alpha.g_s.5.shift") && names.contains(&"alpha.y.log_gain"));
+
+        let x = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let step = QuantizationStep::ONE;
+        let image = |network: &MeanScaleHyperprior, alpha: f64| {
+            tch::no_grad(|| network.forward_mixed(&x, step, alpha, false).x_hat)
+        };
+        let reference = image(&plain, 0.0);
+        for alpha in [0.0, 0.7, 1.0] {
+            assert!(image(&mixed, alpha).equal(&reference), "alpha {alpha}");
+        }
+        // What training might make of the conditioning.
+        tch::no_grad(|| {
+            for (_, variable) in &mut conditioning {
+                let _ = variable.fill_(0.3);
+            }
+        });
+        assert!(image(&mixed, 0.0).equal(&reference));
+        let moved = (image(&mixed, 0.7) - &reference)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(moved > 1e-3, "alpha 0.7 moved the image by {moved}");
+    }
 
     /// The coder's reproducible hyper-synthesis computes what the training network computes,
     /// up to float rounding: the same means, the same table for (nearly) every element.

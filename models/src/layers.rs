@@ -239,3 +239,72 @@ impl Gdn {
         }
     }
 }
+
+/// A per-channel affine map that moves with the observer mix `alpha` (FiLM, Perez et al. 2018,
+/// made linear in `alpha`):
+///
+/// ```text
+/// x_c  ->  x_c · (1 + alpha · u_c) + alpha · v_c
+/// ```
+///
+/// `u` and `v` (variables `scale` and `shift`) start at zero, so a network that gains the layer
+/// starts as the network it was, and at `alpha = 0` the layer is the identity whatever it has
+/// learnt: the mix's person end is the shared network itself (the other layers absorb any affine
+/// map of their own there).
+#[derive(Debug)]
+pub struct AlphaAffine {
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl AlphaAffine {
+    /// The layer over `channels` channels, at identity.
+    pub fn new(path: nn::Path, channels: i64) -> Self {
+        Self {
+            scale: path.zeros("scale", &[channels]),
+            shift: path.zeros("shift", &[channels]),
+        }
+    }
+
+    /// Applies the map at `alpha` to `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor, alpha: f64) -> Tensor {
+        if alpha == 0.0 {
+            return x.shallow_clone();
+        }
+        let channels = self.scale.size()[0];
+        let scale = (&self.scale * alpha + 1.0).view([1, channels, 1, 1]);
+        let shift = (&self.shift * alpha).view([1, channels, 1, 1]);
+        x * scale + shift
+    }
+}
+
+/// A per-channel gain on the latent `y` that moves with the observer mix `alpha` (the gain units
+/// of Cui et al., CVPR 2021, interpolated in `alpha` instead of the rate): the analysis ends in
+/// `y_c · exp(alpha · g_c)` and the synthesis starts with `y_hat_c · exp(-alpha · g_c)`, so each
+/// mix spends its bits over the channels in its own proportions (a channel with `g_c > 0` is
+/// quantised finer). `g` (variable `log_gain`) starts at zero: no gain.
+#[derive(Debug)]
+pub struct AlphaGain {
+    log_gain: Tensor,
+}
+
+impl AlphaGain {
+    /// The gain over `channels` channels, at 1.
+    pub fn new(path: nn::Path, channels: i64) -> Self {
+        Self {
+            log_gain: path.zeros("log_gain", &[channels]),
+        }
+    }
+
+    /// `y · exp(sign · alpha · g)` for `y` (N, C, H, W): `sign` 1 in the analysis, -1 in the
+    /// synthesis.
+    pub fn forward(&self, y: &Tensor, alpha: f64, sign: f64) -> Tensor {
+        if alpha == 0.0 {
+            return y.shallow_clone();
+        }
+        let channels = self.log_gain.size()[0];
+        y * (&self.log_gain * (sign * alpha))
+            .exp()
+            .view([1, channels, 1, 1])
+    }
+}

@@ -198,6 +198,40 @@ impl DistortionMeasure {
     /// [`ModelError::Shape`] if the shapes differ or MS-SSIM cannot be computed at this size
     /// (sides below [`crate::msssim::MIN_SIDE`]), or the classifier rejects the batch.
     pub fn compute(&self, x: &Tensor, x_hat: &Tensor) -> Result<DistortionTerms, ModelError> {
+        self.compute_as(self.distortion, x, x_hat)
+    }
+
+    /// [`Self::compute`] with the observer distortion's `alpha` replaced by `alpha` (the
+    /// training of a network for every observer mix); any other distortion as it is.
+    ///
+    /// # Errors
+    /// As [`Self::compute`]; [`ModelError::InvalidModel`] if `alpha` is outside [0, 1], or
+    /// needs the classifier and this measure has none.
+    pub fn compute_mixed(
+        &self,
+        x: &Tensor,
+        x_hat: &Tensor,
+        alpha: f64,
+    ) -> Result<DistortionTerms, ModelError> {
+        let Distortion::Observer(observer) = self.distortion else {
+            return self.compute(x, x_hat);
+        };
+        let mixed = Distortion::Observer(ObserverDistortion { alpha, ..observer });
+        mixed.validate()?;
+        if mixed.needs_classifier() && self.observer.is_none() {
+            return Err(ModelError::InvalidModel(format!(
+                "{mixed} needs the observer classifier"
+            )));
+        }
+        self.compute_as(mixed, x, x_hat)
+    }
+
+    fn compute_as(
+        &self,
+        distortion: Distortion,
+        x: &Tensor,
+        x_hat: &Tensor,
+    ) -> Result<DistortionTerms, ModelError> {
         if x.size() != x_hat.size() || x.dim() != 4 {
             return Err(ModelError::Shape(format!(
                 "distortion needs two equal (N, 3, H, W) shapes, got {:?} and {:?}",
@@ -208,7 +242,7 @@ impl DistortionMeasure {
         let one_minus_ms_ssim = || -> Result<Tensor, ModelError> {
             Ok(1.0 - ms_ssim(x, x_hat, 1.0)?.mean(Kind::Float))
         };
-        match self.distortion {
+        match distortion {
             Distortion::Mse => Ok(DistortionTerms {
                 total: (x - x_hat).square().mean(Kind::Float) * (255.0 * 255.0),
                 ms_ssim: None,

@@ -23,7 +23,7 @@ use crate::ModelError;
 #[cfg(feature = "torch")]
 mod torch;
 #[cfg(feature = "torch")]
-pub(crate) use torch::load_tensors;
+pub(crate) use torch::{load_tensors, load_tensors_but};
 #[cfg(feature = "torch")]
 pub use torch::{
     serialize_model, untrained_model_bytes, untrained_variable_rate_model_bytes, CodecModel,
@@ -76,6 +76,11 @@ pub struct ModelInfo {
     /// The qualities a variable-rate model codes at; `None` for a fixed-rate model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variable_rate: Option<crate::rate::QualityRange>,
+    /// Whether the network is conditioned on the observer mix `alpha` (one network for every
+    /// mix of the person's and the classifier's distortion, trained with the observer
+    /// distortion; its file holds the conditioning's `alpha.*` tensors).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observer_mix: bool,
     /// How it was trained.
     pub training: TrainingSummary,
 }

@@ -19,10 +19,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use crate::hyperprior::{HyperpriorConfig, MeanScaleHyperprior, Y_DOWNSAMPLING};
+use crate::hyperprior::{is_mix_variable, HyperpriorConfig, MeanScaleHyperprior, Y_DOWNSAMPLING};
 use crate::imaging::{mse, pad_to_multiple, rgb_to_tensor};
 use crate::layers::ComputePrecision;
-use crate::losses::{psnr, Distortion, DistortionMeasure};
+use crate::losses::{psnr, Distortion, DistortionMeasure, ObserverDistortion};
 use crate::model_file::{
     serialize_model, CodecModel, ModelInfo, TrainingSummary, MODEL_FORMAT_VERSION,
 };
@@ -117,6 +117,12 @@ pub struct TrainConfig {
     /// the same size whatever its loss's scale.
     #[serde(default)]
     pub balance_qualities: bool,
+    /// Observer distortion only: one network for every observer mix. The network is
+    /// conditioned on `alpha` ([`MeanScaleHyperprior::with_observer_mix`]) and every step
+    /// draws `alpha` uniformly from [0, 1]; the distortion's own `alpha` is ignored, its weights
+    /// and layers apply. Validated at `alpha` 0 and 0.5.
+    #[serde(default)]
+    pub observer_mix: bool,
 }
 
 impl TrainConfig {
@@ -153,6 +159,7 @@ impl TrainConfig {
             decay_steps: None,
             warmup_steps: 200,
             balance_qualities: false,
+            observer_mix: false,
         }
     }
 }
@@ -215,9 +222,12 @@ pub struct Validation {
 impl Validation {
     const CSV_HEADER: &'static str =
         "step,seconds,cpu_seconds,quality,bpp,estimated_bpp,psnr,ms_ssim";
+    /// A run for every observer mix adds the mix validated at.
+    const CSV_HEADER_MIXED: &'static str =
+        "step,seconds,cpu_seconds,quality,bpp,estimated_bpp,psnr,ms_ssim,alpha";
 
-    fn csv_row(&self, state: &RunState, quality: f32) -> String {
-        format!(
+    fn csv_row(&self, state: &RunState, quality: f32, alpha: Option<f64>) -> String {
+        let row = format!(
             "{},{:.1},{:.1},{quality},{:.5},{:.5},{:.4},{:.6}",
             state.step,
             state.seconds,
@@ -226,7 +236,11 @@ impl Validation {
             self.estimated_bpp,
             self.psnr,
             self.ms_ssim
-        )
+        );
+        match alpha {
+            Some(alpha) => format!("{row},{alpha}"),
+            None => row,
+        }
     }
 
     /// One line for people: bpp (coded and predicted), PSNR, MS-SSIM.
@@ -261,6 +275,7 @@ pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
 /// [`ModelError::InvalidModel`] for invalid observer parameters or missing or unreadable
 /// observer weights.
 pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
+    check_observer_mix(config)?;
     check_crop_size(config)?;
     // Before anything is written or loaded: bad parameters and missing weights fail fast.
     let measure = distortion_measure(config)?;
@@ -270,10 +285,12 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
         Some(dir) => load_validation(dir)?,
         None => Vec::new(),
     };
-    let mut validation_log = CsvLog::open(
-        &config.run_dir.join("validation.csv"),
-        Validation::CSV_HEADER,
-    )?;
+    let header = if config.observer_mix {
+        Validation::CSV_HEADER_MIXED
+    } else {
+        Validation::CSV_HEADER
+    };
+    let mut validation_log = CsvLog::open(&config.run_dir.join("validation.csv"), header)?;
     let finished = run.optimise(config, &measure, &dataset, |run, reporter| {
         run.validate(config, &validation_images, &mut validation_log, |line| {
             reporter.line(&format!("step {} {line}", run.state.step))
@@ -297,7 +314,7 @@ pub fn train(config: &TrainConfig) -> Result<TrainOutcome, ModelError> {
 
 /// Crops must hold whole latents, and MS-SSIM's five scales.
 fn check_crop_size(config: &TrainConfig) -> Result<(), ModelError> {
-    if config.distortion.needs_ms_ssim() && config.crop_size < MIN_SIDE {
+    if measured_distortion(config).needs_ms_ssim() && config.crop_size < MIN_SIDE {
         return Err(ModelError::Shape(format!(
             "{} training needs --crop-size >= {} (MS-SSIM needs both sides >= {MIN_SIDE})",
             config.distortion,
@@ -312,16 +329,47 @@ fn check_crop_size(config: &TrainConfig) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// The observer mixes a run for every mix is validated at: the person's end, and the mix of
+/// the separate `observer-0.5` networks it is measured against.
+const MIX_VALIDATION_ALPHAS: [f64; 2] = [0.0, 0.5];
+
+/// A run for every observer mix needs the observer distortion.
+fn check_observer_mix(config: &TrainConfig) -> Result<(), ModelError> {
+    if config.observer_mix && !matches!(config.distortion, Distortion::Observer(_)) {
+        return Err(ModelError::InvalidModel(format!(
+            "a network for every observer mix trains with the observer distortion, not {}",
+            config.distortion
+        )));
+    }
+    Ok(())
+}
+
+/// The distortion the run measures: its own, or for a run over every observer mix that
+/// distortion at `alpha = 0.5`, which needs both MS-SSIM and the classifier, as the mixes
+/// drawn do (its `alpha` is replaced at each step).
+fn measured_distortion(config: &TrainConfig) -> Distortion {
+    match config.distortion {
+        Distortion::Observer(observer) if config.observer_mix => {
+            Distortion::Observer(ObserverDistortion {
+                alpha: 0.5,
+                ..observer
+            })
+        }
+        other => other,
+    }
+}
+
 /// The run's distortion, its classifier (a user's TorchScript module or the built-in one)
 /// loaded once when it needs one.
 fn distortion_measure(config: &TrainConfig) -> Result<DistortionMeasure, ModelError> {
+    let distortion = measured_distortion(config);
     match &config.observer_torchscript {
-        Some(path) if config.distortion.needs_classifier() => DistortionMeasure::with_observer(
-            config.distortion,
+        Some(path) if distortion.needs_classifier() => DistortionMeasure::with_observer(
+            distortion,
             Some(Box::new(observer::TorchScriptObserver::load(path)?)),
         ),
         _ => DistortionMeasure::new(
-            config.distortion,
+            distortion,
             &config
                 .observer_weights
                 .clone()
@@ -353,7 +401,11 @@ impl Run {
     fn open(config: &TrainConfig) -> Result<Self, ModelError> {
         fs::create_dir_all(&config.run_dir).map_err(io_error(&config.run_dir))?;
         let variables = nn::VarStore::new(Device::Cpu);
-        let mut network = MeanScaleHyperprior::new(&variables.root(), config.network);
+        let mut network = if config.observer_mix {
+            MeanScaleHyperprior::with_observer_mix(&variables.root(), config.network)
+        } else {
+            MeanScaleHyperprior::new(&variables.root(), config.network)
+        };
         network.set_precision(config.precision);
         let mut run = Self {
             variables,
@@ -458,9 +510,18 @@ impl Run {
     ) -> Result<[f64; 7], ModelError> {
         let batch = dataset.batch(config.batch_size, config.crop_size, rng);
         let (quality, step, lambda) = rate_point(config, rng)?;
-        let output = self.network.forward_at(&batch, step, true);
+        let alpha = if config.observer_mix {
+            rng.gen_range(0.0..=1.0)
+        } else {
+            0.0
+        };
+        let output = self.network.forward_mixed(&batch, step, alpha, true);
         let bpp = output.bits_per_pixel(config.crop_size * config.crop_size);
-        let terms = measure.compute(&batch, &output.x_hat)?;
+        let terms = if config.observer_mix {
+            measure.compute_mixed(&batch, &output.x_hat, alpha)?
+        } else {
+            measure.compute(&batch, &output.x_hat)?
+        };
         // Δ = 1 for a fixed-rate model; for a variable-rate one it evens out the loss's size
         // across qualities (crate::rate).
         let loss = (&bpp + &terms.total * lambda) * f64::from(step.get());
@@ -504,11 +565,23 @@ impl Run {
         if images.is_empty() {
             return Ok(first);
         }
-        for (quality, step) in validation_points(config)? {
-            let v = validate_at(&self.network, images, step)?;
-            log.row(&v.csv_row(&self.state, quality))?;
-            report(&format!("(quality {quality}): {}", v.summary()));
-            first.get_or_insert(v);
+        let alphas: &[f64] = if config.observer_mix {
+            &MIX_VALIDATION_ALPHAS
+        } else {
+            &[0.0]
+        };
+        for &alpha in alphas {
+            for (quality, step) in validation_points(config)? {
+                let v = validate_mixed(&self.network, images, step, alpha)?;
+                let mix = config.observer_mix.then_some(alpha);
+                log.row(&v.csv_row(&self.state, quality, mix))?;
+                let at = match mix {
+                    Some(alpha) => format!("(quality {quality}, alpha {alpha})"),
+                    None => format!("(quality {quality})"),
+                };
+                report(&format!("{at}: {}", v.summary()));
+                first.get_or_insert(v);
+            }
         }
         Ok(first)
     }
@@ -569,6 +642,7 @@ fn model_info(config: &TrainConfig, state: &RunState) -> ModelInfo {
         distortion: config.distortion,
         lambda: config.lambda,
         variable_rate: config.variable_rate,
+        observer_mix: config.observer_mix,
         training: TrainingSummary {
             steps: state.step,
             seconds: state.seconds,
@@ -685,13 +759,16 @@ fn initialise(
 ) -> Result<(), ModelError> {
     let bytes = fs::read(init).map_err(|e| ModelError::Io(init.display().to_string(), e))?;
     if crate::model_file::read_info(&bytes).is_err() {
-        // No model description: a checkpoint, which names and shapes every variable.
-        return crate::model_file::load_tensors(&bytes, variables).map_err(|e| {
-            ModelError::InvalidModel(format!(
-                "{}: neither a model file nor a training checkpoint ({e})",
-                init.display()
-            ))
-        });
+        // No model description: a checkpoint, which names and shapes every variable (but the
+        // observer-mix conditioning, when this network has it and the checkpoint's had not).
+        return crate::model_file::load_tensors_but(&bytes, variables, is_mix_variable).map_err(
+            |e| {
+                ModelError::InvalidModel(format!(
+                    "{}: neither a model file nor a training checkpoint ({e})",
+                    init.display()
+                ))
+            },
+        );
     }
     let source = CodecModel::from_bytes(&bytes)?;
     if source.info().network != network {
@@ -921,6 +998,19 @@ pub fn validate_at(
     images: &[Tensor],
     step: QuantizationStep,
 ) -> Result<Validation, ModelError> {
+    validate_mixed(network, images, step, 0.0)
+}
+
+/// [`validate_at`] at the observer mix `alpha` (ignored by a network not conditioned on it).
+///
+/// # Errors
+/// As [`validate_at`].
+pub fn validate_mixed(
+    network: &MeanScaleHyperprior,
+    images: &[Tensor],
+    step: QuantizationStep,
+    alpha: f64,
+) -> Result<Validation, ModelError> {
     let tables = network.build_tables()?;
     let (mut bpp, mut psnr_sum, mut ssim_sum, mut estimated) = (0.0, 0.0, 0.0, 0.0);
     for image in images {
@@ -929,13 +1019,13 @@ pub fn validate_at(
         let padded = pad_to_multiple(image, Y_DOWNSAMPLING);
         let predicted = tch::no_grad(|| {
             network
-                .forward_at(&padded, step, false)
+                .forward_mixed(&padded, step, alpha, false)
                 .bits_per_pixel(height * width)
         });
         estimated += predicted.double_value(&[]);
-        let latents = network.compress_at(&padded, &tables, step)?;
+        let latents = network.compress_mixed(&padded, &tables, step, alpha)?;
         let decoded = network
-            .decompress(&latents, &tables)?
+            .decompress_mixed(&latents, &tables, alpha)?
             .narrow(2, 0, height)
             .narrow(3, 0, width);
         let decoded = (decoded * 255.0).round() / 255.0;

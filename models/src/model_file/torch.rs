@@ -13,7 +13,7 @@ use super::{
     MODEL_FORMAT_VERSION, TABLES_KEY,
 };
 use crate::distortion::Distortion;
-use crate::hyperprior::{HyperpriorConfig, MeanScaleHyperprior, ModelTables};
+use crate::hyperprior::{is_mix_variable, HyperpriorConfig, MeanScaleHyperprior, ModelTables};
 use crate::ModelError;
 
 /// A model ready to code: networks, tables and description.
@@ -36,7 +36,11 @@ impl CodecModel {
         let (info, stored) = read_info_and_tables(bytes)?;
 
         let mut variables = nn::VarStore::new(Device::Cpu);
-        let network = MeanScaleHyperprior::new(&variables.root(), info.network);
+        let network = if info.observer_mix {
+            MeanScaleHyperprior::with_observer_mix(&variables.root(), info.network)
+        } else {
+            MeanScaleHyperprior::new(&variables.root(), info.network)
+        };
         load_tensors(bytes, &variables)?;
         variables.freeze();
         let tables = ModelTables::new(stored.z, stored.y, &network)?;
@@ -80,12 +84,31 @@ impl CodecModel {
     }
 
     /// Copies this model's weights into `variables` (a store holding a network of the same shape),
-    /// e.g. to start training one rate point from another.
+    /// e.g. to start training one rate point from another. A network conditioned on the
+    /// observer mix may start from one that is not: its conditioning keeps its initial values.
     ///
     /// # Errors
-    /// [`ModelError::Torch`] if the variables do not match.
+    /// [`ModelError::InvalidModel`] if a variable is missing here (other than the
+    /// conditioning's) or has another shape.
     pub fn copy_weights_to(&self, variables: &mut nn::VarStore) -> Result<(), ModelError> {
-        Ok(variables.copy(&self.variables)?)
+        let source = self.variables.variables();
+        tch::no_grad(|| {
+            for (name, mut variable) in variables.variables() {
+                match source.get(&name) {
+                    Some(value) if value.size() == variable.size() => variable.copy_(value),
+                    Some(value) => {
+                        return Err(ModelError::InvalidModel(format!(
+                            "tensor {name} has shape {:?}, the network expects {:?}",
+                            value.size(),
+                            variable.size()
+                        )))
+                    }
+                    None if is_mix_variable(&name) => {}
+                    None => return Err(ModelError::InvalidModel(format!("missing tensor {name}"))),
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -97,10 +120,32 @@ impl CodecModel {
 /// [`ModelError::InvalidModel`] if the bytes are not safetensors or a tensor is missing,
 /// extra or of another shape.
 pub(crate) fn load_tensors(bytes: &[u8], variables: &nn::VarStore) -> Result<(), ModelError> {
+    load_tensors_but(bytes, variables, |_| false)
+}
+
+/// [`load_tensors`], except that the variables `may_lack` accepts may be absent from the file
+/// (all of them then are): they keep their values. E.g. the observer-mix conditioning of a
+/// network started from a checkpoint of one without it.
+///
+/// # Errors
+/// As [`load_tensors`].
+pub(crate) fn load_tensors_but(
+    bytes: &[u8],
+    variables: &nn::VarStore,
+    may_lack: impl Fn(&str) -> bool,
+) -> Result<(), ModelError> {
     let invalid = |what: String| ModelError::InvalidModel(what);
     let file = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
-    let named = variables.variables();
+    let mut named = variables.variables();
+    let lacking: Vec<String> = named
+        .keys()
+        .filter(|name| may_lack(name) && file.tensor(name).is_err())
+        .cloned()
+        .collect();
+    for name in &lacking {
+        named.remove(name);
+    }
     if file.len() != named.len() {
         return Err(invalid(format!(
             "{} tensors in the file, the network has {}",
@@ -237,6 +282,7 @@ fn untrained_bytes(
         distortion: Distortion::Mse,
         lambda: 0.0,
         variable_rate,
+        observer_mix: false,
         training: TrainingSummary::default(),
     };
     serialize_model(&info, &variables, &model)

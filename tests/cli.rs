@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ocular::train::{untrained_model_bytes, HyperpriorConfig};
+use ocular::train::{
+    untrained_model_bytes, untrained_observer_mix_model_bytes, HyperpriorConfig, QualityRange,
+};
 
 fn ocular(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocular"))
@@ -704,4 +706,58 @@ fn eval_perceptual_redraws_and_needs_lite1() {
         .output()
         .expect("the binary runs");
     assert_clean_failure(&out, "EfficientNet-Lite1 weights, not found");
+}
+
+/// `encode --model FILE --observer WHO` with a network for every observer mix: the mix at a
+/// quality or an exact rate, carried by the file (`info` shows it) so `decode` needs nothing
+/// else; a mix other models cannot code at, or a mix that is no number, is refused plainly.
+#[test]
+fn a_network_for_every_observer_mix_codes_at_the_mix_asked() {
+    let f = Fixture::new();
+    let range = QualityRange::new(0.0, 10.0).expect("range");
+    let bytes =
+        untrained_observer_mix_model_bytes(HyperpriorConfig { n: 8, m: 12 }, "mix", 3, range)
+            .expect("model");
+    let model = f.arg("mix.safetensors");
+    std::fs::write(&model, bytes).expect("write model");
+    let (input, coded, decoded) = (f.arg("in.png"), f.arg("m.ocu"), f.arg("m.png"));
+    let encode = |extra: &[&str]| {
+        let mut args = vec![
+            "encode",
+            input.as_str(),
+            "-o",
+            coded.as_str(),
+            "--model",
+            model.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        ocular(&args)
+    };
+    let out = encode(&["--observer", "0.3", "--quality", "6"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["info", &coded]);
+    assert!(text(&out).contains("observer:  mix 0.3"), "{}", text(&out));
+    let out = ocular(&["decode", &coded, "-o", &decoded, "--model", &model]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = encode(&["--observer", "machine", "--bpp", "1.5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("reached"), "{}", text(&out));
+    assert!(text(&ocular(&["info", &coded])).contains("observer:  mix 1"));
+
+    assert_clean_failure(&encode(&["--observer", "most"]), "a number in 0..=1");
+    let plain = f.arg("a.safetensors");
+    let out = ocular(&[
+        "encode",
+        &input,
+        "-o",
+        &coded,
+        "--model",
+        &plain,
+        "--observer",
+        "0.5",
+    ]);
+    assert_clean_failure(&out, "needs one network for every observer mix");
+    let out = ocular(&["encode", &input, "-o", &coded, "--observer", "0.5"]);
+    assert_clean_failure(&out, "--observer picks");
 }

@@ -4,9 +4,10 @@
 
 use image::{DynamicImage, GrayAlphaImage, GrayImage, Rgb, RgbImage, RgbaImage};
 use ocular::train::{
-    untrained_model_bytes, untrained_variable_rate_model_bytes, HyperpriorConfig, QualityRange,
+    untrained_model_bytes, untrained_observer_mix_model_bytes, untrained_variable_rate_model_bytes,
+    HyperpriorConfig, QualityRange,
 };
-use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model};
+use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model, ObserverMix};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 
@@ -400,4 +401,63 @@ fn refinement_follows_the_objective_it_is_given() {
         let decoded = Decoder::new(&own).decode(file).expect("decodes");
         assert_eq!((decoded.width(), decoded.height()), (176, 168));
     }
+}
+
+/// One network for every observer mix codes at any mix: the file carries it and decodes with
+/// nothing else, and the mix changes the decoded image (the model's conditioning is random
+/// here, not the identity of an untrained network). A plain model codes at mix 0 only, and a
+/// file that claims another mix for it is refused as forged.
+#[test]
+fn observer_mix_files_carry_their_mix_and_decode() {
+    let range = QualityRange::new(0.0, 10.0).expect("range");
+    let bytes = untrained_observer_mix_model_bytes(TINY, "tiny-mix", 7, range).expect("model");
+    let model = Model::from_bytes(&bytes).expect("a fresh model file loads");
+    assert!(model.has_observer_mix());
+    let image = DynamicImage::ImageRgb8(photo_like(70, 50));
+    let at = |alpha: f32| {
+        Encoder::new(&model)
+            .with_quality(6.0)
+            .with_observer_mix(alpha)
+            .encode(&image)
+            .expect("encodes at the mix")
+    };
+    let mix_of = |file: &[u8]| {
+        Bitstream::parse(file, &Limits::default())
+            .expect("parses")
+            .header
+            .observer_mix
+    };
+    let file = at(0.6);
+    assert_eq!(mix_of(&file), ObserverMix::new(0.6));
+    assert_eq!(mix_of(&at(0.0)), None);
+    let decoded = Decoder::new(&model).decode(&file).expect("decodes");
+    assert_eq!((decoded.width(), decoded.height()), (70, 50));
+    // The same streams read at mix 0 make another image.
+    let mut at_zero = Bitstream::parse(&file, &Limits::default()).expect("parses");
+    at_zero.header.observer_mix = None;
+    let other = Decoder::new(&model)
+        .decode_bitstream(at_zero)
+        .expect("decodes");
+    assert_ne!(decoded.to_rgb8().as_raw(), other.to_rgb8().as_raw());
+    assert!(matches!(
+        Encoder::new(&model).with_observer_mix(1.5).encode(&image),
+        Err(Error::ObserverMixUnavailable { .. })
+    ));
+
+    let plain = tiny_model(2);
+    assert!(!plain.has_observer_mix());
+    assert!(matches!(
+        Encoder::new(&plain).with_observer_mix(0.5).encode(&image),
+        Err(Error::ObserverMixUnavailable { .. })
+    ));
+    let plain_file = Encoder::new(&plain)
+        .with_observer_mix(0.0)
+        .encode(&image)
+        .expect("mix 0 is every model's");
+    let mut forged = Bitstream::parse(&plain_file, &Limits::default()).expect("parses");
+    forged.header.observer_mix = ObserverMix::new(0.5);
+    assert!(matches!(
+        Decoder::new(&plain).decode_bitstream(forged),
+        Err(Error::CorruptStream(_))
+    ));
 }

@@ -5,9 +5,9 @@ use std::io::{self, Read};
 
 use ocular::container::{
     Bitstream, ContainerError, Extension, FormatError, Header, HeaderError, InvalidInput, Latent,
-    LatentShape, ModelFingerprint, Section, UnsupportedError, CRITICAL_EXTENSION_BIT, MAGIC,
-    MAX_HEADER_BYTES, QUANTIZATION_STEP_KIND, VERSION_MAJOR, VERSION_MINOR, Y_DOWNSAMPLING,
-    Z_DOWNSAMPLING,
+    LatentShape, ModelFingerprint, ObserverMix, Section, UnsupportedError, CRITICAL_EXTENSION_BIT,
+    MAGIC, MAX_HEADER_BYTES, OBSERVER_MIX_KIND, QUANTIZATION_STEP_KIND, VERSION_MAJOR,
+    VERSION_MINOR, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
 };
 use ocular::limits::{Limit, Limits, LimitsExceeded};
 use ocular::QuantizationStep;
@@ -53,6 +53,7 @@ fn header(width: u32, height: u32, channels: u8, y_channels: u32, z_channels: u3
         y_shape: LatentShape::for_image(Latent::Y, y_channels, width, height),
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
         quantization_step: None,
+        observer_mix: None,
     }
 }
 
@@ -782,19 +783,19 @@ fn unknown_non_critical_extension_is_skipped() {
 fn unknown_critical_extension_is_rejected() {
     let extensions = [
         Extension::new(0x0001, vec![9; 3]),
-        Extension::new(CRITICAL_EXTENSION_BIT | 0x0002, vec![1, 2]),
+        Extension::new(CRITICAL_EXTENSION_BIT | 0x0003, vec![1, 2]),
     ];
     assert!(extensions[1].is_critical());
     let bytes = sample().to_bytes_with_extensions(&extensions).unwrap();
     let err = parse(&bytes).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unsupported .ocu feature: the file needs critical extension 0x8002, which this reader \
+        "unsupported .ocu feature: the file needs critical extension 0x8003, which this reader \
          does not know (the file may need a newer ocular)"
     );
     assert_eq!(
         unsupported_error(Err(err)),
-        UnsupportedError::CriticalExtension { kind: 0x8002 }
+        UnsupportedError::CriticalExtension { kind: 0x8003 }
     );
 }
 
@@ -803,7 +804,7 @@ fn critical_extension_is_reported_before_header_rules() {
     // A future feature may change what the fields mean: an old reader must say "unsupported",
     // not "inconsistent shapes".
     let bytes = sample()
-        .to_bytes_with_extensions(&[Extension::new(0x8002, Vec::new())])
+        .to_bytes_with_extensions(&[Extension::new(0x8003, Vec::new())])
         .unwrap();
     let mut bytes = bytes;
     put_u32(&mut bytes, y_shape_at(NAME_LEN) + 4, 1);
@@ -811,7 +812,7 @@ fn critical_extension_is_reported_before_header_rules() {
     assert!(matches!(
         parse(&bytes),
         Err(ContainerError::Unsupported(
-            UnsupportedError::CriticalExtension { kind: 0x8002 }
+            UnsupportedError::CriticalExtension { kind: 0x8003 }
         ))
     ));
 }
@@ -947,6 +948,7 @@ fn documented_example_parses() {
             y_shape: LatentShape::new(192, 3, 7),
             z_shape: LatentShape::new(128, 1, 2),
             quantization_step: None,
+            observer_mix: None,
         },
         z_stream: vec![0xaa; 4],
         y_stream: (0x10..0x18).collect(),
@@ -1051,5 +1053,58 @@ fn writer_refuses_a_step_record_among_extensions() {
     assert!(matches!(
         err,
         ContainerError::InvalidInput(InvalidInput::ReservedExtension { kind: 0x8001 })
+    ));
+}
+
+#[test]
+fn observer_mix_round_trips_in_a_critical_record_after_the_step() {
+    let mut b = with_step(0.5);
+    b.header.observer_mix = ObserverMix::new(0.3);
+    let bytes = b.to_bytes().unwrap();
+    // The step's record, then kind 0x8002, length 4, the f32's bits.
+    let at = records_at(NAME_LEN) + 8;
+    assert_eq!(bytes[at..at + 4], [0x02, 0x80, 4, 0]);
+    assert_eq!(bytes[at + 4..at + 8], 0.3_f32.to_le_bytes());
+    assert_eq!(
+        OBSERVER_MIX_KIND & CRITICAL_EXTENSION_BIT,
+        CRITICAL_EXTENSION_BIT
+    );
+    assert_eq!(bytes.len(), b.encoded_len());
+    assert_eq!(b.overhead_bytes(), sample().overhead_bytes() + 16);
+    let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
+    assert_eq!(parsed, b);
+    assert!(skipped.is_empty());
+    // Only numbers in [0, 1] are mixes.
+    for bad in [-0.1_f32, 1.5, f32::NAN, f32::INFINITY] {
+        assert_eq!(ObserverMix::new(bad), None, "{bad}");
+    }
+    assert_eq!(ObserverMix::new(1.0).map(ObserverMix::get), Some(1.0));
+}
+
+#[test]
+fn invalid_observer_mix_records_are_format_errors() {
+    let record = |value: &[u8]| [&[0x02, 0x80, value.len() as u8, 0][..], value].concat();
+    let half = 0.5_f32.to_le_bytes();
+    let out_of_range = with_raw_records(&record(&1.25_f32.to_le_bytes()));
+    let not_a_number = with_raw_records(&record(&f32::NAN.to_le_bytes()));
+    let short = with_raw_records(&record(&[0, 0]));
+    let twice = with_raw_records(&[record(&half), record(&half)].concat());
+    for b in [out_of_range, not_a_number, short, twice] {
+        assert!(matches!(
+            format_error(parse(&b)),
+            FormatError::InvalidObserverMix(_)
+        ));
+    }
+    let longer = with_raw_records(&record(&[&half[..], &[9, 9]].concat()));
+    assert_eq!(
+        parse(&longer).unwrap().header.observer_mix,
+        ObserverMix::new(0.5)
+    );
+    let err = sample()
+        .to_bytes_with_extensions(&[Extension::new(OBSERVER_MIX_KIND, half.to_vec())])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ContainerError::InvalidInput(InvalidInput::ReservedExtension { kind: 0x8002 })
     ));
 }

@@ -128,6 +128,7 @@ fn seed(rng: &mut StdRng, tables: &CodingTables) -> (Bitstream, Vec<u8>) {
         y_shape: LatentShape::for_image(Latent::Y, y_channels, width, height),
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
         quantization_step: None,
+        observer_mix: None,
     };
     let mut stream = |shape: LatentShape| {
         let indices = indices(shape);

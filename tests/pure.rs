@@ -15,7 +15,9 @@ use image::RgbImage;
 use ocular_entropy::QuantizationStep;
 use ocular_models::hyperprior::Y_DOWNSAMPLING;
 use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor, tensor_to_rgb};
-use ocular_models::model_file::untrained_variable_rate_model_bytes;
+use ocular_models::model_file::{
+    untrained_observer_mix_model_bytes, untrained_variable_rate_model_bytes,
+};
 use ocular_models::rate::QualityRange;
 use ocular_models::{CodecModel, CompressedLatents, HyperpriorConfig, PureModel};
 
@@ -52,14 +54,20 @@ fn differing(a: &[i32], b: &[i32]) -> usize {
 
 /// Codes `image` with both encoders and decodes both files with both decoders.
 fn compare(bytes: &[u8], image: &RgbImage, step: QuantizationStep) {
+    compare_mixed(bytes, image, step, 0.0);
+}
+
+/// [`compare`] at the observer mix `alpha`.
+fn compare_mixed(bytes: &[u8], image: &RgbImage, step: QuantizationStep, alpha: f32) {
     let torch = CodecModel::from_bytes(bytes).expect("libtorch model");
-    let pure = PureModel::from_bytes(bytes).expect("pure model");
+    let model = PureModel::from_bytes(bytes).expect("pure model");
+    let pure = model.at_observer_mix(alpha).expect("the model at the mix");
     assert_eq!(torch.fingerprint(), pure.fingerprint());
     let (width, height) = image.dimensions();
     let x = pad_to_multiple(&rgb_to_tensor(image), Y_DOWNSAMPLING);
     let from_torch = torch
         .network()
-        .compress_at(&x, torch.tables(), step)
+        .compress_mixed(&x, torch.tables(), step, f64::from(alpha))
         .expect("libtorch encodes");
     let from_pure = pure.compress_at(image, step).expect("pure encodes");
     assert_eq!(from_torch.y_shape, from_pure.y_shape);
@@ -79,7 +87,7 @@ fn compare(bytes: &[u8], image: &RgbImage, step: QuantizationStep) {
     let torch_decode = |latents: &CompressedLatents| {
         let x_hat = torch
             .network()
-            .decompress(latents, torch.tables())
+            .decompress_mixed(latents, torch.tables(), f64::from(alpha))
             .expect("libtorch decodes");
         tensor_to_rgb(&x_hat, width, height)
     };
@@ -108,4 +116,39 @@ fn variable_rate_files_are_interchangeable() {
     let bytes = untrained_variable_rate_model_bytes(network, "tiny-vr", 5, range).expect("model");
     let step = range.step(7.3).expect("inside the range");
     compare(&bytes, &sample(), step);
+}
+
+/// A network for every observer mix, at a mix whose conditioning (random, not the identity)
+/// changes both transforms: the pure coder applies it as libtorch does. At another mix the
+/// same file decodes to another image; a plain network has no mix but 0.
+#[test]
+fn observer_mix_files_are_interchangeable() {
+    let network = HyperpriorConfig { n: 8, m: 12 };
+    let range = QualityRange::DEFAULT;
+    let bytes = untrained_observer_mix_model_bytes(network, "tiny-mix", 6, range).expect("model");
+    let step = range.step(6.0).expect("inside the range");
+    compare_mixed(&bytes, &sample(), step, 0.6);
+
+    let model = PureModel::from_bytes(&bytes).expect("pure model");
+    let image = sample();
+    let latents = model
+        .at_observer_mix(0.6)
+        .expect("mix")
+        .compress_at(&image, step)
+        .expect("encodes");
+    let (width, height) = image.dimensions();
+    let decode = |alpha: f32| {
+        model
+            .at_observer_mix(alpha)
+            .expect("mix")
+            .decompress_to_rgb(&latents, width, height)
+            .expect("decodes")
+    };
+    assert!(largest_difference(&decode(0.6), &decode(0.0)) > 2);
+    assert!(model.at_observer_mix(1.5).is_err());
+
+    let plain = untrained_variable_rate_model_bytes(network, "tiny-vr", 5, range).expect("model");
+    let plain = PureModel::from_bytes(&plain).expect("pure model");
+    assert!(plain.at_observer_mix(0.0).is_ok());
+    assert!(plain.at_observer_mix(0.5).is_err());
 }

@@ -183,10 +183,12 @@ struct EncodeArgs {
     /// target above what its highest rate point makes of the image is an error)
     #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
-    /// With --bpp: who looks at the image: human (MS-SSIM), machine (the ImageNet classifier)
-    /// or an alpha in 0..=1 mixing them (the families available are listed by `ocular
-    /// models`). Without it, the default model (mse-vr)
-    #[arg(long, requires = "bpp", conflicts_with = "model")]
+    /// Who looks at the image: human (MS-SSIM), machine (the ImageNet classifier) or an alpha
+    /// in 0..=1 mixing them. With a --model that is one network for every observer mix (`train
+    /// --observer-mix`): that mix, at --quality or --bpp (the file carries it). Without
+    /// --model, with --bpp: the built-in family of that observer (listed by `ocular models`).
+    /// Without it, the default model (mse-vr)
+    #[arg(long)]
     observer: Option<String>,
     #[command(flatten)]
     refine: Refine,
@@ -1028,9 +1030,13 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
     let limits = args.size.limits();
     let image = ocular::open_image(&args.input, &limits)?;
     let start = Instant::now();
-    let (model, bytes) = match args.bpp {
-        Some(target) => encode_to_target(&args, &image, target)?,
-        None => {
+    let (model, bytes) = match (args.bpp, &args.observer, &args.model.model) {
+        (_, Some(observer), Some(_)) => encode_mixed(&args, &image, observer)?,
+        (Some(target), _, _) => encode_to_target(&args, &image, target)?,
+        (None, Some(_), None) => {
+            bail!("--observer picks a built-in family's rate point by --bpp, or the mix of a --model for every observer mix")
+        }
+        (None, None, _) => {
             let (model, quality) = args.model.load()?;
             let model = args.refine.model(model)?;
             let encoder = encoder_at(&model, quality).with_limits(limits);
@@ -1054,6 +1060,53 @@ fn run_encode(args: EncodeArgs) -> Result<()> {
         eprintln!("note: the alpha channel is not coded; the decoded image is opaque");
     }
     Ok(())
+}
+
+/// `encode --model FILE --observer WHO`: a network for every observer mix at WHO's mix, at
+/// --quality or (exactly) at --bpp.
+fn encode_mixed(
+    args: &EncodeArgs,
+    image: &image::DynamicImage,
+    observer: &str,
+) -> Result<(Model, Vec<u8>)> {
+    let alpha = match observer {
+        "human" => 0.0,
+        "machine" => 1.0,
+        number => number
+            .parse::<f32>()
+            .ok()
+            .filter(|alpha| (0.0..=1.0).contains(alpha))
+            .with_context(|| {
+                format!("--observer {number}: human, machine, or a number in 0..=1")
+            })?,
+    };
+    let (model, quality) = args.model.load()?;
+    if !model.has_observer_mix() {
+        bail!(
+            "--observer with --model needs one network for every observer mix (`ocular train --observer-mix`); {} is not one",
+            model.name()
+        );
+    }
+    if args.refine.steps > 0 {
+        bail!("--refine codes a network for every observer mix at alpha 0 only; drop --observer or --refine");
+    }
+    let encoder = encoder_at(&model, quality)
+        .with_limits(args.size.limits())
+        .with_observer_mix(alpha);
+    let bytes = match args.bpp {
+        Some(target) => {
+            let found = encoder.encode_to_bpp(image, target)?;
+            out!(
+                "target {target} bpp: reached {:.4} bpp at quality {:.3} ({} encodes)",
+                found.bpp,
+                found.quality,
+                found.encodes
+            );
+            found.bytes
+        }
+        None => encoder.encode(image)?,
+    };
+    Ok((model, bytes))
 }
 
 /// `encode --bpp TARGET`: exact rate control on a variable-rate model (the one given, else the
@@ -1214,6 +1267,9 @@ fn run_info(args: InfoArgs) -> Result<()> {
             step.get(),
             ocular::quality_of_step(step)
         );
+    }
+    if let Some(alpha) = header.observer_mix {
+        out!("observer:  mix {} (0: human, 1: machine)", alpha.get());
     }
     let (y, z) = (header.y_shape, header.z_shape);
     out!(

@@ -11,7 +11,7 @@ use ocular_entropy::QuantizationStep;
 use ocular_models::pure::Analysis;
 use ocular_models::{CompressedLatents, ModelError, Realism};
 
-use crate::container::{Bitstream, Header, LatentShape};
+use crate::container::{Bitstream, Header, LatentShape, ObserverMix};
 use crate::limits::{Limit, Limits};
 use crate::rows::{ImageRows, PngRows, RowSink};
 use crate::{Error, Model};
@@ -32,6 +32,7 @@ pub struct Encoder<'m> {
     #[cfg(feature = "torch")]
     refine_steps: usize,
     quality: Option<f32>,
+    observer_mix: Option<f32>,
 }
 
 impl<'m> Encoder<'m> {
@@ -44,6 +45,7 @@ impl<'m> Encoder<'m> {
             #[cfg(feature = "torch")]
             refine_steps: 0,
             quality: None,
+            observer_mix: None,
         }
     }
 
@@ -54,6 +56,16 @@ impl<'m> Encoder<'m> {
     /// ([`Error::FixedRateModel`]).
     pub fn with_quality(mut self, quality: f32) -> Self {
         self.quality = Some(quality);
+        self
+    }
+
+    /// Codes for the observer mix `alpha` in [0, 1] (0: the person, MS-SSIM; 1: the
+    /// classifier's features; between: both, weighed as the model's training loss weighs
+    /// them), with a model that is one network for every mix ([`Model::has_observer_mix`]).
+    /// Files carry `alpha`, so decoding needs nothing but the file. Other models code at 0
+    /// only; any other mix is refused when encoding ([`Error::ObserverMixUnavailable`]).
+    pub fn with_observer_mix(mut self, alpha: f32) -> Self {
+        self.observer_mix = Some(alpha);
         self
     }
 
@@ -141,6 +153,7 @@ impl<'m> Encoder<'m> {
                 y_shape: shape(latents.y_shape),
                 z_shape: shape(latents.z_shape),
                 quantization_step: step,
+                observer_mix: self.file_observer_mix()?,
             },
             z_stream: latents.z_stream,
             y_stream: latents.y_stream,
@@ -157,7 +170,11 @@ impl<'m> Encoder<'m> {
         let analysis = if self.refines() {
             None
         } else {
-            Some(self.model.pure().analyse(&rgb(image))?)
+            Some(
+                self.model
+                    .pure_at(self.observer_mix)?
+                    .analyse(&rgb(image))?,
+            )
         };
         Ok(QualitySweep {
             encoder: self.clone(),
@@ -202,7 +219,10 @@ impl QualitySweep<'_, '_> {
         };
         let step = encoder.model.step_for(encoder.quality)?;
         let grid = step.unwrap_or(QuantizationStep::ONE);
-        let latents = encoder.model.pure().code_at(analysis, grid)?;
+        let latents = encoder
+            .model
+            .pure_at(encoder.observer_mix)?
+            .code_at(analysis, grid)?;
         encoder.file(self.image, latents, step)
     }
 }
@@ -211,6 +231,22 @@ impl Encoder<'_> {
     /// The model it encodes with.
     pub(crate) fn model(&self) -> &Model {
         self.model
+    }
+
+    /// The file's observer-mix record: none at 0, every file's mix without it.
+    fn file_observer_mix(&self) -> Result<Option<ObserverMix>, Error> {
+        match self.observer_mix {
+            None | Some(0.0) => Ok(None),
+            Some(alpha) => {
+                ObserverMix::new(alpha)
+                    .map(Some)
+                    .ok_or_else(|| Error::ObserverMixUnavailable {
+                        model: self.model.name().to_string(),
+                        alpha,
+                        reason: "a mix is a number in [0, 1]".into(),
+                    })
+            }
+        }
     }
 
     /// The header's informational `quality` byte: the model's own, or for a variable-rate
@@ -232,7 +268,8 @@ impl Encoder<'_> {
         step: QuantizationStep,
         _max_y_bytes: Option<usize>,
     ) -> Result<CompressedLatents, Error> {
-        Ok(self.model.pure().compress_at(&rgb(image), step)?)
+        let pure = self.model.pure_at(self.observer_mix)?;
+        Ok(pure.compress_at(&rgb(image), step)?)
     }
 
     /// The latents of `image` on the grid of `step`: by the pure-Rust networks, or refined by
@@ -244,8 +281,16 @@ impl Encoder<'_> {
         step: QuantizationStep,
         max_y_bytes: Option<usize>,
     ) -> Result<CompressedLatents, Error> {
+        let pure = self.model.pure_at(self.observer_mix)?;
         if self.refine_steps == 0 {
-            return Ok(self.model.pure().compress_at(&rgb(image), step)?);
+            return Ok(pure.compress_at(&rgb(image), step)?);
+        }
+        if self.observer_mix.is_some_and(|alpha| alpha != 0.0) {
+            return Err(Error::ObserverMixUnavailable {
+                model: self.model.name().to_string(),
+                alpha: self.observer_mix.unwrap_or_default(),
+                reason: "refinement runs at mix 0 only".into(),
+            });
         }
         crate::torch_model::refined_latents(self.model, image, step, self.refine_steps, max_y_bytes)
     }
@@ -404,13 +449,17 @@ impl<'m> Decoder<'m> {
             let luma = DynamicImage::ImageRgb8(strip).to_luma8();
             Ok(sink.rows(first, luma.as_raw()).map_err(Error::Output)?)
         };
-        let decoded = self.model.pure().decompress_rows(
-            &latents,
-            (width, height),
-            self.strip_rows,
-            realism,
-            emit,
-        );
+        let pure = self
+            .model
+            .pure_at(header.observer_mix.map(ObserverMix::get))
+            .map_err(|e| match e {
+                // The container checked the range: the file is this model's by fingerprint, so
+                // a mix it cannot decode at means a forged file.
+                Error::ObserverMixUnavailable { .. } => Error::CorruptStream(e.to_string()),
+                other => other,
+            })?;
+        let decoded =
+            pure.decompress_rows(&latents, (width, height), self.strip_rows, realism, emit);
         match decoded {
             Ok(()) => Ok(()),
             // The header passed the container's checks and names this model, so latent shapes

@@ -40,7 +40,7 @@ pub const VERSION_MAJOR: u8 = 1;
 /// Minor format version this crate writes. A reader accepts every minor version of its major
 /// version: minor versions only add things that older readers can skip (new non-critical
 /// extension records, new record kinds).
-pub const VERSION_MINOR: u8 = 1;
+pub const VERSION_MINOR: u8 = 2;
 
 /// Downsampling factor from the image to the latent `y`: `y` is `ceil(height / 16)` by
 /// `ceil(width / 16)` (the encoder pads the image up to a multiple of 16).
@@ -66,6 +66,14 @@ pub const CRITICAL_EXTENSION_BIT: u16 = 0x8000;
 /// step's `f32` bits, little-endian. Critical, because a reader that ignored it would decode
 /// `y` on the wrong grid.
 pub const QUANTIZATION_STEP_KIND: u16 = 0x8001;
+
+/// Kind of the critical record that carries [`Header::observer_mix`] (format 1.2): `alpha`'s
+/// `f32` bits, little-endian. Critical, because a reader that ignored it would decode with the
+/// synthesis of another mix.
+pub const OBSERVER_MIX_KIND: u16 = 0x8002;
+
+/// The record kinds written from [`Header`]'s own fields (and refused among the caller's).
+const HEADER_KINDS: [u16; 2] = [QUANTIZATION_STEP_KIND, OBSERVER_MIX_KIND];
 
 /// Magic, major, minor, header length.
 const PREFIX_BYTES: usize = 4 + 1 + 1 + 2;
@@ -212,7 +220,38 @@ pub struct Header {
     /// The grid a variable-rate model coded `y` on (record [`QUANTIZATION_STEP_KIND`]);
     /// `None` for a fixed-rate model's unit grid.
     pub quantization_step: Option<QuantizationStep>,
+    /// The observer mix a model conditioned on the mix coded the image at (record
+    /// [`OBSERVER_MIX_KIND`]); `None` for `alpha = 0` and for every other model.
+    pub observer_mix: Option<ObserverMix>,
 }
+
+/// An observer mix `alpha`: a number in [0, 1] (0: the person, 1: the classifier). Two are
+/// equal when their bits are.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct ObserverMix(f32);
+
+impl ObserverMix {
+    /// `alpha` if it is in [0, 1].
+    #[must_use]
+    pub fn new(alpha: f32) -> Option<Self> {
+        (0.0..=1.0).contains(&alpha).then_some(Self(alpha))
+    }
+
+    /// The value.
+    #[must_use]
+    pub const fn get(self) -> f32 {
+        self.0
+    }
+}
+
+impl PartialEq for ObserverMix {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for ObserverMix {}
 
 impl Header {
     /// Number of pixels of the image, `width * height`.
@@ -299,7 +338,8 @@ impl Header {
         let step = self
             .quantization_step
             .map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
-        HEADER_FIXED_BYTES + self.model_name.len() + step
+        let mix = self.observer_mix.map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
+        HEADER_FIXED_BYTES + self.model_name.len() + step + mix
     }
 }
 
@@ -473,6 +513,9 @@ pub enum FormatError {
     /// The quantisation-step record is short, repeated, or holds no valid step.
     #[error("corrupt .ocu header: invalid quantisation-step record ({0})")]
     InvalidQuantizationStep(String),
+    /// The observer-mix record is short, repeated, or holds no number in [0, 1].
+    #[error("corrupt .ocu header: invalid observer-mix record ({0})")]
+    InvalidObserverMix(String),
     /// A header field has an invalid value.
     #[error("invalid .ocu header: {0}")]
     InvalidHeader(HeaderError),
@@ -638,7 +681,7 @@ impl Bitstream {
         self.header.validate().map_err(InvalidInput::Header)?;
         if let Some(ext) = extensions
             .iter()
-            .find(|ext| ext.kind == QUANTIZATION_STEP_KIND)
+            .find(|ext| HEADER_KINDS.contains(&ext.kind))
         {
             return Err(InvalidInput::ReservedExtension { kind: ext.kind }.into());
         }
@@ -689,6 +732,11 @@ impl Bitstream {
             out.write_u16::<LittleEndian>(QUANTIZATION_STEP_KIND)?;
             out.write_u16::<LittleEndian>(4)?;
             out.write_f32::<LittleEndian>(step.get())?;
+        }
+        if let Some(alpha) = h.observer_mix {
+            out.write_u16::<LittleEndian>(OBSERVER_MIX_KIND)?;
+            out.write_u16::<LittleEndian>(4)?;
+            out.write_f32::<LittleEndian>(alpha.get())?;
         }
         for ext in extensions {
             // Each record is shorter than the whole header, which fits in a u16.
@@ -1017,11 +1065,15 @@ fn parse_header(
     // Extension records, before any field is interpreted: a critical record may change what
     // the fields mean, so an old reader must refuse the file rather than judge them.
     let records = c.take(c.remaining(), Section::ExtensionRecord)?;
-    let mut quantization_step = None;
+    let (mut quantization_step, mut observer_mix) = (None, None);
     for_each_record(records, header_len, |kind, data| match kind {
         QUANTIZATION_STEP_KIND => {
             let step = parse_quantization_step(data, quantization_step.is_some())?;
             quantization_step = Some(step);
+            Ok(())
+        }
+        OBSERVER_MIX_KIND => {
+            observer_mix = Some(parse_observer_mix(data, observer_mix.is_some())?);
             Ok(())
         }
         _ if kind & CRITICAL_EXTENSION_BIT != 0 => {
@@ -1043,11 +1095,12 @@ fn parse_header(
         y_shape,
         z_shape,
         quantization_step,
+        observer_mix,
     };
     header.validate().map_err(FormatError::InvalidHeader)?;
     header.check_limits(limits)?;
     for_each_record(records, header_len, |kind, data| {
-        if kind != QUANTIZATION_STEP_KIND {
+        if !HEADER_KINDS.contains(&kind) {
             on_extension(kind, data);
         }
         Ok(())
@@ -1066,6 +1119,20 @@ fn parse_quantization_step(data: &[u8], repeated: bool) -> Result<QuantizationSt
         .get(..4)
         .ok_or_else(|| invalid(format!("{} bytes, needs 4", data.len())))?;
     QuantizationStep::new(LittleEndian::read_f32(bytes)).map_err(|e| invalid(e.to_string()))
+}
+
+/// The data of an [`OBSERVER_MIX_KIND`] record: an `f32` (little-endian) in [0, 1]; bytes
+/// after it are a later minor version's and ignored.
+fn parse_observer_mix(data: &[u8], repeated: bool) -> Result<ObserverMix, FormatError> {
+    let invalid = |why: String| FormatError::InvalidObserverMix(why);
+    if repeated {
+        return Err(invalid("the record appears twice".into()));
+    }
+    let bytes = data
+        .get(..4)
+        .ok_or_else(|| invalid(format!("{} bytes, needs 4", data.len())))?;
+    let alpha = LittleEndian::read_f32(bytes);
+    ObserverMix::new(alpha).ok_or_else(|| invalid(format!("{alpha} is not in [0, 1]")))
 }
 
 /// Walks the extension records that fill `records` (the end of a header of `header_len`

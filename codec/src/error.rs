@@ -89,6 +89,17 @@ pub enum Error {
     /// built-in one with `make setup`).
     #[error("observer unavailable: {0}")]
     ObserverUnavailable(String),
+    /// An observer mix outside [0, 1], or other than 0 of a model not conditioned on the mix
+    /// (the caller's fault; a file's mix is checked by the container).
+    #[error("model '{model}' cannot code at observer mix {alpha}: {reason}")]
+    ObserverMixUnavailable {
+        /// The model's name.
+        model: String,
+        /// The mix asked for.
+        alpha: f32,
+        /// Why not.
+        reason: String,
+    },
     /// A realism weight outside 0..=1 was asked for (the caller's fault).
     #[error("realism {0} is outside 0..=1")]
     RealismOutOfRange(f32),

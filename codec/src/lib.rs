@@ -30,7 +30,9 @@
 pub mod container;
 pub mod limits;
 
-pub use container::{Bitstream, ContainerError, Header, LatentShape, ModelFingerprint};
+pub use container::{
+    Bitstream, ContainerError, Header, LatentShape, ModelFingerprint, ObserverMix,
+};
 pub use limits::Limits;
 /// The grid step of a variable-rate model's file ([`Header::quantization_step`]).
 pub use ocular_entropy::QuantizationStep;
@@ -98,7 +100,8 @@ pub mod train {
         FeatureLayers, ObserverDistortion, DEFAULT_FEATURE_WEIGHT, DEFAULT_MS_SSIM_WEIGHT,
     };
     pub use ocular_models::model_file::{
-        untrained_model_bytes, untrained_variable_rate_model_bytes,
+        untrained_model_bytes, untrained_observer_mix_model_bytes,
+        untrained_variable_rate_model_bytes,
     };
     pub use ocular_models::rate::QualityRange;
     pub use ocular_models::realism_train::{train_realism, RealismConfig, RealismOutcome};

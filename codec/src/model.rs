@@ -1,5 +1,6 @@
 //! Models: the ones built into the binary, and model files.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use ocular_entropy::QuantizationStep;
@@ -465,6 +466,32 @@ impl Model {
             })
     }
 
+    /// Whether it is one network for every observer mix (`train --observer-mix`): it codes at
+    /// any mix `alpha` in [0, 1] ([`Encoder::with_observer_mix`](crate::Encoder::with_observer_mix)).
+    pub fn has_observer_mix(&self) -> bool {
+        self.pure.info().observer_mix
+    }
+
+    /// The pure-Rust coder at the observer mix `alpha` (`None`: 0, every model's own).
+    ///
+    /// # Errors
+    /// [`Error::ObserverMixUnavailable`] for a mix outside [0, 1], or other than 0 of a model
+    /// not conditioned on the mix.
+    pub(crate) fn pure_at(&self, alpha: Option<f32>) -> Result<Cow<'_, PureModel>, Error> {
+        let alpha = alpha.unwrap_or(0.0);
+        self.pure
+            .at_observer_mix(alpha)
+            .map_err(|_| Error::ObserverMixUnavailable {
+                model: self.name().to_string(),
+                alpha,
+                reason: if !(0.0..=1.0).contains(&alpha) {
+                    "a mix is a number in [0, 1]".into()
+                } else {
+                    "it is not a network for every observer mix".into()
+                },
+            })
+    }
+
     /// Optimiser steps it was trained for.
     pub fn training_steps(&self) -> u64 {
         self.pure.info().training.steps
@@ -478,11 +505,6 @@ impl Model {
     /// The full description stored in the model file, as JSON.
     pub fn description_json(&self) -> String {
         serde_json::to_string_pretty(self.pure.info()).unwrap_or_default()
-    }
-
-    /// The pure-Rust coder.
-    pub(crate) fn pure(&self) -> &PureModel {
-        &self.pure
     }
 
     /// The libtorch model of the same file, loaded on first use.

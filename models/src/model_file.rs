@@ -26,7 +26,8 @@ mod torch;
 pub(crate) use torch::{load_tensors, load_tensors_but};
 #[cfg(feature = "torch")]
 pub use torch::{
-    serialize_model, untrained_model_bytes, untrained_variable_rate_model_bytes, CodecModel,
+    serialize_model, untrained_model_bytes, untrained_observer_mix_model_bytes,
+    untrained_variable_rate_model_bytes, CodecModel,
 };
 
 /// Version of the model-file layout this crate writes and reads.

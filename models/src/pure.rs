@@ -23,6 +23,9 @@
 //! integer for a `y` element that sits on a rounding boundary (a different, equally valid
 //! file), and decoded pixels may differ by a level.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use image::RgbImage;
 use ocular_entropy::{ConvKind, ConvLayer, ConvShape, HyperSynthesis, QuantizationStep, YPrior};
 use safetensors::tensor::SafeTensors;
@@ -37,10 +40,12 @@ use crate::ModelError;
 const MULTIPLE: usize = 16;
 
 /// A model ready to code with the pure-Rust networks (module docs).
-#[derive(Debug)]
+///
+/// Cloning is cheap: the copies share the tables and the convolutions' weights.
+#[derive(Clone, Debug)]
 pub struct PureModel {
     info: ModelInfo,
-    tables: ModelTables,
+    tables: Arc<ModelTables>,
     networks: Networks,
     /// The medians of `z`'s prior, one per channel: `z` is coded as `round(z - median)`.
     z_medians: Vec<f32>,
@@ -79,11 +84,23 @@ impl PureModel {
                 shape.n, shape.m
             )));
         }
+        if networks.has_observer_mix() != info.observer_mix {
+            return Err(invalid(&format!(
+                "a file describing a network {} conditioned on the observer mix, with weights {} \
+                 the conditioning",
+                if info.observer_mix { "" } else { "not" },
+                if networks.has_observer_mix() {
+                    "for"
+                } else {
+                    "without"
+                }
+            )));
+        }
         let (hyper_synthesis, z_medians) = hyper_synthesis_from_file(bytes, shape.n, shape.m)?;
         let tables = ModelTables::from_parts(stored.z, stored.y, n, hyper_synthesis)?;
         Ok(Self {
             info,
-            tables,
+            tables: Arc::new(tables),
             networks,
             z_medians,
             fingerprint: fingerprint(bytes),
@@ -108,6 +125,31 @@ impl PureModel {
     /// First 8 bytes of the SHA-256 of the model file.
     pub fn fingerprint(&self) -> [u8; 8] {
         self.fingerprint
+    }
+
+    /// The model at the observer mix `alpha` ([`Networks::at_observer_mix`]): at 0 this very
+    /// model, else a copy whose `g_a` and `g_s` are conditioned on `alpha` (sharing the
+    /// tables and weights). Everything else — `h_a`, the hyper-synthesis, the tables — is the
+    /// same at every mix.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidModel`] if `alpha` is outside [0, 1], or not 0 for a model not
+    /// conditioned on the mix.
+    pub fn at_observer_mix(&self, alpha: f32) -> Result<Cow<'_, Self>, ModelError> {
+        let networks = self
+            .networks
+            .at_observer_mix(alpha)
+            .map_err(|e| ModelError::InvalidModel(format!("{}: {e}", self.info.name)))?;
+        Ok(match networks {
+            Cow::Borrowed(_) => Cow::Borrowed(self),
+            Cow::Owned(networks) => Cow::Owned(Self {
+                info: self.info.clone(),
+                tables: Arc::clone(&self.tables),
+                networks,
+                z_medians: self.z_medians.clone(),
+                fingerprint: self.fingerprint,
+            }),
+        })
     }
 
     /// Compresses `image` with `y` on the grid of `step` (1 for a fixed-rate model). The image

@@ -42,6 +42,7 @@
 use rayon::prelude::*;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::matmul::{add_product, Layout};
 use super::{Buffers, FeatureMap, Planes, Strip};
@@ -108,7 +109,8 @@ pub struct Conv {
     /// Input stride `s` and output step `t` of every phase.
     in_stride: usize,
     out_step: usize,
-    phases: Vec<Phase>,
+    /// Shared: clones of a network (e.g. at another observer mix) share the packed weights.
+    phases: Arc<[Phase]>,
     bias: Vec<f32>,
 }
 
@@ -167,7 +169,7 @@ impl Conv {
             shape,
             in_stride,
             out_step,
-            phases,
+            phases: phases.into(),
             bias: bias.to_vec(),
         }
     }

@@ -5,6 +5,7 @@ use safetensors::tensor::SafeTensors;
 use super::conv::{Conv, ConvKind, ConvShape};
 use super::gdn::Gdn;
 use super::synthesis::Synthesis;
+use std::borrow::Cow;
 use std::ops::Range;
 
 use super::{Buffers, FeatureMap, InferError, Planes, Strip};
@@ -33,6 +34,8 @@ pub(super) enum Activation {
     None,
     Relu,
     Gdn(Gdn),
+    /// GDN, then the observer-mix conditioning at one `alpha`.
+    GdnThenAffine(Gdn, ChannelAffine),
 }
 
 impl Activation {
@@ -41,8 +44,69 @@ impl Activation {
             Self::None => {}
             Self::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
             Self::Gdn(gdn) => gdn.apply(row, scratch),
+            Self::GdnThenAffine(gdn, affine) => {
+                gdn.apply(row, scratch);
+                affine.apply(row);
+            }
         }
     }
+
+    /// The GDN of this activation followed by `affine` (an activation without GDN as it is).
+    fn with_affine(&self, affine: ChannelAffine) -> Self {
+        match self {
+            Self::Gdn(gdn) | Self::GdnThenAffine(gdn, _) => {
+                Self::GdnThenAffine(gdn.clone(), affine)
+            }
+            other => other.clone(),
+        }
+    }
+}
+
+/// `x_c · scale_c + shift_c` on channels-last rows: the affine map of the observer-mix
+/// conditioning (docs/architecture.md) at one `alpha`, `scale = 1 + alpha u`, `shift = alpha
+/// v`, in the operations of the training network (`ocular_models::layers::AlphaAffine`).
+#[derive(Clone, Debug)]
+pub(super) struct ChannelAffine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl ChannelAffine {
+    fn at(alpha: f32, (u, v): &AffineWeights) -> Self {
+        Self {
+            scale: u.iter().map(|u| u * alpha + 1.0).collect(),
+            shift: v.iter().map(|v| v * alpha).collect(),
+        }
+    }
+
+    fn apply(&self, row: &mut [f32]) {
+        for pixel in row.chunks_exact_mut(self.scale.len()) {
+            for ((x, scale), shift) in pixel.iter_mut().zip(&self.scale).zip(&self.shift) {
+                *x = *x * scale + shift;
+            }
+        }
+    }
+}
+
+/// The `(u, v)` of one affine map of the observer-mix conditioning.
+type AffineWeights = (Vec<f32>, Vec<f32>);
+
+/// The observer-mix conditioning of a model file (its `alpha.*` tensors, docs/architecture.md):
+/// the affine maps' `(u, v)` after the three GDNs of `g_a` and of `g_s`, and `y`'s log-gains.
+#[derive(Clone, Debug)]
+struct MixWeights {
+    analysis: Vec<AffineWeights>,
+    synthesis: Vec<AffineWeights>,
+    y_log_gain: Vec<f32>,
+}
+
+/// `exp(sign · alpha · g_c)`: the gain on `y` at one `alpha` (`sign` 1 for `g_a`'s output, -1
+/// for `g_s`'s input), as the training network computes it.
+fn gains(alpha: f32, sign: f32, log_gain: &[f32]) -> Vec<f32> {
+    log_gain
+        .iter()
+        .map(|g| (g * (sign * alpha)).exp())
+        .collect()
 }
 
 /// A chain of convolutions, each followed by its activation.
@@ -194,8 +258,12 @@ impl Window {
 pub struct Networks {
     shape: NetworkShape,
     analysis: Chain,
+    /// The gain on `y` at the end of `g_a` (a conditioned network at a non-zero mix).
+    analysis_gain: Option<Vec<f32>>,
     hyper_analysis: Chain,
     synthesis: Synthesis,
+    /// The observer-mix conditioning, in a network for every mix.
+    mix: Option<MixWeights>,
 }
 
 /// The tensors of a model file, read as `f32`.
@@ -305,6 +373,31 @@ impl Tensors<'_> {
         Ok(Chain { layers })
     }
 
+    /// The observer-mix conditioning, if the file has it (`alpha.y.log_gain` present: then
+    /// every `alpha.*` tensor must be).
+    fn mix(&self, NetworkShape { n, m }: NetworkShape) -> Result<Option<MixWeights>, InferError> {
+        if self.file.tensor("alpha.y.log_gain").is_err() {
+            return Ok(None);
+        }
+        let affines = |transform: &str| -> Result<Vec<AffineWeights>, InferError> {
+            [1, 3, 5]
+                .iter()
+                .map(|layer| {
+                    let name = |what: &str| format!("alpha.{transform}.{layer}.{what}");
+                    Ok((
+                        self.get(&name("scale"), &[n])?,
+                        self.get(&name("shift"), &[n])?,
+                    ))
+                })
+                .collect()
+        };
+        Ok(Some(MixWeights {
+            analysis: affines("g_a")?,
+            synthesis: affines("g_s")?,
+            y_log_gain: self.get("alpha.y.log_gain", &[m])?,
+        }))
+    }
+
     /// `h_a`: 3x3 conv, ReLU, two 5x5 stride-2 convs with a ReLU between.
     fn hyper_analysis(&self, NetworkShape { n, m }: NetworkShape) -> Result<Chain, InferError> {
         let shape = |in_channels, kernel, stride| ConvShape {
@@ -352,9 +445,51 @@ impl Networks {
         Ok(Self {
             shape,
             analysis,
+            analysis_gain: None,
             hyper_analysis: tensors.hyper_analysis(shape)?,
             synthesis: Synthesis::new(synthesis)?,
+            mix: tensors.mix(shape)?,
         })
+    }
+
+    /// Whether the networks are conditioned on the observer mix (a model for every mix).
+    pub fn has_observer_mix(&self) -> bool {
+        self.mix.is_some()
+    }
+
+    /// The networks at the observer mix `alpha`: at 0 these very networks (a conditioned
+    /// network's conditioning is the identity there); else, for a conditioned network, a copy
+    /// (sharing the convolutions' weights) with the conditioning at `alpha` in `g_a` and `g_s`.
+    ///
+    /// # Errors
+    /// [`InferError::Input`] if `alpha` is outside [0, 1], or not 0 for networks without the
+    /// conditioning.
+    pub fn at_observer_mix(&self, alpha: f32) -> Result<Cow<'_, Self>, InferError> {
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(InferError::Input(format!(
+                "observer mix {alpha} is outside [0, 1]"
+            )));
+        }
+        if alpha == 0.0 {
+            return Ok(Cow::Borrowed(self));
+        }
+        let Some(mix) = &self.mix else {
+            return Err(InferError::Input(format!(
+                "observer mix {alpha}: these networks are not conditioned on the mix"
+            )));
+        };
+        let mut mixed = self.clone();
+        for ((_, activation), weights) in mixed.analysis.layers.iter_mut().zip(&mix.analysis) {
+            *activation = activation.with_affine(ChannelAffine::at(alpha, weights));
+        }
+        mixed.analysis_gain = Some(gains(alpha, 1.0, &mix.y_log_gain));
+        mixed.synthesis = self.synthesis.conditioned(
+            |activation, layer| {
+                activation.with_affine(ChannelAffine::at(alpha, &mix.synthesis[layer]))
+            },
+            gains(alpha, -1.0, &mix.y_log_gain),
+        );
+        Ok(Cow::Owned(mixed))
     }
 
     /// Networks of `shape` with deterministic pseudo-random weights of `seed` (scaled by fan-in,
@@ -422,10 +557,12 @@ impl Networks {
         Self {
             shape,
             analysis,
+            analysis_gain: None,
             hyper_analysis: Chain {
                 layers: hyper.into_iter().zip(activations).collect(),
             },
             synthesis,
+            mix: None,
         }
     }
 
@@ -443,10 +580,19 @@ impl Networks {
         check_channels(image, self.analysis.in_channels(), "g_a")?;
         let size = (image.height, image.width);
         let rows = |rows| FeatureMap::from_plane_rows(image, rows);
-        Ok(self
-            .analysis
-            .run_in_bands(size, rows, ANALYSIS_BAND_ROWS)
-            .to_planes())
+        let y = self.analysis.run_in_bands(size, rows, ANALYSIS_BAND_ROWS);
+        Ok(self.gained(y.to_planes()))
+    }
+
+    /// `y` with the gain of the observer-mix conditioning, if any.
+    fn gained(&self, mut y: Planes) -> Planes {
+        if let Some(gain) = &self.analysis_gain {
+            let plane = y.height * y.width;
+            for (values, gain) in y.data.chunks_exact_mut(plane).zip(gain) {
+                values.iter_mut().for_each(|v| *v *= gain);
+            }
+        }
+        y
     }
 
     /// [`Self::analysis`] of a `height` x `width` RGB image that `fill` produces a row at a
@@ -477,10 +623,10 @@ impl Networks {
             }
             map
         };
-        Ok(self
+        let y = self
             .analysis
-            .run_in_bands((height, width), rows, ANALYSIS_BAND_ROWS)
-            .to_planes())
+            .run_in_bands((height, width), rows, ANALYSIS_BAND_ROWS);
+        Ok(self.gained(y.to_planes()))
     }
 
     /// `h_a`: `y` (M planes) to `z` (N planes, 4x smaller on each side, rounded up).

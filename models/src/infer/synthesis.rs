@@ -14,7 +14,7 @@ use std::ops::Range;
 use safetensors::tensor::SafeTensors;
 
 use super::conv::{Conv, ConvKind};
-use super::network::{check_channels, Chain, Tensors, SYNTHESIS_STRIP_ROWS};
+use super::network::{check_channels, Activation, Chain, Tensors, SYNTHESIS_STRIP_ROWS};
 use super::{Buffers, FeatureMap, InferError, Planes, Strip};
 
 /// `g_s`: its hidden layers channels-last, its last layer (3 output channels) channels-first.
@@ -24,6 +24,9 @@ pub struct Synthesis {
     hidden: Chain,
     /// The last layer.
     output: Conv,
+    /// The gain on `y_hat` before the first layer (a network conditioned on the observer mix,
+    /// at a non-zero mix).
+    input_gain: Option<Vec<f32>>,
 }
 
 impl Synthesis {
@@ -39,7 +42,23 @@ impl Synthesis {
         Ok(Self {
             hidden: chain,
             output,
+            input_gain: None,
         })
+    }
+
+    /// A copy (sharing the convolutions' weights) whose hidden layer `i`'s activation is
+    /// `activation(current, i)` and which multiplies `y_hat`'s channels by `input_gain` first.
+    pub(super) fn conditioned(
+        &self,
+        activation: impl Fn(&Activation, usize) -> Activation,
+        input_gain: Vec<f32>,
+    ) -> Self {
+        let mut conditioned = self.clone();
+        for (i, (_, current)) in conditioned.hidden.layers.iter_mut().enumerate() {
+            *current = activation(current, i);
+        }
+        conditioned.input_gain = Some(input_gain);
+        conditioned
     }
 
     /// The `g_s.*` tensors of a safetensors file (a model file, or a realism decoder's companion
@@ -161,6 +180,11 @@ impl Synthesis {
             wanted.insert(0, needed);
         }
         let mut map = FeatureMap::from_plane_rows(y_hat, wanted[0].clone());
+        if let Some(gain) = &self.input_gain {
+            for pixel in map.data.chunks_exact_mut(gain.len()) {
+                pixel.iter_mut().zip(gain).for_each(|(v, gain)| *v *= gain);
+            }
+        }
         for (i, (conv, activation)) in self.hidden.layers.iter().enumerate() {
             let input = Strip {
                 map: &map,

@@ -265,6 +265,34 @@ pub fn untrained_variable_rate_model_bytes(
     untrained_bytes(network, name, seed, Some(range))
 }
 
+/// [`untrained_variable_rate_model_bytes`] of a network conditioned on the observer mix, its
+/// conditioning drawn at random (`N(0, 0.3)`) instead of its untrained identity, so that the
+/// mixes code differently.
+///
+/// # Errors
+/// As [`serialize_model`].
+pub fn untrained_observer_mix_model_bytes(
+    network: HyperpriorConfig,
+    name: &str,
+    seed: i64,
+    range: crate::rate::QualityRange,
+) -> Result<Vec<u8>, ModelError> {
+    tch::manual_seed(seed);
+    let variables = nn::VarStore::new(Device::Cpu);
+    let model = MeanScaleHyperprior::with_observer_mix(&variables.root(), network);
+    tch::no_grad(|| {
+        for (name, mut variable) in variables.variables() {
+            if is_mix_variable(&name) {
+                variable.copy_(&(variable.randn_like() * 0.3));
+            }
+        }
+    });
+    let mut info = untrained_info(network, name, Some(range));
+    info.distortion = Distortion::observer(0.5);
+    info.observer_mix = true;
+    serialize_model(&info, &variables, &model)
+}
+
 fn untrained_bytes(
     network: HyperpriorConfig,
     name: &str,
@@ -274,7 +302,19 @@ fn untrained_bytes(
     tch::manual_seed(seed);
     let variables = nn::VarStore::new(Device::Cpu);
     let model = MeanScaleHyperprior::new(&variables.root(), network);
-    let info = ModelInfo {
+    serialize_model(
+        &untrained_info(network, name, variable_rate),
+        &variables,
+        &model,
+    )
+}
+
+fn untrained_info(
+    network: HyperpriorConfig,
+    name: &str,
+    variable_rate: Option<crate::rate::QualityRange>,
+) -> ModelInfo {
+    ModelInfo {
         format_version: MODEL_FORMAT_VERSION,
         name: name.to_string(),
         quality: 1,
@@ -284,6 +324,5 @@ fn untrained_bytes(
         variable_rate,
         observer_mix: false,
         training: TrainingSummary::default(),
-    };
-    serialize_model(&info, &variables, &model)
+    }
 }

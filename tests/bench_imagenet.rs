@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use image::{Rgb, RgbImage};
 use ocular::observer::{weights_path, Observation, Observer, ObserverError, Synsets, Variant};
-use ocular::train::{untrained_model_bytes, HyperpriorConfig};
+use ocular::train::{
+    untrained_model_bytes, untrained_observer_mix_model_bytes, HyperpriorConfig, QualityRange,
+};
 use ocular::Model;
 use ocular_cli::bench::{
     builtin_family, classifier_crop, merge, run, scan_folder, BenchCodec, BenchConfig, BenchError,
@@ -959,4 +961,48 @@ fn imagenet_dev_timing() {
         seconds / count as f64 * 1000.0,
         seconds / count as f64 * 1000.0 / 60.0
     );
+}
+
+/// One variable-rate model is benchmarked at exact rates: every crop's file within
+/// `[0.97 T, T]` (its quality as the setting), at the observer mix `@alpha` of a network for
+/// every mix; a mix of anything else, or a mix that is no number in [0, 1], is refused.
+#[test]
+fn a_variable_rate_model_is_benchmarked_at_exact_rates_and_its_mix() {
+    let range = QualityRange::new(-2.0, 12.0).expect("range");
+    let bytes = untrained_observer_mix_model_bytes(TINY, "mix", 4, range).expect("model");
+    let mut resolve = |family: &str| -> Result<Vec<Model>, ocular::Error> {
+        match family {
+            "mix" => Ok(vec![Model::from_bytes(&bytes)?]),
+            _ => Ok(vec![tiny_model(1)]),
+        }
+    };
+    let codec = BenchCodec::parse("ocular:mix@0.4", &mut resolve).expect("a mix");
+    assert_eq!(codec.name(), "ocular:mix@0.4");
+    assert!(matches!(
+        BenchCodec::parse("ocular:tiny@0.4", &mut resolve),
+        Err(BenchError::Config(_))
+    ));
+    assert!(matches!(
+        BenchCodec::parse("ocular:mix@1.5", &mut resolve),
+        Err(BenchError::UnknownCodec(_))
+    ));
+
+    let judges = stand_in_judges();
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_dataset(dir.path(), 2);
+    let images = scan_folder(dir.path(), &synsets()).expect("scan");
+    let targets = vec![0.5, 1.0];
+    let report = run(&BenchConfig::new(images, vec![codec], targets), &judges).expect("run");
+    let coded: Vec<_> = report
+        .rows
+        .iter()
+        .filter(|r| r.target_bpp.is_some())
+        .collect();
+    assert_eq!(coded.len(), 4);
+    for row in coded {
+        let target = row.target_bpp.unwrap_or_default();
+        assert!(!row.over_target, "{row:?}");
+        assert!(row.bpp <= target && row.bpp >= 0.97 * target, "{row:?}");
+        assert!(row.setting.starts_with('q'), "{}", row.setting);
+    }
 }

@@ -13,7 +13,9 @@
 //! 2. For every codec and every target bpp the crop is compressed so that the whole file spends
 //!    at most `target * 224 * 224 / 8` bytes (rounded down): JPEG and WebP by a search for the
 //!    highest quality that fits ([`Baseline`], the evaluation's quality search); ocular by
-//!    [`ocular::encode_within_bpp`] over a family of models ordered by increasing rate. When nothing
+//!    [`ocular::encode_within_bpp`] over a family of models ordered by increasing rate, or, for
+//!    one variable-rate model (unrefined), by exact rate control ([`ocular::encode_to_bpp`]:
+//!    within `[0.97 T, T]`), at its observer mix if it is one network for every mix. When nothing
 //!    fits (JPEG quality 1, or the family's lowest rate point, is still larger), that smallest
 //!    file is used and the row is marked [`over_target`](BenchRow::over_target).
 //! 3. Each file is decoded; PSNR (RGB) and MS-SSIM of the decoded crop against the uncompressed
@@ -225,6 +227,8 @@ pub enum BenchCodec {
         label: String,
         /// The rate points, by increasing rate.
         models: Vec<Model>,
+        /// The observer mix a network for every mix codes at (`ocular:NAME@ALPHA`).
+        observer_mix: Option<f32>,
     },
     /// JPEG or WebP with the per-image quality search.
     Baseline(Baseline),
@@ -236,23 +240,36 @@ impl BenchCodec {
         BenchCodec::Ocular {
             label: label.into(),
             models,
+            observer_mix: None,
         }
     }
 
-    /// Parses `jpeg` / `jpg`, `webp` (any case) or `ocular:<family>`; the family's models come
-    /// from `resolve(family)` (e.g. [`builtin_family`], or a lookup of the caller's model
-    /// files), which must return them by increasing rate.
+    /// Parses `jpeg` / `jpg`, `webp` (any case), `ocular:<family>` or `ocular:<family>@<alpha>`;
+    /// the family's models come from `resolve(family)` (e.g. [`builtin_family`], or a lookup of
+    /// the caller's model files), which must return them by increasing rate. With `@<alpha>`
+    /// the family must be one network for every observer mix, coded at mix `alpha` in [0, 1].
     ///
     /// # Errors
-    /// [`BenchError::UnknownCodec`] for another name or an empty family,
-    /// [`BenchError::Family`] when `resolve` fails.
+    /// [`BenchError::UnknownCodec`] for another name, an empty family or a mix that is not a
+    /// number in [0, 1], [`BenchError::Family`] when `resolve` fails, [`BenchError::Config`]
+    /// for a mix of a family that is not one network for every mix.
     pub fn parse(
         spec: &str,
         resolve: &mut dyn FnMut(&str) -> Result<Vec<Model>, ocular::Error>,
     ) -> Result<Self, BenchError> {
         let spec = spec.trim();
-        if let Some(family) = spec.strip_prefix("ocular:") {
-            let family = family.trim();
+        if let Some(label) = spec.strip_prefix("ocular:") {
+            let label = label.trim();
+            let (family, observer_mix) = match label.split_once('@') {
+                Some((family, alpha)) => {
+                    let alpha = alpha.trim().parse::<f32>().ok();
+                    match alpha.filter(|a| (0.0..=1.0).contains(a)) {
+                        Some(alpha) => (family.trim(), Some(alpha)),
+                        None => return Err(BenchError::UnknownCodec(spec.to_string())),
+                    }
+                }
+                None => (label, None),
+            };
             if family.is_empty() {
                 return Err(BenchError::UnknownCodec(spec.to_string()));
             }
@@ -260,7 +277,17 @@ impl BenchCodec {
                 family: family.to_string(),
                 source,
             })?;
-            return Ok(Self::ocular(family, models));
+            if observer_mix.is_some() && !matches!(&models[..], [model] if model.has_observer_mix())
+            {
+                return Err(BenchError::Config(format!(
+                    "{spec}: a mix needs one network for every observer mix (`train --observer-mix`)"
+                )));
+            }
+            return Ok(BenchCodec::Ocular {
+                label: label.to_string(),
+                models,
+                observer_mix,
+            });
         }
         spec.parse::<Baseline>()
             .map(BenchCodec::Baseline)
@@ -423,7 +450,7 @@ impl BenchConfig {
         }
         let mut names = HashSet::new();
         for codec in &self.codecs {
-            if let BenchCodec::Ocular { label, models } = codec {
+            if let BenchCodec::Ocular { label, models, .. } = codec {
                 if label.is_empty() || label.contains([',', '\n', '\r', '"']) {
                     return fail(format!(
                         "ocular family label '{label}' is empty or has , \" or a line break"
@@ -513,6 +540,36 @@ fn budget_bytes(target_bpp: f64, image: &RgbImage) -> f64 {
     (target_bpp * f64::from(image.width()) * f64::from(image.height()) / 8.0).floor()
 }
 
+/// The file of a variable-rate `model` (at `observer_mix`) within `[0.97 T, T]` for `T =
+/// target_bpp`, its quality as the row's setting; when the model cannot make one, its file at the
+/// nearest end of its range: the lowest quality, over the target (`true`), or the highest,
+/// under it.
+fn exact_rate(
+    model: &Model,
+    observer_mix: Option<f32>,
+    source: &DynamicImage,
+    target_bpp: f64,
+) -> Result<(Vec<u8>, String, bool), ocular::Error> {
+    let encoder = match observer_mix {
+        Some(alpha) => Encoder::new(model).with_observer_mix(alpha),
+        None => Encoder::new(model),
+    };
+    match encoder.encode_to_bpp(source, target_bpp) {
+        Ok(found) => Ok((found.bytes, format!("q{:.3}", found.quality), false)),
+        Err(ocular::Error::BppOutOfReach { min_bpp, .. }) => {
+            let (min, max) = model.quality_range().unwrap_or_default();
+            let (quality, over_target) = if min_bpp > target_bpp {
+                (min, true)
+            } else {
+                (max, false)
+            };
+            let bytes = encoder.with_quality(quality).encode(source)?;
+            Ok((bytes, format!("q{quality:.3}"), over_target))
+        }
+        Err(other) => Err(other),
+    }
+}
+
 fn compress(
     codec: &BenchCodec,
     crop: &RgbImage,
@@ -522,12 +579,34 @@ fn compress(
     image: &str,
 ) -> Result<Compressed, BenchError> {
     match codec {
-        BenchCodec::Ocular { models, .. } => {
+        BenchCodec::Ocular {
+            models,
+            observer_mix,
+            ..
+        } => {
             let fail = |source: ocular::Error| BenchError::Ocular {
                 codec: codec.row_name(refine_steps),
                 image: image.to_string(),
                 source,
             };
+            if observer_mix.is_some() && refine_steps > 0 {
+                return Err(BenchError::Config(format!(
+                    "{codec}: refinement codes a network for every observer mix at mix 0 only"
+                )));
+            }
+            if let ([model], 0) = (&models[..], refine_steps) {
+                if model.quality_range().is_some() {
+                    let (bytes, setting, over_target) =
+                        exact_rate(model, *observer_mix, source, target_bpp).map_err(fail)?;
+                    let decoded = Decoder::new(model).decode(&bytes).map_err(fail)?.to_rgb8();
+                    return Ok(Compressed {
+                        bytes: bytes.len(),
+                        setting,
+                        over_target,
+                        decoded,
+                    });
+                }
+            }
             let (bytes, model_index, over_target) =
                 match encode_within_bpp_refined(models, source, target_bpp, refine_steps) {
                     Ok(done) => (done.bytes, done.model_index, false),

@@ -507,7 +507,9 @@ struct BenchImagenetArgs {
     /// Target bits per pixel (of the 224x224 crop)
     #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
     bpp: Vec<f64>,
-    /// Codecs: ocular:<family> (human, machine, an alpha such as 0.5, mse, ms-ssim, or a --family name), jpeg, webp
+    /// Codecs: ocular:<family> (human, machine, an alpha such as 0.5, mse, ms-ssim, or a --family name), jpeg, webp.
+    /// A --family of one variable-rate model is coded at exact rates (within [0.97 T, T]);
+    /// ocular:<family>@<alpha> codes one network for every observer mix at that mix
     #[arg(long, value_delimiter = ',', default_value = "ocular:human,jpeg,webp")]
     codecs: Vec<String>,
     /// A model family from files, by increasing rate: NAME=FILE[,FILE...] (repeatable); use as ocular:NAME
@@ -979,13 +981,18 @@ fn refining_against(
         other => other.to_string(),
     };
     match codec {
-        BenchCodec::Ocular { label, models } => BenchCodec::ocular(
-            format!("{label}/{name}"),
-            models
+        BenchCodec::Ocular {
+            label,
+            models,
+            observer_mix,
+        } => BenchCodec::Ocular {
+            label: format!("{label}/{name}"),
+            models: models
                 .into_iter()
                 .map(|m| m.with_refinement_objective(*objective))
                 .collect(),
-        ),
+            observer_mix,
+        },
         other => other,
     }
 }
@@ -999,15 +1006,18 @@ fn refining_over_views(
 ) -> Result<ocular_cli::bench::BenchCodec> {
     use ocular_cli::bench::BenchCodec;
     Ok(match codec {
-        BenchCodec::Ocular { label, models } if refine.views > 0 || refine.observers.is_some() => {
-            BenchCodec::ocular(
-                refine.label(&label),
-                models
-                    .into_iter()
-                    .map(|m| refine.model(m))
-                    .collect::<Result<Vec<_>>>()?,
-            )
-        }
+        BenchCodec::Ocular {
+            label,
+            models,
+            observer_mix,
+        } if refine.views > 0 || refine.observers.is_some() => BenchCodec::Ocular {
+            label: refine.label(&label),
+            models: models
+                .into_iter()
+                .map(|m| refine.model(m))
+                .collect::<Result<Vec<_>>>()?,
+            observer_mix,
+        },
         other => other,
     })
 }

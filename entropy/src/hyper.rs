@@ -439,12 +439,17 @@ impl YPrior {
     pub fn at(&self, step: QuantizationStep) -> YParameters {
         YParameters {
             means: self.means.clone(),
-            scale_indices: self
-                .scales
-                .iter()
-                .map(|&scale| u16::from(step.table_index(scale)))
-                .collect(),
+            scale_indices: self.scale_indices_at(step),
         }
+    }
+
+    /// The table indices of [`Self::at`] alone: what an encoder trying several steps needs of
+    /// each, without copying the means every time.
+    pub fn scale_indices_at(&self, step: QuantizationStep) -> Vec<u16> {
+        self.scales
+            .iter()
+            .map(|&scale| u16::from(step.table_index(scale)))
+            .collect()
     }
 }
 

@@ -243,12 +243,12 @@ impl PureModel {
         analysis: &Analysis,
         step: QuantizationStep,
     ) -> Result<CompressedLatents, ModelError> {
-        let parameters = analysis.prior.at(step);
-        if parameters.means.len() != analysis.y.data.len() {
+        let means = analysis.prior.means();
+        if means.len() != analysis.y.data.len() {
             return Err(ModelError::Shape(format!(
                 "an analysis of {} latents with a prior of {}",
                 analysis.y.data.len(),
-                parameters.means.len()
+                means.len()
             )));
         }
         let delta = step.get();
@@ -256,14 +256,13 @@ impl PureModel {
             .y
             .data
             .iter()
-            .zip(&parameters.means)
+            .zip(means)
             .map(|(&v, &mean)| ((v - mean) / delta).round_ties_even() as i32)
             .collect();
+        let scale_indices = analysis.prior.scale_indices_at(step);
         Ok(CompressedLatents {
             z_stream: analysis.z_stream.clone(),
-            y_stream: self
-                .tables
-                .encode_y(&y_symbols, &parameters.scale_indices)?,
+            y_stream: self.tables.encode_y(&y_symbols, &scale_indices)?,
             step,
             y_shape: analysis.y_shape,
             z_shape: analysis.z_shape,

@@ -753,6 +753,10 @@ struct TrainArgs {
     /// --feature-weight and --feature-layers apply. Validated at alpha 0 and 0.5
     #[arg(long)]
     observer_mix: bool,
+    /// With --observer-mix: the conditioning's learning rate as a multiple of --learning-rate
+    /// (it starts at zero beside a trained network, and at the network's own rate hardly moves)
+    #[arg(long, requires = "observer_mix", default_value_t = ocular::train::DEFAULT_MIX_LEARNING_RATE_FACTOR)]
+    mix_learning_rate_factor: f64,
     /// Convolution precision
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
@@ -786,7 +790,7 @@ struct TrainArgs {
             "name", "quality", "distortion", "lambda", "alpha", "feature_layers",
             "observer_torchscript", "n", "m", "decay_steps", "warmup_steps", "variable_rate",
             "validation_qualities", "balance_qualities", "precision", "validate_every",
-            "observer_mix",
+            "observer_mix", "mix_learning_rate_factor",
         ]
     )]
     adversarial: Option<f64>,
@@ -909,6 +913,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.validation_qualities = args.validation_qualities;
     config.balance_qualities = args.balance_qualities;
     config.observer_mix = args.observer_mix;
+    config.mix_learning_rate_factor = args.mix_learning_rate_factor;
     config.init_from = args.init;
     config.resume = args.resume;
     config.seed = args.seed;

@@ -105,7 +105,9 @@ pub mod train {
     };
     pub use ocular_models::rate::QualityRange;
     pub use ocular_models::realism_train::{train_realism, RealismConfig, RealismOutcome};
-    pub use ocular_models::train::{image_files, train, TrainConfig, TrainOutcome, Validation};
+    pub use ocular_models::train::{
+        image_files, train, TrainConfig, TrainOutcome, Validation, DEFAULT_MIX_LEARNING_RATE_FACTOR,
+    };
     pub use ocular_models::{ComputePrecision, Distortion, HyperpriorConfig};
 
     /// Sets the number of threads libtorch computes with (results differ bit-for-bit between

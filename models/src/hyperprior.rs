@@ -97,9 +97,14 @@ pub(crate) fn is_mix_variable(name: &str) -> bool {
     name.starts_with("alpha.")
 }
 
+/// The optimiser group of the observer-mix conditioning's variables (0: the network's other
+/// weights, 1: the entropy bottleneck's quantiles), so that training can give it its own
+/// learning rate.
+pub const MIX_GROUP: usize = 2;
+
 impl MixConditioning {
     fn new(root: &nn::Path, HyperpriorConfig { n, m }: HyperpriorConfig) -> Self {
-        let path = root / "alpha";
+        let path = root.set_group(MIX_GROUP) / "alpha";
         let affines = |transform: &str| {
             (0..3)
                 .map(|i| AlphaAffine::new(&path / transform / (2 * i + 1), n))

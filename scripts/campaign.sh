@@ -98,7 +98,9 @@ case "$network" in
   # alpha from [0, 1]), the other arm of the comparison with the separate observer-vr: the same
   # loss weights, layers, lambda, rates, crops and learning rate, from the same msssim-vr
   # checkpoint, validated at alpha 0 and 0.5 (issue 9: ship it if it costs at most 0.3 dB
-  # MS-SSIM and 2 points of top-1 against separate networks at equal CPU time).
+  # MS-SSIM and 2 points of top-1 against separate networks at equal CPU time). At about one
+  # CPU-hour it cost 0.33-0.41 dB (docs/results.md), so the observer CPU goes to observer-vr;
+  # this case re-runs the measurement.
   observer-mix)
     network_args=(--distortion observer --observer-mix --feature-layers stage1,head
                   --lambda 17.46 --quality 5 --variable-rate=-2..12

@@ -219,10 +219,8 @@ impl QualitySweep<'_, '_> {
         };
         let step = encoder.model.step_for(encoder.quality)?;
         let grid = step.unwrap_or(QuantizationStep::ONE);
-        let latents = encoder
-            .model
-            .pure_at(encoder.observer_mix)?
-            .code_at(analysis, grid)?;
+        // Coding `y` needs only the tables, the same at every mix: the analysis carries the mix.
+        let latents = encoder.model.pure_at(None)?.code_at(analysis, grid)?;
         encoder.file(self.image, latents, step)
     }
 }

@@ -1111,28 +1111,28 @@ fn parse_header(
 /// The data of a [`QUANTIZATION_STEP_KIND`] record: an `f32` (little-endian) that
 /// [`QuantizationStep::new`] accepts; bytes after it are a later minor version's and ignored.
 fn parse_quantization_step(data: &[u8], repeated: bool) -> Result<QuantizationStep, FormatError> {
-    let invalid = |why: String| FormatError::InvalidQuantizationStep(why);
-    if repeated {
-        return Err(invalid("the record appears twice".into()));
-    }
-    let bytes = data
-        .get(..4)
-        .ok_or_else(|| invalid(format!("{} bytes, needs 4", data.len())))?;
-    QuantizationStep::new(LittleEndian::read_f32(bytes)).map_err(|e| invalid(e.to_string()))
+    let invalid = FormatError::InvalidQuantizationStep;
+    let step = record_f32(data, repeated).map_err(invalid)?;
+    QuantizationStep::new(step).map_err(|e| invalid(e.to_string()))
 }
 
 /// The data of an [`OBSERVER_MIX_KIND`] record: an `f32` (little-endian) in [0, 1]; bytes
 /// after it are a later minor version's and ignored.
 fn parse_observer_mix(data: &[u8], repeated: bool) -> Result<ObserverMix, FormatError> {
-    let invalid = |why: String| FormatError::InvalidObserverMix(why);
+    let invalid = FormatError::InvalidObserverMix;
+    let alpha = record_f32(data, repeated).map_err(invalid)?;
+    ObserverMix::new(alpha).ok_or_else(|| invalid(format!("{alpha} is not in [0, 1]")))
+}
+
+/// The leading `f32` (little-endian) of a record that may appear once; why not, otherwise.
+fn record_f32(data: &[u8], repeated: bool) -> Result<f32, String> {
     if repeated {
-        return Err(invalid("the record appears twice".into()));
+        return Err("the record appears twice".into());
     }
     let bytes = data
         .get(..4)
-        .ok_or_else(|| invalid(format!("{} bytes, needs 4", data.len())))?;
-    let alpha = LittleEndian::read_f32(bytes);
-    ObserverMix::new(alpha).ok_or_else(|| invalid(format!("{alpha} is not in [0, 1]")))
+        .ok_or_else(|| format!("{} bytes, needs 4", data.len()))?;
+    Ok(LittleEndian::read_f32(bytes))
 }
 
 /// Walks the extension records that fill `records` (the end of a header of `header_len`

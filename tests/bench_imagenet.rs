@@ -30,21 +30,9 @@ fn synsets() -> Synsets {
     Synsets::parse(SYNSETS).expect("test synsets")
 }
 
-/// The untrained model of `seed`, the same file at every call: made once per seed, since
-/// libtorch's random generator is shared with the tests running beside this one.
+/// The untrained model of `seed` (the same file at every call).
 fn tiny_model(seed: i64) -> Model {
-    static MADE: std::sync::Mutex<Vec<(i64, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
-    let mut made = MADE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let bytes = match made.iter().find(|(s, _)| *s == seed) {
-        Some((_, bytes)) => bytes.clone(),
-        None => {
-            let bytes = untrained_model_bytes(TINY, "tiny", seed).expect("untrained model");
-            made.push((seed, bytes.clone()));
-            bytes
-        }
-    };
+    let bytes = untrained_model_bytes(TINY, "tiny", seed).expect("untrained model");
     Model::from_bytes(&bytes).expect("a fresh model file loads")
 }
 

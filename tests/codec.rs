@@ -11,22 +11,10 @@ use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model, ObserverMix};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 
-/// The untrained model of `seed`, the same file at every call: made once per seed, since
-/// libtorch's random generator is shared with the tests running beside this one.
+/// The untrained model of `seed` (the same file at every call).
 fn tiny_model(seed: i64) -> Model {
-    static MADE: std::sync::Mutex<Vec<(i64, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
-    let mut made = MADE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let bytes = match made.iter().find(|(s, _)| *s == seed) {
-        Some((_, bytes)) => bytes.clone(),
-        None => {
-            let bytes = untrained_model_bytes(TINY, &format!("tiny-{seed}"), seed)
-                .expect("untrained model");
-            made.push((seed, bytes.clone()));
-            bytes
-        }
-    };
+    let bytes =
+        untrained_model_bytes(TINY, &format!("tiny-{seed}"), seed).expect("untrained model");
     Model::from_bytes(&bytes).expect("a fresh model file loads")
 }
 
@@ -248,8 +236,6 @@ fn refined_files_decode_and_rate_control_keeps_the_target() {
     let image = DynamicImage::ImageRgb8(photo_like(97, 66));
     let pixels = 97.0 * 66.0;
     let plain = Encoder::new(&model).encode(&image).expect("encode");
-    // The very model: another `tiny_model(1)` may differ, libtorch's random generator being
-    // shared with the tests running beside this one.
     let families = [model];
     for slack in [0.0, 40.0, 400.0] {
         let target = (plain.len() as f64 + slack) * 8.0 / pixels;

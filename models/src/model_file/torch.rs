@@ -235,12 +235,49 @@ pub fn serialize_model(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
-    safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| ModelError::InvalidModel(e.to_string()))
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| ModelError::InvalidModel(e.to_string()))?;
+    with_sorted_header(&bytes).map_err(|e| ModelError::InvalidModel(e.to_string()))
+}
+
+/// `bytes` of a safetensors file with its JSON header's keys in sorted order.
+///
+/// safetensors writes the metadata map in the order of a `HashMap`, which differs from process
+/// to process, and a model's fingerprint is that of its bytes ([`fingerprint`]): without this
+/// the same network written twice would be two models. The tensors' entries keep their offsets,
+/// which count from the end of the header, so only the header is rewritten (padded with spaces
+/// to a multiple of 8 bytes, as safetensors pads it).
+fn with_sorted_header(bytes: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    use serde::de::Error;
+    use std::collections::BTreeMap;
+    let length = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
+        .ok_or_else(|| serde_json::Error::custom("no header length"))?;
+    let (header, data) = bytes[8..]
+        .split_at_checked(length)
+        .ok_or_else(|| serde_json::Error::custom("header beyond the end"))?;
+    let mut entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)?;
+    if let Some(metadata) = entries.remove("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(metadata)?;
+        entries.insert("__metadata__".to_string(), serde_json::to_value(sorted)?);
+    }
+    let mut header = serde_json::to_vec(&entries)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    Ok(out)
 }
 
 /// A model file of a freshly initialised (untrained) network: codes correctly but poorly.
 /// For tests and for trying the tool chain without a trained model.
+///
+/// The file is a function of the arguments alone: every weight that the network's constructor
+/// draws at random is redrawn from `seed` ([`redraw_random_init`]), so libtorch's global
+/// generator, shared with whatever else runs in the process, plays no part.
 ///
 /// # Errors
 /// As [`serialize_model`].
@@ -266,8 +303,8 @@ pub fn untrained_variable_rate_model_bytes(
 }
 
 /// [`untrained_variable_rate_model_bytes`] of a network conditioned on the observer mix, its
-/// conditioning drawn at random (`N(0, 0.3)`) instead of its untrained identity, so that the
-/// mixes code differently.
+/// conditioning drawn at random (uniform, standard deviation 0.3) instead of its untrained
+/// identity, so that the mixes code differently.
 ///
 /// # Errors
 /// As [`serialize_model`].
@@ -277,15 +314,10 @@ pub fn untrained_observer_mix_model_bytes(
     seed: i64,
     range: crate::rate::QualityRange,
 ) -> Result<Vec<u8>, ModelError> {
-    tch::manual_seed(seed);
     let variables = nn::VarStore::new(Device::Cpu);
     let model = MeanScaleHyperprior::with_observer_mix(&variables.root(), network);
-    tch::no_grad(|| {
-        for (name, mut variable) in variables.variables() {
-            if is_mix_variable(&name) {
-                variable.copy_(&(variable.randn_like() * 0.3));
-            }
-        }
+    redraw_random_init(&variables, seed, |name, _| {
+        is_mix_variable(name).then_some(0.3 * 3f64.sqrt())
     });
     let mut info = untrained_info(network, name, Some(range));
     info.distortion = Distortion::observer(0.5);
@@ -299,14 +331,65 @@ fn untrained_bytes(
     seed: i64,
     variable_rate: Option<crate::rate::QualityRange>,
 ) -> Result<Vec<u8>, ModelError> {
-    tch::manual_seed(seed);
     let variables = nn::VarStore::new(Device::Cpu);
     let model = MeanScaleHyperprior::new(&variables.root(), network);
+    redraw_random_init(&variables, seed, |_, _| None);
     serialize_model(
         &untrained_info(network, name, variable_rate),
         &variables,
         &model,
     )
+}
+
+/// Redraws, from a generator seeded with `seed` and in the order of the variables' names, every
+/// variable of a freshly built network that its constructor drew from libtorch's generator, from
+/// the same distribution:
+///
+/// ```text
+/// convolution weights (4-D, "...weight"), fan_in = size[1] size[2] size[3]:
+///     U(-b, b),  b = sqrt(6 / fan_in)             (tch's default Kaiming-uniform, ReLU gain)
+/// the factorised prior's biases ("entropy_bottleneck._bias<k>"):  U(-1/2, 1/2)
+/// ```
+///
+/// and those for which `extra(name, variable)` gives a bound `b` from U(-b, b). Every other
+/// variable is a constant of its constructor. The rule is pinned by a test that builds a network
+/// under two global seeds: the variables that differ are exactly those redrawn here.
+fn redraw_random_init(
+    variables: &nn::VarStore,
+    seed: i64,
+    extra: impl Fn(&str, &Tensor) -> Option<f64>,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut generator = rand::rngs::StdRng::seed_from_u64(seed as u64);
+    let mut named: Vec<(String, Tensor)> = variables.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (name, mut variable) in named {
+            let Some(bound) = random_init_bound(&name, &variable).or(extra(&name, &variable))
+            else {
+                continue;
+            };
+            let bound = bound as f32;
+            let values: Vec<f32> = (0..variable.numel())
+                .map(|_| generator.gen_range(-bound..bound))
+                .collect();
+            variable.copy_(&Tensor::from_slice(&values).view(variable.size().as_slice()));
+        }
+    });
+}
+
+/// The bound `b` of U(-b, b) from which the network's constructor drew `variable`, if it drew
+/// it at random ([`redraw_random_init`]).
+fn random_init_bound(name: &str, variable: &Tensor) -> Option<f64> {
+    let size = variable.size();
+    if name.ends_with("weight") && size.len() == 4 {
+        let fan_in = (size[1] * size[2] * size[3]) as f64;
+        Some((6.0 / fan_in).sqrt())
+    } else if name.starts_with("entropy_bottleneck._bias") {
+        Some(0.5)
+    } else {
+        None
+    }
 }
 
 fn untrained_info(
@@ -324,5 +407,44 @@ fn untrained_info(
         variable_rate,
         observer_mix: false,
         training: TrainingSummary::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variables of a network built twice (libtorch's generator moves on in between) that
+    /// differ between the two are exactly those [`random_init_bound`] names: every random draw
+    /// of the constructors is redrawn, and no constant is.
+    #[test]
+    fn the_redrawn_variables_are_the_randomly_initialised_ones() {
+        let network = HyperpriorConfig { n: 4, m: 6 };
+        let build = || {
+            let variables = nn::VarStore::new(Device::Cpu);
+            let _model = MeanScaleHyperprior::new(&variables.root(), network);
+            variables.variables()
+        };
+        let (first, second) = (build(), build());
+        assert!(!first.is_empty());
+        for (name, value) in &first {
+            let drawn = !value.equal(&second[name]);
+            assert_eq!(
+                drawn,
+                random_init_bound(name, value).is_some(),
+                "{name}: drawn at random by its constructor: {drawn}"
+            );
+        }
+    }
+
+    /// An untrained model file depends on its seed alone, not on libtorch's global generator.
+    #[test]
+    fn untrained_models_depend_on_their_seed_alone() {
+        let network = HyperpriorConfig { n: 4, m: 6 };
+        let make = |seed| untrained_model_bytes(network, "t", seed).expect("model");
+        let first = make(3);
+        let _ = Tensor::rand([100], (Kind::Float, Device::Cpu));
+        assert!(first == make(3), "the same seed gave another file");
+        assert!(first != make(4), "another seed gave the same file");
     }
 }

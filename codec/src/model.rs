@@ -393,11 +393,18 @@ impl Model {
     /// # Errors
     /// [`Error::UnknownModel`] if there is none.
     pub fn builtin_for(name: &str, fingerprint: ModelFingerprint) -> Result<Self, Error> {
-        // Try the model of the same name first: loading is the costly part. Retired models
-        // come after the current ones of the same name.
-        let mut candidates: Vec<&BuiltinModel> = BUILTIN.iter().chain(RETIRED).collect();
-        candidates.sort_by_key(|m| m.name != name);
-        for candidate in candidates {
+        // The current model of the same name is the likely one: it is loaded (which hashes its
+        // file) and checked. Every other candidate (the retired ones of that name first) is
+        // hashed first and loaded only if it is the one.
+        let (named, others): (Vec<&BuiltinModel>, Vec<&BuiltinModel>) =
+            BUILTIN.iter().chain(RETIRED).partition(|m| m.name == name);
+        if let Some(current) = named.first() {
+            let model = current.load()?;
+            if model.fingerprint() == fingerprint {
+                return Ok(model);
+            }
+        }
+        for candidate in named.iter().skip(1).chain(&others) {
             if ModelFingerprint(ocular_models::model_file::fingerprint(candidate.bytes))
                 == fingerprint
             {

@@ -75,10 +75,21 @@ impl PureModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ModelError> {
         let (info, stored) = read_info_and_tables(bytes)?;
         let invalid = |e: &dyn std::fmt::Display| ModelError::InvalidModel(e.to_string());
-        let networks = Networks::from_safetensors(bytes).map_err(|e| invalid(&e))?;
-        let shape = networks.shape();
         let HyperpriorConfig { n, m } = info.network;
-        if i64::try_from(shape.n).ok() != Some(n) || i64::try_from(shape.m).ok() != Some(m) {
+        let (Ok(described_n), Ok(described_m)) = (usize::try_from(n), usize::try_from(m)) else {
+            return Err(invalid(&format!("a file describing N={n}, M={m}")));
+        };
+        // Reading the networks is most of the time a model takes to load; the rest beside it.
+        let (networks, (hyper, fingerprint)) = rayon::join(
+            || Networks::from_safetensors(bytes),
+            || {
+                let hyper = hyper_synthesis_from_file(bytes, described_n, described_m);
+                (hyper, fingerprint(bytes))
+            },
+        );
+        let networks = networks.map_err(|e| invalid(&e))?;
+        let shape = networks.shape();
+        if (shape.n, shape.m) != (described_n, described_m) {
             return Err(invalid(&format!(
                 "networks of N={}, M={} in a file describing N={n}, M={m}",
                 shape.n, shape.m
@@ -96,14 +107,14 @@ impl PureModel {
                 }
             )));
         }
-        let (hyper_synthesis, z_medians) = hyper_synthesis_from_file(bytes, shape.n, shape.m)?;
+        let (hyper_synthesis, z_medians) = hyper?;
         let tables = ModelTables::from_parts(stored.z, stored.y, n, hyper_synthesis)?;
         Ok(Self {
             info,
             tables: Arc::new(tables),
             networks,
             z_medians,
-            fingerprint: fingerprint(bytes),
+            fingerprint,
         })
     }
 

@@ -35,9 +35,12 @@
 //! ```
 //!
 //! with input stride `s` and output step `t` (`s` = stride, `t` = 1 for a convolution; `s` = 1,
-//! `t` = stride for a transposed one). Each output row is computed by one
-//! task — im2col of the needed input rows, then one product per phase of that row — so its values
-//! do not depend on how rows are spread over threads.
+//! `t` = stride for a transposed one). Each output row is computed by one task, so its values
+//! do not depend on how rows are spread over threads. For few input channels (the image's 3)
+//! a phase is one product of a patch matrix (im2col of the needed input rows) with `W_phase`;
+//! for many (`C_in >= 32`) it is one product per tap, each reading the channels-last input rows
+//! in place (`C_in` deep), which spares the copy. A transposed layer with few output channels
+//! (the last of the synthesis) merges its phases instead ([`SubPixelConv`]).
 
 use rayon::prelude::*;
 
@@ -50,6 +53,10 @@ use super::{Buffers, FeatureMap, Planes, Strip};
 /// Output columns per product: the patch matrix of a tile (at most 128 x 1600 values here) stays
 /// in a core's cache however wide the image is.
 const TILE_COLUMNS: usize = 128;
+
+/// Input channels from which a layer's products read the input in place, one per tap, instead
+/// of through a patch matrix: each tap's product is then `C_in` deep.
+const DIRECT_MIN_CHANNELS: usize = 32;
 
 /// Whether a layer convolves or transposes a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,10 +103,8 @@ struct Phase {
     in_offset: [isize; 2],
     /// Taps `(rows, columns)`.
     taps: [usize; 2],
-    /// `W[(ty taps_x + tx) C_in + i][o]`, for channels-last maps.
+    /// `W[(ty taps_x + tx) C_in + i][o]`.
     weights: Vec<f32>,
-    /// `W[ty taps_x + tx][o][i]`, for channels-first maps.
-    tap_weights: Vec<f32>,
 }
 
 /// A convolution or transposed convolution ready to run (module docs).
@@ -272,6 +277,11 @@ impl Conv {
             for first in (0..columns).step_by(TILE_COLUMNS) {
                 let tile = first..(first + TILE_COLUMNS).min(columns);
                 let count = tile.len();
+                if input.map.channels >= DIRECT_MIN_CHANNELS {
+                    let target = &mut row[(t * first + c) * cout..];
+                    self.tap_products(input, phase, a, tile, target);
+                    continue;
+                }
                 self.im2col(input, phase, a, tile, patches);
                 add_product(
                     (
@@ -280,6 +290,55 @@ impl Conv {
                     ),
                     (patches, Layout::dense(count, k)),
                     (&phase.weights, Layout::dense(k, cout)),
+                );
+            }
+        }
+    }
+
+    /// Adds `phase`'s products for columns `columns` of row `a` into `target` (whose first
+    /// pixel is the output of column `columns.start`, pixels `out_step` apart), one product per
+    /// tap read in place from the channels-last input: input pixels `in_stride` apart are the
+    /// rows of the tap's `columns x C_in` matrix. Taps outside the input add nothing, so each
+    /// tap's product covers the columns where it lies inside.
+    fn tap_products(
+        &self,
+        input: Strip<'_>,
+        phase: &Phase,
+        a: usize,
+        columns: Range<usize>,
+        target: &mut [f32],
+    ) {
+        let (cin, cout) = (input.map.channels, self.shape.out_channels);
+        let [taps_y, taps_x] = phase.taps;
+        let s = self.in_stride as isize;
+        let width = input.map.width as isize;
+        let (b0, b1) = (columns.start as isize, columns.end as isize);
+        for ty in 0..taps_y {
+            let iy = s * a as isize + phase.in_offset[0] + ty as isize;
+            let Some(input_row) = input.row(iy) else {
+                continue;
+            };
+            for tx in 0..taps_x {
+                let offset = phase.in_offset[1] + tx as isize;
+                // Columns b with 0 <= s b + offset < width.
+                let first = (-floor_div(offset, s)).max(b0);
+                let end = (floor_div(width - 1 - offset, s) + 1).min(b1);
+                if first >= end {
+                    continue;
+                }
+                let count = (end - first) as usize;
+                let x = (s * first + offset) as usize;
+                let weights = &phase.weights[(ty * taps_x + tx) * cin * cout..][..cin * cout];
+                add_product(
+                    (
+                        &mut target[(first - b0) as usize * self.out_step * cout..],
+                        Layout::rows_apart(count, cout, self.out_step * cout),
+                    ),
+                    (
+                        &input_row[x * cin..],
+                        Layout::rows_apart(count, cin, self.in_stride * cin),
+                    ),
+                    (weights, Layout::dense(cin, cout)),
                 );
             }
         }
@@ -329,87 +388,172 @@ impl Conv {
     }
 }
 
-impl Conv {
-    /// Output rows `rows` of the layer as channels-first planes, from a channels-last strip:
-    /// the form for layers with few output channels (the last of the synthesis), whose row-form
-    /// product would be a few columns wide. Each output row is `sum_{tap} W_tap (C_out x C_in)
-    /// times the input planes shifted by the tap` (`C_in x columns`), read in place from a
-    /// zero-padded copy of the strip, with no patch matrix.
+/// A transposed layer with all its phases merged into one stride-1 correlation
+/// ("sub-pixel" form), for a layer with few output channels (the last of the synthesis),
+/// whose phases' products would be a few columns wide.
+///
+/// The `s x s` phases of a transposed layer read windows of input offsets that overlap (for
+/// `k = 5`, `s = 2`: `[-1, 1]` and `[0, 1]` on each axis); over their union window one patch
+/// matrix serves them all, and one product with `s^2 C_out` columns gives the `s x s` block of
+/// outputs `out[s a + r][s b + c][o]` of every input pixel `(a, b)`:
+///
+/// ```text
+/// block[b][(r s + c) C_out + o] = bias[o]
+///     + sum_{dy, dx, i} in[a + dy][b + dx][i] * W[(dy, dx, i)][(r, c, o)]
+/// ```
+///
+/// where `W` holds phase `(r, c)`'s weights at its own offsets and zeros elsewhere (for
+/// `k = 5`, `s = 2`: 36 taps where the definition has 25; the zeros add exact zeros).
+#[derive(Clone, Debug)]
+pub struct SubPixelConv {
+    /// The layer as defined, for its geometry.
+    conv: Conv,
+    /// The union window: its `in_offset` and `taps`, and `W` as `K x s^2 C_out`.
+    merged: Phase,
+    /// `bias[o]` at every column `(r, c, o)` of `W`.
+    bias: Vec<f32>,
+}
+
+impl SubPixelConv {
+    /// The merged form of a transposed layer.
+    ///
+    /// # Panics
+    /// If `conv` is not a transposed layer.
+    pub(crate) fn new(conv: Conv) -> Self {
+        assert!(conv.shape.kind == ConvKind::Transposed, "a regular layer");
+        let (s, cin, cout) = (
+            conv.out_step,
+            conv.shape.in_channels,
+            conv.shape.out_channels,
+        );
+        let start = |axis: usize| conv.phases.iter().map(|p| p.in_offset[axis]).min();
+        let end = |axis: usize| {
+            let ends = conv.phases.iter();
+            ends.map(|p| p.in_offset[axis] + p.taps[axis] as isize)
+                .max()
+        };
+        let in_offset = [0, 1].map(|axis| start(axis).unwrap_or(0));
+        let taps = [0, 1].map(|axis| (end(axis).unwrap_or(0) - in_offset[axis]) as usize);
+        let columns = s * s * cout;
+        let mut weights = vec![0.0f32; taps[0] * taps[1] * cin * columns];
+        for phase in conv.phases.iter() {
+            let [r, c] = phase.out_phase;
+            let dy = (phase.in_offset[0] - in_offset[0]) as usize;
+            let dx = (phase.in_offset[1] - in_offset[1]) as usize;
+            for ty in 0..phase.taps[0] {
+                for tx in 0..phase.taps[1] {
+                    let from = (ty * phase.taps[1] + tx) * cin * cout;
+                    let to = ((ty + dy) * taps[1] + tx + dx) * cin;
+                    for i in 0..cin {
+                        let source = &phase.weights[from + i * cout..][..cout];
+                        let row = (to + i) * columns + (r * s + c) * cout;
+                        weights[row..row + cout].copy_from_slice(source);
+                    }
+                }
+            }
+        }
+        let bias = conv.bias.repeat(s * s);
+        let merged = Phase {
+            out_phase: [0, 0],
+            in_offset,
+            taps,
+            weights,
+        };
+        Self { conv, merged, bias }
+    }
+
+    /// The layer's geometry.
+    pub fn shape(&self) -> ConvShape {
+        self.conv.shape
+    }
+
+    /// The input rows that output rows `rows` read, within an input of `height` rows: the
+    /// union window of every input row whose block holds one of `rows`.
+    pub(crate) fn input_rows(&self, rows: &Range<usize>, height: usize) -> Range<usize> {
+        if rows.is_empty() {
+            return 0..0;
+        }
+        let s = self.conv.out_step;
+        let (first, last) = ((rows.start / s) as isize, ((rows.end - 1) / s) as isize);
+        let offset = self.merged.in_offset[0];
+        let clip = |v: isize| v.clamp(0, height as isize) as usize;
+        clip(first + offset)..clip(last + offset + self.merged.taps[0] as isize)
+    }
+
+    /// Output rows `rows` of the layer as channels-first planes, from a channels-last strip
+    /// that holds at least [`Self::input_rows`] of them. One task per input row computes its
+    /// `s` output rows, so no value depends on how rows are spread over threads.
     ///
     /// # Panics
     /// If `input` does not have the layer's input channels or lacks a row it needs.
-    pub(crate) fn forward_planar_rows(
+    pub(crate) fn forward_rows(
         &self,
         input: Strip<'_>,
         rows: Range<usize>,
         buffers: &mut Buffers,
     ) -> Planes {
-        assert_eq!(input.map.channels, self.shape.in_channels, "input channels");
-        let pad = self.shape.kernel / 2;
-        let padded = Planes::padded_from(input.map, pad, buffers);
-        let width = self.shape.output_size(input.total, input.map.width).1;
-        let cout = self.shape.out_channels;
-        // Row blocks `[y][o][x]`, one task each, reordered to planes at the end.
-        let mut blocks = buffers.zeros(rows.len() * cout * width);
+        let shape = self.conv.shape;
+        assert_eq!(input.map.channels, shape.in_channels, "input channels");
+        let s = self.conv.out_step;
+        let width = shape.output_size(input.total, input.map.width).1;
+        let cout = shape.out_channels;
         let height = rows.len();
+        if height == 0 {
+            return Planes::from_row_blocks(0, width, cout, &[]);
+        }
+        // Row blocks `[y][o][x]` of whole input rows' output rows, reordered to planes at the end.
+        let inputs = rows.start / s..(rows.end - 1) / s + 1;
+        let mut blocks = buffers.zeros(inputs.len() * s * cout * width);
         blocks
-            .par_chunks_mut(cout * width)
-            .zip(rows)
-            .for_each(|(block, y)| self.planar_row(&padded, input, y, block));
-        let planes = Planes::from_row_blocks(height, width, cout, &blocks);
+            .par_chunks_mut(s * cout * width)
+            .zip(inputs.clone())
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(patches, product), (block, a)| self.input_row(input, a, block, patches, product),
+            );
+        let skipped = (rows.start - s * inputs.start) * cout * width;
+        let planes = Planes::from_row_blocks(
+            height,
+            width,
+            cout,
+            &blocks[skipped..][..height * cout * width],
+        );
         buffers.give(blocks);
-        buffers.give(padded.data);
         planes
     }
 
-    /// Output row `y` as a `C_out x width` block, from the strip `input` padded by `kernel / 2`
-    /// (`padded`): rows outside the image are the padding's zeros.
-    fn planar_row(&self, padded: &Planes, input: Strip<'_>, y: usize, block: &mut [f32]) {
-        let (cin, cout) = (self.shape.in_channels, self.shape.out_channels);
-        let pad = self.shape.kernel / 2;
-        let width = block.len() / cout;
-        for (plane_row, &b) in block.chunks_exact_mut(width).zip(&self.bias) {
-            plane_row.fill(b);
-        }
-        let (t, s) = (self.out_step, self.in_stride);
-        let (r, a) = (y % t, y / t);
-        let plane = padded.height * padded.width;
-        for phase in self.phases.iter().filter(|p| p.out_phase[0] == r) {
-            let c = phase.out_phase[1];
-            let columns = (width + t - 1 - c) / t;
-            if columns == 0 {
-                continue;
+    /// The `s` output rows of input row `a` into `block` (`[r][o][x]`).
+    fn input_row(
+        &self,
+        input: Strip<'_>,
+        a: usize,
+        block: &mut [f32],
+        patches: &mut Vec<f32>,
+        product: &mut Vec<f32>,
+    ) {
+        let (s, cout) = (self.conv.out_step, self.conv.shape.out_channels);
+        let width = block.len() / (s * cout);
+        let columns = self.bias.len();
+        let k = self.merged.taps[0] * self.merged.taps[1] * input.map.channels;
+        for first in (0..input.map.width).step_by(TILE_COLUMNS) {
+            let tile = first..(first + TILE_COLUMNS).min(input.map.width);
+            let count = tile.len();
+            self.conv.im2col(input, &self.merged, a, tile, patches);
+            product.clear();
+            for _ in 0..count {
+                product.extend_from_slice(&self.bias);
             }
-            let [taps_y, taps_x] = phase.taps;
-            for ty in 0..taps_y {
-                let iy = (s * a) as isize + phase.in_offset[0] + ty as isize;
-                if input.row(iy).is_none() {
-                    continue; // outside the image: zeros add nothing
-                }
-                // Inside the strip, so inside its padded copy.
-                let padded_row = (iy - input.first as isize) as usize + pad;
-                for tx in 0..taps_x {
-                    // Column offsets lie in [-pad, pad] (module docs).
-                    let ix = pad.wrapping_add_signed(phase.in_offset[1] + tx as isize);
-                    let index = ty * taps_x + tx;
-                    let weights = &phase.tap_weights[index * cout * cin..][..cout * cin];
-                    let shifted = Layout {
-                        rows: cin,
-                        cols: columns,
-                        row_stride: plane,
-                        col_stride: s,
-                    };
-                    let target = Layout {
-                        rows: cout,
-                        cols: columns,
-                        row_stride: width,
-                        col_stride: t,
-                    };
-                    add_product(
-                        (&mut block[c..], target),
-                        (weights, Layout::dense(cout, cin)),
-                        (&padded.data[padded_row * padded.width + ix..], shifted),
-                    );
+            add_product(
+                (product, Layout::dense(count, columns)),
+                (patches, Layout::dense(count, k)),
+                (&self.merged.weights, Layout::dense(k, columns)),
+            );
+            for (b, outputs) in (first..).zip(product.chunks_exact(columns)) {
+                for (rc, values) in outputs.chunks_exact(cout).enumerate() {
+                    let (r, c) = (rc / s, rc % s);
+                    for (o, &v) in values.iter().enumerate() {
+                        block[(r * cout + o) * width + s * b + c] = v;
+                    }
                 }
             }
         }
@@ -427,7 +571,6 @@ fn build_phase<T: Copy>(
     value: impl Fn(usize, usize, T) -> f32,
 ) -> Phase {
     let mut weights = vec![0.0f32; taps[0] * taps[1] * cin * cout];
-    let mut tap_weights = weights.clone();
     for ty in 0..taps[0] {
         for tx in 0..taps[1] {
             let t = tap(ty, tx);
@@ -436,7 +579,6 @@ fn build_phase<T: Copy>(
                 for o in 0..cout {
                     let w = value(i, o, t);
                     weights[(index * cin + i) * cout + o] = w;
-                    tap_weights[(index * cout + o) * cin + i] = w;
                 }
             }
         }
@@ -446,7 +588,6 @@ fn build_phase<T: Copy>(
         in_offset,
         taps,
         weights,
-        tap_weights,
     }
 }
 
@@ -560,37 +701,43 @@ mod tests {
             (ConvKind::Transposed, 5, 3),
             (ConvKind::Regular, 5, 3),
         ] {
-            for (h, w) in [(1, 1), (3, 4), (7, 5)] {
+            // 3 channels: through a patch matrix; DIRECT_MIN_CHANNELS: a product per tap.
+            let cases = [(3, (1, 1)), (3, (3, 4)), (3, (7, 5))];
+            let direct = [(DIRECT_MIN_CHANNELS, (3, 4)), (DIRECT_MIN_CHANNELS, (7, 5))];
+            for (cin, (h, w)) in cases.into_iter().chain(direct) {
                 let shape = ConvShape {
                     kind,
-                    in_channels: 3,
+                    in_channels: cin,
                     out_channels: 4,
                     kernel: k,
                     stride: s,
                 };
-                let weight = values(3 * 4 * k * k, 1);
+                let weight = values(cin * 4 * k * k, 1);
                 let bias = values(4, 2);
-                let input = FeatureMap::from_hwc(h, w, 3, values(h * w * 3, 3)).expect("map");
+                let input = FeatureMap::from_hwc(h, w, cin, values(h * w * cin, 3)).expect("map");
                 let conv = Conv::new(shape, &weight, &bias);
                 let fast = conv.forward(&input, |_, _| {});
                 let slow = reference(shape, &weight, &bias, &input);
-                assert_eq!(fast.data.len(), slow.len(), "{kind:?} k{k} s{s} {h}x{w}");
+                let case = format!("{kind:?} k{k} s{s} {h}x{w}x{cin}");
+                assert_eq!(fast.data.len(), slow.len(), "{case}");
                 for (a, b) in fast.data.iter().zip(&slow) {
-                    assert!(
-                        (f64::from(*a) - b).abs() < 1e-5,
-                        "{kind:?} k{k} s{s} {h}x{w}: {a} vs {b}"
-                    );
+                    assert!((f64::from(*a) - b).abs() < 1e-5, "{case}: {a} vs {b}");
                 }
-                let rows = 0..shape.output_size(h, w).0;
-                let planar =
-                    conv.forward_planar_rows(Strip::whole(&input), rows, &mut Buffers::default());
-                let plane = planar.height * planar.width;
-                for (j, b) in slow.iter().enumerate() {
-                    let a = planar.data[(j % 4) * plane + j / 4];
-                    assert!(
-                        (f64::from(a) - b).abs() < 1e-5,
-                        "planar {kind:?} k{k} s{s} {h}x{w}: {a} vs {b}"
+                if kind == ConvKind::Transposed {
+                    let rows = 0..shape.output_size(h, w).0;
+                    let merged = SubPixelConv::new(conv.clone()).forward_rows(
+                        Strip::whole(&input),
+                        rows,
+                        &mut Buffers::default(),
                     );
+                    let plane = merged.height * merged.width;
+                    for (j, b) in slow.iter().enumerate() {
+                        let a = merged.data[(j % 4) * plane + j / 4];
+                        assert!(
+                            (f64::from(a) - b).abs() < 1e-5,
+                            "sub-pixel {case}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

@@ -174,28 +174,6 @@ impl Planes {
         })
     }
 
-    /// The planes of a channels-last map, with `pad` rows and columns of zeros on every side,
-    /// in a buffer of `buffers`.
-    pub(crate) fn padded_from(map: &FeatureMap, pad: usize, buffers: &mut Buffers) -> Self {
-        let (height, width) = (map.height + 2 * pad, map.width + 2 * pad);
-        let c = map.channels;
-        let mut data = buffers.zeros(c * height * width);
-        for (y, row) in map.data.chunks_exact(map.width * c).enumerate() {
-            for (x, pixel) in row.chunks_exact(c).enumerate() {
-                let at = (y + pad) * width + x + pad;
-                for (channel, &v) in pixel.iter().enumerate() {
-                    data[channel * height * width + at] = v;
-                }
-            }
-        }
-        Self {
-            height,
-            width,
-            channels: c,
-            data,
-        }
-    }
-
     /// Planes from row blocks `[y][c][x]`.
     pub(crate) fn from_row_blocks(
         height: usize,

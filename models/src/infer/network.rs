@@ -440,8 +440,12 @@ impl Networks {
             });
         }
         let shape = NetworkShape { n, m };
-        let analysis = tensors.transform("g_a", ConvKind::Regular, [3, n, n, n, m])?;
-        let synthesis = tensors.transform("g_s", ConvKind::Transposed, [m, n, n, n, 3])?;
+        // The layers' weights are re-laid out as they are read: g_a and g_s side by side.
+        let (analysis, synthesis) = rayon::join(
+            || tensors.transform("g_a", ConvKind::Regular, [3, n, n, n, m]),
+            || tensors.transform("g_s", ConvKind::Transposed, [m, n, n, n, 3]),
+        );
+        let (analysis, synthesis) = (analysis?, synthesis?);
         Ok(Self {
             shape,
             analysis,
@@ -757,7 +761,7 @@ mod tests {
                 &mut Buffers::default(),
             );
         }
-        let at_once = networks.synthesis.output_layer().forward_planar_rows(
+        let at_once = networks.synthesis.output_layer().forward_rows(
             Strip::whole(&map),
             0..rows,
             &mut Buffers::default(),

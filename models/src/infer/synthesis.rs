@@ -13,17 +13,18 @@ use std::ops::Range;
 
 use safetensors::tensor::SafeTensors;
 
-use super::conv::{Conv, ConvKind};
+use super::conv::{ConvKind, ConvShape, SubPixelConv};
 use super::network::{check_channels, Activation, Chain, Tensors, SYNTHESIS_STRIP_ROWS};
 use super::{Buffers, FeatureMap, InferError, Planes, Strip};
 
-/// `g_s`: its hidden layers channels-last, its last layer (3 output channels) channels-first.
+/// `g_s`: its hidden layers channels-last, its last layer (3 output channels) in the sub-pixel
+/// form ([`SubPixelConv`]), to channels-first planes.
 #[derive(Clone, Debug)]
 pub struct Synthesis {
     /// All layers but the last, each with its inverse GDN.
     hidden: Chain,
     /// The last layer.
-    output: Conv,
+    output: SubPixelConv,
     /// The gain on `y_hat` before the first layer (a network conditioned on the observer mix,
     /// at a non-zero mix).
     input_gain: Option<Vec<f32>>,
@@ -33,15 +34,18 @@ impl Synthesis {
     /// From the chain of all four layers.
     ///
     /// # Errors
-    /// [`InferError::Format`] if the chain has no layer.
+    /// [`InferError::Format`] if the chain has no layer or its last is not transposed.
     pub(super) fn new(mut chain: Chain) -> Result<Self, InferError> {
         let (output, _) = chain
             .layers
             .pop()
             .ok_or_else(|| InferError::Format("g_s has no layer".into()))?;
+        if output.shape().kind != ConvKind::Transposed {
+            return Err(InferError::Format("g_s ends in a regular layer".into()));
+        }
         Ok(Self {
             hidden: chain,
-            output,
+            output: SubPixelConv::new(output),
             input_gain: None,
         })
     }
@@ -145,16 +149,16 @@ impl Synthesis {
         Ok(())
     }
 
-    /// The layers of `g_s`, last included.
-    fn layers(&self) -> impl Iterator<Item = &Conv> {
-        let hidden = self.hidden.layers.iter().map(|(conv, _)| conv);
-        hidden.chain(std::iter::once(&self.output))
+    /// The shapes of the layers of `g_s`, last included.
+    fn shapes(&self) -> impl Iterator<Item = ConvShape> + '_ {
+        let hidden = self.hidden.layers.iter().map(|(conv, _)| conv.shape());
+        hidden.chain(std::iter::once(self.output.shape()))
     }
 
     /// The side of the reconstruction of a `y_hat` side of `side` (rows or columns alike).
     pub fn output_side(&self, side: usize) -> usize {
-        self.layers()
-            .fold(side, |h, conv| conv.shape().output_size(h, 1).0)
+        self.shapes()
+            .fold(side, |h, shape| shape.output_size(h, 1).0)
     }
 
     /// Output rows `rows` of `g_s`: the rows every layer needs, from the last back to `y_hat`,
@@ -166,16 +170,16 @@ impl Synthesis {
         rows: Range<usize>,
         buffers: &mut Buffers,
     ) -> Planes {
-        let layers: Vec<&Conv> = self.layers().collect();
         // heights[i]: rows of the input of layer i.
         let mut heights = vec![y_hat.height];
-        for conv in &layers {
+        for shape in self.shapes() {
             let h = heights[heights.len() - 1];
-            heights.push(conv.shape().output_size(h, 1).0);
+            heights.push(shape.output_size(h, 1).0);
         }
         // wanted[i]: output rows of layer i; wanted[0] before it: rows of y_hat.
-        let mut wanted = vec![rows];
-        for (conv, &height) in layers.iter().zip(&heights).rev() {
+        let last = self.hidden.layers.len();
+        let mut wanted = vec![self.output.input_rows(&rows, heights[last]), rows];
+        for ((conv, _), &height) in self.hidden.layers.iter().zip(&heights).rev() {
             let needed = conv.input_rows(&wanted[0], height);
             wanted.insert(0, needed);
         }
@@ -199,7 +203,6 @@ impl Synthesis {
             );
             buffers.give(std::mem::replace(&mut map, next).data);
         }
-        let last = self.hidden.layers.len();
         let input = Strip {
             map: &map,
             first: wanted[last].start,
@@ -207,20 +210,20 @@ impl Synthesis {
         };
         let planes = self
             .output
-            .forward_planar_rows(input, wanted[last + 1].clone(), buffers);
+            .forward_rows(input, wanted[last + 1].clone(), buffers);
         buffers.give(map.data);
         planes
     }
 
     /// The hidden layers with their activations (tests).
     #[cfg(test)]
-    pub(super) fn hidden_layers(&self) -> &[(Conv, super::network::Activation)] {
+    pub(super) fn hidden_layers(&self) -> &[(super::conv::Conv, super::network::Activation)] {
         &self.hidden.layers
     }
 
     /// The last layer (tests).
     #[cfg(test)]
-    pub(super) fn output_layer(&self) -> &Conv {
+    pub(super) fn output_layer(&self) -> &SubPixelConv {
         &self.output
     }
 }

@@ -7,7 +7,7 @@ use ocular::train::{
     untrained_model_bytes, untrained_observer_mix_model_bytes, untrained_variable_rate_model_bytes,
     HyperpriorConfig, QualityRange,
 };
-use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model, ObserverMix};
+use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model, ObserverMix, Shrinkage};
 
 const TINY: HyperpriorConfig = HyperpriorConfig { n: 8, m: 12 };
 
@@ -313,6 +313,44 @@ fn variable_rate_files_carry_their_step_and_decode() {
         .expect("parse")
         .header;
     assert_eq!(header.quantization_step.map(|s| s.get()), Some(1.0));
+}
+
+/// A variable-rate PSNR network's files carry the decoder's shrinkage below quality 6.5 (and
+/// only there); it moves the decoded image, not the streams, and a reader that skips the
+/// record decodes the plain image.
+#[test]
+fn files_of_the_psnr_network_carry_the_shrinkage_at_low_rates() {
+    let model = tiny_variable_rate_model();
+    let image = DynamicImage::ImageRgb8(photo_like(64, 48));
+    let parse = |bytes: &[u8]| Bitstream::parse(bytes, &Limits::default()).expect("parse");
+    for (quality, expected) in [(1.0, Some(0.35)), (5.25, Some(0.175)), (8.0, None)] {
+        let bytes = Encoder::new(&model)
+            .with_quality(quality)
+            .encode(&image)
+            .expect("encode");
+        let file = parse(&bytes);
+        let w = file.header.shrinkage.map(Shrinkage::get);
+        assert!(
+            w.zip(expected)
+                .map_or(w == expected, |(w, e)| (w - e).abs() < 1e-6),
+            "quality {quality}: {w:?}"
+        );
+        let Some(_) = w else { continue };
+        let mut plain = file.clone();
+        plain.header.shrinkage = None;
+        let plain_bytes = plain.to_bytes().expect("bytes");
+        let decoder = Decoder::new(&model);
+        let shrunk = decoder.decode(&bytes).expect("decode").to_rgb8();
+        let centred = decoder.decode(&plain_bytes).expect("decode").to_rgb8();
+        assert_eq!(parse(&plain_bytes).y_stream, file.y_stream);
+        assert!(
+            shrunk != centred,
+            "quality {quality}: the shrinkage changed nothing"
+        );
+    }
+    // A fixed-rate model writes none.
+    let bytes = Encoder::new(&tiny_model(1)).encode(&image).expect("encode");
+    assert_eq!(parse(&bytes).header.shrinkage, None);
 }
 
 #[test]

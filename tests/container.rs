@@ -6,11 +6,11 @@ use std::io::{self, Read};
 use ocular::container::{
     Bitstream, ContainerError, Extension, FormatError, Header, HeaderError, InvalidInput, Latent,
     LatentShape, ModelFingerprint, ObserverMix, Section, UnsupportedError, CRITICAL_EXTENSION_BIT,
-    MAGIC, MAX_HEADER_BYTES, OBSERVER_MIX_KIND, QUANTIZATION_STEP_KIND, VERSION_MAJOR,
-    VERSION_MINOR, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
+    MAGIC, MAX_HEADER_BYTES, OBSERVER_MIX_KIND, QUANTIZATION_STEP_KIND, SHRINKAGE_KIND,
+    VERSION_MAJOR, VERSION_MINOR, Y_DOWNSAMPLING, Z_DOWNSAMPLING,
 };
 use ocular::limits::{Limit, Limits, LimitsExceeded};
-use ocular::QuantizationStep;
+use ocular::{QuantizationStep, Shrinkage};
 use proptest::prelude::*;
 
 // Offsets of fields in a file with an `n`-byte model name (see docs/bitstream.md).
@@ -54,6 +54,7 @@ fn header(width: u32, height: u32, channels: u8, y_channels: u32, z_channels: u3
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
         quantization_step: None,
         observer_mix: None,
+        shrinkage: None,
     }
 }
 
@@ -949,6 +950,7 @@ fn documented_example_parses() {
             z_shape: LatentShape::new(128, 1, 2),
             quantization_step: None,
             observer_mix: None,
+            shrinkage: None,
         },
         z_stream: vec![0xaa; 4],
         y_stream: (0x10..0x18).collect(),
@@ -1106,5 +1108,51 @@ fn invalid_observer_mix_records_are_format_errors() {
     assert!(matches!(
         err,
         ContainerError::InvalidInput(InvalidInput::ReservedExtension { kind: 0x8002 })
+    ));
+}
+
+#[test]
+fn shrinkage_round_trips_in_a_non_critical_record_before_the_step() {
+    let mut b = with_step(0.5);
+    b.header.shrinkage = Shrinkage::new(0.35);
+    let bytes = b.to_bytes().unwrap();
+    // Kind 0x0003 (before the step's 0x8001), length 4, the f32's bits.
+    let at = records_at(NAME_LEN);
+    assert_eq!(bytes[at..at + 4], [0x03, 0x00, 4, 0]);
+    assert_eq!(bytes[at + 4..at + 8], 0.35_f32.to_le_bytes());
+    // A reader that does not know it decodes the latents at their bins' centres: skippable.
+    assert_eq!(SHRINKAGE_KIND & CRITICAL_EXTENSION_BIT, 0);
+    assert_eq!(bytes.len(), b.encoded_len());
+    let (parsed, skipped) = Bitstream::parse_with_extensions(&bytes, &Limits::default()).unwrap();
+    assert_eq!(parsed, b);
+    assert!(skipped.is_empty());
+}
+
+#[test]
+fn invalid_shrinkage_records_are_format_errors() {
+    let record = |value: &[u8]| [&[0x03, 0x00, value.len() as u8, 0][..], value].concat();
+    let w = 0.25_f32.to_le_bytes();
+    let out_of_range = with_raw_records(&record(&1.5_f32.to_le_bytes()));
+    let negative = with_raw_records(&record(&(-0.1_f32).to_le_bytes()));
+    let not_a_number = with_raw_records(&record(&f32::NAN.to_le_bytes()));
+    let short = with_raw_records(&record(&[0, 0]));
+    let twice = with_raw_records(&[record(&w), record(&w)].concat());
+    for b in [out_of_range, negative, not_a_number, short, twice] {
+        assert!(matches!(
+            format_error(parse(&b)),
+            FormatError::InvalidShrinkage(_)
+        ));
+    }
+    let longer = with_raw_records(&record(&[&w[..], &[9, 9]].concat()));
+    assert_eq!(
+        parse(&longer).unwrap().header.shrinkage,
+        Shrinkage::new(0.25)
+    );
+    let err = sample()
+        .to_bytes_with_extensions(&[Extension::new(SHRINKAGE_KIND, w.to_vec())])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ContainerError::InvalidInput(InvalidInput::ReservedExtension { kind: 0x0003 })
     ));
 }

@@ -11,7 +11,7 @@ use ocular::container::{
     Bitstream, ContainerError, Extension, Header, Latent, LatentShape, ModelFingerprint,
 };
 use ocular::limits::Limits;
-use ocular_entropy::{decode, encode, gaussian_tables, scale_table, CodingTables};
+use ocular_entropy::{decode, encode, gaussian_tables, scale_table, CodingTables, Shrinkage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -129,6 +129,10 @@ fn seed(rng: &mut StdRng, tables: &CodingTables) -> (Bitstream, Vec<u8>) {
         z_shape: LatentShape::for_image(Latent::Z, z_channels, width, height),
         quantization_step: None,
         observer_mix: None,
+        shrinkage: rng
+            .gen_bool(0.3)
+            .then(|| Shrinkage::new(rng.gen()))
+            .flatten(),
     };
     let mut stream = |shape: LatentShape| {
         let indices = indices(shape);

@@ -1286,6 +1286,12 @@ fn run_info(args: InfoArgs) -> Result<()> {
     if let Some(alpha) = header.observer_mix {
         out!("observer:  mix {} (0: human, 1: machine)", alpha.get());
     }
+    if let Some(w) = header.shrinkage {
+        out!(
+            "decoder:   shrinkage {:.3} (latents moved that far toward their prior's means)",
+            w.get()
+        );
+    }
     let (y, z) = (header.y_shape, header.z_shape);
     out!(
         "latent y:  {}x{}x{}, {} bytes",

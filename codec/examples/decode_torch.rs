@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ocular::{Bitstream, LatentShape, Limits, QuantizationStep};
+use ocular::{Bitstream, LatentShape, Limits, QuantizationStep, Shrinkage};
 use ocular_models::imaging::tensor_to_rgb;
 use ocular_models::{CodecModel, CompressedLatents};
 
@@ -40,6 +40,7 @@ fn decode(input: &Path, model: &Path, output: &Path) -> Result<(), Box<dyn std::
         y_shape: shape(header.y_shape),
         z_shape: shape(header.z_shape),
         step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
+        shrinkage: header.shrinkage.unwrap_or(Shrinkage::NONE),
         z_stream: bitstream.z_stream.clone(),
         y_stream: bitstream.y_stream.clone(),
     };

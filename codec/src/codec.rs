@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use image::{ColorType, DynamicImage, GenericImageView, RgbImage};
-use ocular_entropy::QuantizationStep;
+use ocular_entropy::{QuantizationStep, Shrinkage};
 use ocular_models::pure::Analysis;
 use ocular_models::{CompressedLatents, ModelError, Realism};
 
@@ -154,6 +154,7 @@ impl<'m> Encoder<'m> {
                 z_shape: shape(latents.z_shape),
                 quantization_step: step,
                 observer_mix: self.file_observer_mix()?,
+                shrinkage: self.shrinkage(step),
             },
             z_stream: latents.z_stream,
             y_stream: latents.y_stream,
@@ -245,6 +246,16 @@ impl Encoder<'_> {
                     })
             }
         }
+    }
+
+    /// The decoder's shrinkage of `y` toward its means for a file on the grid of `step`
+    /// (`ocular_models::shrinkage::for_mse`): only for a variable-rate PSNR network.
+    fn shrinkage(&self, step: Option<QuantizationStep>) -> Option<Shrinkage> {
+        let step = step?;
+        if self.model.distortion() != "mse" {
+            return None;
+        }
+        ocular_models::shrinkage::for_mse(ocular_models::rate::quality_of_step(step))
     }
 
     /// The header's informational `quality` byte: the model's own, or for a variable-rate
@@ -432,6 +443,7 @@ impl<'m> Decoder<'m> {
             z_stream: bitstream.z_stream,
             y_stream: bitstream.y_stream,
             step: header.quantization_step.unwrap_or(QuantizationStep::ONE),
+            shrinkage: header.shrinkage.unwrap_or(Shrinkage::NONE),
         };
         let realism = self.checked_realism()?;
         let color = if gray { ColorType::L8 } else { ColorType::Rgb8 };

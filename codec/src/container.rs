@@ -23,7 +23,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use byteorder::{ByteOrder, LittleEndian, WriteBytesExt};
-use ocular_entropy::QuantizationStep;
+use ocular_entropy::{QuantizationStep, Shrinkage};
 
 use crate::limits::{Limit, Limits, LimitsExceeded};
 
@@ -40,7 +40,7 @@ pub const VERSION_MAJOR: u8 = 1;
 /// Minor format version this crate writes. A reader accepts every minor version of its major
 /// version: minor versions only add things that older readers can skip (new non-critical
 /// extension records, new record kinds).
-pub const VERSION_MINOR: u8 = 2;
+pub const VERSION_MINOR: u8 = 3;
 
 /// Downsampling factor from the image to the latent `y`: `y` is `ceil(height / 16)` by
 /// `ceil(width / 16)` (the encoder pads the image up to a multiple of 16).
@@ -72,8 +72,13 @@ pub const QUANTIZATION_STEP_KIND: u16 = 0x8001;
 /// synthesis of another mix.
 pub const OBSERVER_MIX_KIND: u16 = 0x8002;
 
+/// Kind of the non-critical record that carries [`Header::shrinkage`] (format 1.3): `w`'s
+/// `f32` bits, little-endian. Not critical: a reader that ignores it decodes every latent at
+/// the centre of its bin, a valid image, slightly further from the original.
+pub const SHRINKAGE_KIND: u16 = 0x0003;
+
 /// The record kinds written from [`Header`]'s own fields (and refused among the caller's).
-const HEADER_KINDS: [u16; 2] = [QUANTIZATION_STEP_KIND, OBSERVER_MIX_KIND];
+const HEADER_KINDS: [u16; 3] = [QUANTIZATION_STEP_KIND, OBSERVER_MIX_KIND, SHRINKAGE_KIND];
 
 /// Magic, major, minor, header length.
 const PREFIX_BYTES: usize = 4 + 1 + 1 + 2;
@@ -223,6 +228,9 @@ pub struct Header {
     /// The observer mix a model conditioned on the mix coded the image at (record
     /// [`OBSERVER_MIX_KIND`]); `None` for `alpha = 0` and for every other model.
     pub observer_mix: Option<ObserverMix>,
+    /// How far the decoder moves `y` toward its predicted means (record [`SHRINKAGE_KIND`];
+    /// `ocular_models::shrinkage`); `None` for the plain decoder (`w = 0`).
+    pub shrinkage: Option<Shrinkage>,
 }
 
 /// An observer mix `alpha`: a number in [0, 1] (0: the person, 1: the classifier). Two are
@@ -339,7 +347,8 @@ impl Header {
             .quantization_step
             .map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
         let mix = self.observer_mix.map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
-        HEADER_FIXED_BYTES + self.model_name.len() + step + mix
+        let shrinkage = self.shrinkage.map_or(0, |_| EXTENSION_RECORD_BYTES + 4);
+        HEADER_FIXED_BYTES + self.model_name.len() + step + mix + shrinkage
     }
 }
 
@@ -516,6 +525,9 @@ pub enum FormatError {
     /// The observer-mix record is short, repeated, or holds no number in [0, 1].
     #[error("corrupt .ocu header: invalid observer-mix record ({0})")]
     InvalidObserverMix(String),
+    /// The shrinkage record is short, repeated, or holds no number in [0, 1].
+    #[error("corrupt .ocu header: invalid shrinkage record ({0})")]
+    InvalidShrinkage(String),
     /// A header field has an invalid value.
     #[error("invalid .ocu header: {0}")]
     InvalidHeader(HeaderError),
@@ -727,6 +739,12 @@ impl Bitstream {
             out.write_u32::<LittleEndian>(shape.channels)?;
             out.write_u32::<LittleEndian>(shape.height)?;
             out.write_u32::<LittleEndian>(shape.width)?;
+        }
+        // The header's own records in increasing order of kind.
+        if let Some(w) = h.shrinkage {
+            out.write_u16::<LittleEndian>(SHRINKAGE_KIND)?;
+            out.write_u16::<LittleEndian>(4)?;
+            out.write_f32::<LittleEndian>(w.get())?;
         }
         if let Some(step) = h.quantization_step {
             out.write_u16::<LittleEndian>(QUANTIZATION_STEP_KIND)?;
@@ -1065,7 +1083,7 @@ fn parse_header(
     // Extension records, before any field is interpreted: a critical record may change what
     // the fields mean, so an old reader must refuse the file rather than judge them.
     let records = c.take(c.remaining(), Section::ExtensionRecord)?;
-    let (mut quantization_step, mut observer_mix) = (None, None);
+    let (mut quantization_step, mut observer_mix, mut shrinkage) = (None, None, None);
     for_each_record(records, header_len, |kind, data| match kind {
         QUANTIZATION_STEP_KIND => {
             let step = parse_quantization_step(data, quantization_step.is_some())?;
@@ -1074,6 +1092,10 @@ fn parse_header(
         }
         OBSERVER_MIX_KIND => {
             observer_mix = Some(parse_observer_mix(data, observer_mix.is_some())?);
+            Ok(())
+        }
+        SHRINKAGE_KIND => {
+            shrinkage = Some(parse_shrinkage(data, shrinkage.is_some())?);
             Ok(())
         }
         _ if kind & CRITICAL_EXTENSION_BIT != 0 => {
@@ -1096,6 +1118,7 @@ fn parse_header(
         z_shape,
         quantization_step,
         observer_mix,
+        shrinkage,
     };
     header.validate().map_err(FormatError::InvalidHeader)?;
     header.check_limits(limits)?;
@@ -1122,6 +1145,14 @@ fn parse_observer_mix(data: &[u8], repeated: bool) -> Result<ObserverMix, Format
     let invalid = FormatError::InvalidObserverMix;
     let alpha = record_f32(data, repeated).map_err(invalid)?;
     ObserverMix::new(alpha).ok_or_else(|| invalid(format!("{alpha} is not in [0, 1]")))
+}
+
+/// The data of a [`SHRINKAGE_KIND`] record: an `f32` (little-endian) in [0, 1]; bytes after it
+/// are a later minor version's and ignored.
+fn parse_shrinkage(data: &[u8], repeated: bool) -> Result<Shrinkage, FormatError> {
+    let invalid = FormatError::InvalidShrinkage;
+    let w = record_f32(data, repeated).map_err(invalid)?;
+    Shrinkage::new(w).ok_or_else(|| invalid(format!("{w} is not in [0, 1]")))
 }
 
 /// The leading `f32` (little-endian) of a record that may appear once; why not, otherwise.

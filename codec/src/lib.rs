@@ -35,7 +35,7 @@ pub use container::{
 };
 pub use limits::Limits;
 /// The grid step of a variable-rate model's file ([`Header::quantization_step`]).
-pub use ocular_entropy::QuantizationStep;
+pub use ocular_entropy::{QuantizationStep, Shrinkage};
 
 #[cfg(feature = "codec")]
 mod codec;

@@ -50,5 +50,5 @@ pub use gaussian::{
     gaussian_tables, scale_index, scale_table, GAUSSIAN_TAIL_MASS, NUM_SCALES, SCALE_MAX, SCALE_MIN,
 };
 pub use hyper::{ConvKind, ConvLayer, ConvShape, HyperError, HyperSynthesis, YParameters, YPrior};
-pub use rate::{QuantizationStep, StepError};
+pub use rate::{QuantizationStep, Shrinkage, StepError};
 pub use table::{CdfTable, TableError, MAX_TABLE_LEN, PRECISION};

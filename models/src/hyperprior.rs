@@ -522,6 +522,7 @@ impl CodedHyperprior {
             z_stream,
             y_stream,
             step: self.step,
+            shrinkage: crate::Shrinkage::NONE,
             y_shape: self.y_shape,
             z_shape: self.z_shape,
         })

@@ -6,7 +6,7 @@
 //! z symbols  = round(z - median_c)              coded with table c (the channel of z)
 //! (μ, index) = HyperSynthesis(z symbols, Δ)      fixed-order f32, identical on every machine
 //! y symbols  = round((y - μ) / Δ)               coded with table `index`
-//! y_hat      = y symbol · Δ + μ
+//! y_hat      = y symbol · Δ + μ                 (or nearer μ: crate::shrinkage)
 //! ```
 //!
 //! Invariant: the encoder and the decoder derive the means and table indices of `y` from the
@@ -18,6 +18,7 @@
 use ocular_entropy::{CdfTable, CodingTables, HyperSynthesis, QuantizationStep, YPrior};
 use serde::{Deserialize, Serialize};
 
+use crate::shrinkage::{reconstruct, Shrinkage};
 use crate::ModelError;
 
 /// Downsampling of the analysis transform: `y` is 16x smaller than the image in each direction.
@@ -51,6 +52,9 @@ pub struct CompressedLatents {
     pub y_stream: Vec<u8>,
     /// The grid `y` is coded on (1 for fixed-rate models).
     pub step: QuantizationStep,
+    /// How far the decoder moves `y` toward its predicted means ([`crate::shrinkage`]); no
+    /// part of the streams.
+    pub shrinkage: Shrinkage,
     /// (channels, height, width) of `y`.
     pub y_shape: [i64; 3],
     /// (channels, height, width) of `z`.
@@ -182,7 +186,8 @@ impl ModelTables {
     }
 
     /// The decoder's `y_hat` of `latents` (channel-major, `y_shape`): both streams decoded,
-    /// `y_hat = symbol · step + mean`. One definition for every synthesis (pure or libtorch).
+    /// `y_hat = symbol · step + mean`, moved toward the mean by `latents.shrinkage`
+    /// ([`crate::shrinkage`]). One definition for every synthesis (pure or libtorch).
     ///
     /// # Errors
     /// [`ModelError::Entropy`] for a corrupt stream, [`ModelError::Shape`] for shapes the
@@ -204,7 +209,8 @@ impl ModelTables {
         Ok(symbols
             .iter()
             .zip(&means)
-            .map(|(&s, &mean)| s as f32 * delta + mean)
+            .zip(&indices)
+            .map(|((&k, &mean), &index)| reconstruct(k, mean, delta, index, latents.shrinkage))
             .collect())
     }
 }

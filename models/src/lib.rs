@@ -23,6 +23,7 @@ pub mod model_file;
 pub mod pure;
 pub mod rate;
 pub mod realism;
+pub mod shrinkage;
 
 #[cfg(feature = "torch")]
 mod autocast;
@@ -54,6 +55,7 @@ pub use latents::{CompressedLatents, HyperpriorConfig, ModelTables};
 pub use model_file::{ModelInfo, TrainingSummary};
 pub use pure::PureModel;
 pub use realism::{Realism, RealismDecoder};
+pub use shrinkage::Shrinkage;
 
 #[cfg(feature = "torch")]
 pub use hyperprior::MeanScaleHyperprior;

@@ -34,6 +34,7 @@ use crate::infer::{Buffers, Networks, Planes, Synthesis};
 use crate::latents::{y_parameters, y_prior, CompressedLatents, HyperpriorConfig, ModelTables};
 use crate::model_file::{fingerprint, read_info_and_tables, ModelInfo};
 use crate::realism::{mix, Realism};
+use crate::shrinkage::Shrinkage;
 use crate::ModelError;
 
 /// The side the networks need: images are padded to a multiple of it.
@@ -275,6 +276,7 @@ impl PureModel {
             z_stream: analysis.z_stream.clone(),
             y_stream: self.tables.encode_y(&y_symbols, &scale_indices)?,
             step,
+            shrinkage: Shrinkage::NONE,
             y_shape: analysis.y_shape,
             z_shape: analysis.z_shape,
         })

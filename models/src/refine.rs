@@ -205,20 +205,8 @@ impl MeanScaleHyperprior {
         tables: &ModelTables,
         refinement: &Refinement<'_>,
     ) -> Result<(CompressedLatents, RefinementReport), ModelError> {
-        check_one_rgb_image(x)?;
-        let size = x.size();
+        check_refinable(x, visible, refinement.views)?;
         let (height, width) = visible;
-        if height < 1 || width < 1 || height > size[2] || width > size[3] {
-            return Err(ModelError::Shape(format!(
-                "visible area {height}x{width} is not inside the {}x{} image",
-                size[2], size[3]
-            )));
-        }
-        if refinement.views > 0 && height.min(width) < MIN_VIEW_SIDE {
-            return Err(ModelError::Shape(format!(
-                "refinement with views needs images of at least {MIN_VIEW_SIDE} px a side, got {height}x{width}"
-            )));
-        }
         let views = View::draw(refinement.views, refinement.view_seed);
         let y_0 = tch::no_grad(|| self.analysis(x));
         let hyperprior = self.encode_hyperprior(&y_0, tables, refinement.step)?;
@@ -229,27 +217,22 @@ impl MeanScaleHyperprior {
         let original = x.narrow(2, 0, height).narrow(3, 0, width);
         let pixels = (height * width) as f64;
         let lambda = refinement.lambda;
+        let budget = match refinement.max_y_bytes {
+            Some(bytes) => {
+                let coded = hyperprior.code(&y_0, tables)?.y_stream.len();
+                let estimated = tch::no_grad(|| bits(&((&y_0 - means) / delta).round(), scales));
+                Budget::measured(bytes, coded, estimated.double_value(&[]))
+            }
+            None => Budget::None,
+        };
 
         let variables = nn::VarStore::new(Device::Cpu);
         let y = variables.root().var_copy("y", &y_0);
         let mut optimizer = nn::Adam::default().build(&variables, refinement.learning_rate)?;
-        // Coded bytes per estimated bit of y, measured on y_0, for the budget.
-        let bytes_per_bit = match refinement.max_y_bytes {
-            Some(_) => {
-                let coded = hyperprior.code(&y_0, tables)?.y_stream.len() as f64;
-                let estimated = tch::no_grad(|| bits(&((&y_0 - means) / delta).round(), scales));
-                coded / estimated.double_value(&[]).max(1.0)
-            }
-            None => 0.0,
-        };
-        let fits = |estimated_bits: f64| match refinement.max_y_bytes {
-            Some(budget) => estimated_bits * bytes_per_bit <= 0.995 * budget as f64,
-            None => true,
-        };
         let mut rate_weight = 1.0;
         let mut learning_rate = refinement.learning_rate;
         let mut noise = UniformNoise::new(y_0.numel());
-        let mut best: Option<(f64, Tensor, usize, bool)> = None;
+        let mut best: Option<Kept> = None;
         let mut initial_objective = f64::NAN;
         for step in 0..=refinement.steps {
             let residual = (&y - means) / delta;
@@ -261,17 +244,17 @@ impl MeanScaleHyperprior {
                 .narrow(3, 0, width);
             let distortion = view_distortion(refinement.distortion, &views, &original, &x_hat)?;
             let exact_bits = tch::no_grad(|| bits(&rounded, scales)).double_value(&[]);
-            let objective = exact_bits / pixels + lambda * distortion.double_value(&[]);
-            let feasible = fits(exact_bits);
+            let candidate = Candidate {
+                objective: exact_bits / pixels + lambda * distortion.double_value(&[]),
+                feasible: budget.fits(exact_bits),
+                step,
+            };
             if step == 0 {
-                initial_objective = objective;
+                initial_objective = candidate.objective;
             }
-            // A latent that fits beats one that does not (y_0 may not), then the lower L wins.
-            let better = best
-                .as_ref()
-                .is_none_or(|(b, _, _, b_feasible)| (feasible, -objective) > (*b_feasible, -*b));
-            if better {
-                best = Some((objective, tch::no_grad(|| y.copy()), step, feasible));
+            let feasible = candidate.feasible;
+            if best.as_ref().is_none_or(|b| candidate.beats(b)) {
+                best = Some(candidate.keeping(&y));
             } else if feasible {
                 // Overshot: a smaller step size (objectives differ in how fast they turn).
                 learning_rate *= 0.5;
@@ -289,18 +272,100 @@ impl MeanScaleHyperprior {
             let loss = bits(&noisy, scales) * (rate_weight / pixels) + distortion * lambda;
             optimizer.backward_step(&loss);
         }
-        let (final_objective, best_y, best_step, _) =
+        let best =
             best.ok_or_else(|| ModelError::Shape("refinement evaluated no latent".into()))?;
-        let latents = hyperprior.code(&best_y, tables)?;
+        let latents = hyperprior.code(&best.y, tables)?;
         Ok((
             latents,
             RefinementReport {
                 initial_objective,
-                final_objective,
-                best_step,
+                final_objective: best.candidate.objective,
+                best_step: best.candidate.step,
             },
         ))
     }
+}
+
+/// That `x` is one RGB image in which the `visible` (height, width) area lies, large enough
+/// for `views` views.
+fn check_refinable(
+    x: &Tensor,
+    (height, width): (i64, i64),
+    views: usize,
+) -> Result<(), ModelError> {
+    check_one_rgb_image(x)?;
+    let size = x.size();
+    if height < 1 || width < 1 || height > size[2] || width > size[3] {
+        return Err(ModelError::Shape(format!(
+            "visible area {height}x{width} is not inside the {}x{} image",
+            size[2], size[3]
+        )));
+    }
+    if views > 0 && height.min(width) < MIN_VIEW_SIDE {
+        return Err(ModelError::Shape(format!(
+            "refinement with views needs images of at least {MIN_VIEW_SIDE} px a side, got {height}x{width}"
+        )));
+    }
+    Ok(())
+}
+
+/// The budget of the `y` stream (module docs, "Rate budget").
+enum Budget {
+    /// No budget: every latent fits.
+    None,
+    /// At most `bytes`, estimated as `bits * bytes_per_bit` (measured on `y_0`) with a 0.5%
+    /// margin.
+    Bytes { bytes: usize, bytes_per_bit: f64 },
+}
+
+impl Budget {
+    /// A budget of `bytes`, from `y_0`'s `coded` bytes and `estimated` bits.
+    fn measured(bytes: usize, coded: usize, estimated: f64) -> Self {
+        Self::Bytes {
+            bytes,
+            bytes_per_bit: coded as f64 / estimated.max(1.0),
+        }
+    }
+
+    /// Whether a latent of `estimated_bits` fits.
+    fn fits(&self, estimated_bits: f64) -> bool {
+        match self {
+            Self::None => true,
+            Self::Bytes {
+                bytes,
+                bytes_per_bit,
+            } => estimated_bits * bytes_per_bit <= 0.995 * *bytes as f64,
+        }
+    }
+}
+
+/// A latent the search evaluated: its exact objective `L`, whether it fits the budget, its step.
+struct Candidate {
+    objective: f64,
+    feasible: bool,
+    step: usize,
+}
+
+impl Candidate {
+    /// A latent that fits beats one that does not (`y_0` may not), then the lower `L` wins.
+    fn beats(&self, best: &Kept) -> bool {
+        let other = &best.candidate;
+        (self.feasible, -self.objective) > (other.feasible, -other.objective)
+    }
+
+    /// This candidate with a copy of its latent `y`.
+    fn keeping(self, y: &Tensor) -> Kept {
+        Kept {
+            candidate: self,
+            y: tch::no_grad(|| y.copy()),
+        }
+    }
+}
+
+/// The best latent so far and what it scored.
+struct Kept {
+    candidate: Candidate,
+    y: Tensor,
 }
 
 /// `D_V`: the distortion averaged over the identity and `views`.

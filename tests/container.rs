@@ -1017,18 +1017,18 @@ fn invalid_quantization_step_records_are_format_errors() {
         );
     }
     // A short record, and a repeated one.
-    let record = |value: &[u8]| [&[0x01, 0x80, value.len() as u8, 0][..], value].concat();
     let one = 1.0_f32.to_le_bytes();
-    let short = with_raw_records(&record(&[0, 0]));
-    let twice = with_raw_records(&[record(&one), record(&one)].concat());
-    for b in [short, twice] {
+    for b in malformed_f32_records(QUANTIZATION_STEP_KIND, 1.0, &[]) {
         assert!(matches!(
             format_error(parse(&b)),
             FormatError::InvalidQuantizationStep(_)
         ));
     }
     // Data after the f32 belongs to a later minor version: ignored.
-    let longer = with_raw_records(&record(&[&one[..], &[9, 9]].concat()));
+    let longer = with_raw_records(&record(
+        QUANTIZATION_STEP_KIND,
+        &[&one[..], &[9, 9]].concat(),
+    ));
     assert_eq!(
         parse(&longer).unwrap().header.quantization_step,
         QuantizationStep::new(1.0).ok()
@@ -1045,6 +1045,27 @@ fn with_raw_records(records: &[u8]) -> Vec<u8> {
     bytes[HEADER_LEN_AT..HEADER_LEN_AT + 2].copy_from_slice(&header_len.to_le_bytes());
     fix_crc(&mut bytes);
     bytes
+}
+
+/// The bytes of an extension record of `kind` holding `data`.
+fn record(kind: u16, data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(data.len()).expect("a short record");
+    [&kind.to_le_bytes()[..], &len.to_le_bytes(), data].concat()
+}
+
+/// Files whose single-`f32` record of `kind` is malformed: one for each value of `bad`, one
+/// too short, and one with the record of `valid` twice.
+fn malformed_f32_records(kind: u16, valid: f32, bad: &[f32]) -> Vec<Vec<u8>> {
+    let valid = valid.to_le_bytes();
+    let mut files: Vec<Vec<u8>> = bad
+        .iter()
+        .map(|v| with_raw_records(&record(kind, &v.to_le_bytes())))
+        .collect();
+    files.push(with_raw_records(&record(kind, &[0, 0])));
+    files.push(with_raw_records(
+        &[record(kind, &valid), record(kind, &valid)].concat(),
+    ));
+    files
 }
 
 #[test]
@@ -1085,19 +1106,14 @@ fn observer_mix_round_trips_in_a_critical_record_after_the_step() {
 
 #[test]
 fn invalid_observer_mix_records_are_format_errors() {
-    let record = |value: &[u8]| [&[0x02, 0x80, value.len() as u8, 0][..], value].concat();
     let half = 0.5_f32.to_le_bytes();
-    let out_of_range = with_raw_records(&record(&1.25_f32.to_le_bytes()));
-    let not_a_number = with_raw_records(&record(&f32::NAN.to_le_bytes()));
-    let short = with_raw_records(&record(&[0, 0]));
-    let twice = with_raw_records(&[record(&half), record(&half)].concat());
-    for b in [out_of_range, not_a_number, short, twice] {
+    for b in malformed_f32_records(OBSERVER_MIX_KIND, 0.5, &[1.25, f32::NAN]) {
         assert!(matches!(
             format_error(parse(&b)),
             FormatError::InvalidObserverMix(_)
         ));
     }
-    let longer = with_raw_records(&record(&[&half[..], &[9, 9]].concat()));
+    let longer = with_raw_records(&record(OBSERVER_MIX_KIND, &[&half[..], &[9, 9]].concat()));
     assert_eq!(
         parse(&longer).unwrap().header.observer_mix,
         ObserverMix::new(0.5)
@@ -1130,20 +1146,14 @@ fn shrinkage_round_trips_in_a_non_critical_record_before_the_step() {
 
 #[test]
 fn invalid_shrinkage_records_are_format_errors() {
-    let record = |value: &[u8]| [&[0x03, 0x00, value.len() as u8, 0][..], value].concat();
     let w = 0.25_f32.to_le_bytes();
-    let out_of_range = with_raw_records(&record(&1.5_f32.to_le_bytes()));
-    let negative = with_raw_records(&record(&(-0.1_f32).to_le_bytes()));
-    let not_a_number = with_raw_records(&record(&f32::NAN.to_le_bytes()));
-    let short = with_raw_records(&record(&[0, 0]));
-    let twice = with_raw_records(&[record(&w), record(&w)].concat());
-    for b in [out_of_range, negative, not_a_number, short, twice] {
+    for b in malformed_f32_records(SHRINKAGE_KIND, 0.25, &[1.5, -0.1, f32::NAN]) {
         assert!(matches!(
             format_error(parse(&b)),
             FormatError::InvalidShrinkage(_)
         ));
     }
-    let longer = with_raw_records(&record(&[&w[..], &[9, 9]].concat()));
+    let longer = with_raw_records(&record(SHRINKAGE_KIND, &[&w[..], &[9, 9]].concat()));
     assert_eq!(
         parse(&longer).unwrap().header.shrinkage,
         Shrinkage::new(0.25)

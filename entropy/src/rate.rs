@@ -81,6 +81,38 @@ impl Default for QuantizationStep {
     }
 }
 
+/// How far the decoder moves each non-zero latent from the centre of its bin toward the
+/// prior's mean of the bin (`ocular_models::shrinkage`: `y_hat = μ + Δ sign(k) (|k| - w offset)`;
+/// no probability table depends on it): a number in [0, 1]. Two are equal when their bits are.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct Shrinkage(f32);
+
+impl Shrinkage {
+    /// The plain decoder: every latent at the centre of its bin.
+    pub const NONE: Self = Self(0.0);
+
+    /// `w` if it is in [0, 1].
+    #[must_use]
+    pub fn new(w: f32) -> Option<Self> {
+        (0.0..=1.0).contains(&w).then_some(Self(w))
+    }
+
+    /// The weight `w`.
+    #[must_use]
+    pub fn get(self) -> f32 {
+        self.0
+    }
+}
+
+impl PartialEq for Shrinkage {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Shrinkage {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,43 +149,6 @@ mod tests {
             assert!(fine.table_index(scale) >= QuantizationStep::ONE.table_index(scale));
         }
     }
-}
-
-/// How far the decoder moves each non-zero latent from the centre of its bin toward the
-/// prior's mean of the bin (`ocular_models::shrinkage`: `y_hat = μ + Δ sign(k) (|k| - w offset)`;
-/// no probability table depends on it): a number in [0, 1]. Two are equal when their bits are.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-#[serde(transparent)]
-pub struct Shrinkage(f32);
-
-impl Shrinkage {
-    /// The plain decoder: every latent at the centre of its bin.
-    pub const NONE: Self = Self(0.0);
-
-    /// `w` if it is in [0, 1].
-    #[must_use]
-    pub fn new(w: f32) -> Option<Self> {
-        (0.0..=1.0).contains(&w).then_some(Self(w))
-    }
-
-    /// The weight `w`.
-    #[must_use]
-    pub fn get(self) -> f32 {
-        self.0
-    }
-}
-
-impl PartialEq for Shrinkage {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-
-impl Eq for Shrinkage {}
-
-#[cfg(test)]
-mod shrinkage_tests {
-    use super::Shrinkage;
 
     #[test]
     fn shrinkage_is_a_weight_in_the_unit_interval() {

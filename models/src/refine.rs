@@ -223,7 +223,7 @@ impl MeanScaleHyperprior {
                 let estimated = tch::no_grad(|| bits(&((&y_0 - means) / delta).round(), scales));
                 Budget::measured(bytes, coded, estimated.double_value(&[]))
             }
-            None => Budget::None,
+            None => Budget::Unlimited,
         };
 
         let variables = nn::VarStore::new(Device::Cpu);
@@ -312,7 +312,7 @@ fn check_refinable(
 /// The budget of the `y` stream (module docs, "Rate budget").
 enum Budget {
     /// No budget: every latent fits.
-    None,
+    Unlimited,
     /// At most `bytes`, estimated as `bits * bytes_per_bit` (measured on `y_0`) with a 0.5%
     /// margin.
     Bytes { bytes: usize, bytes_per_bit: f64 },
@@ -330,7 +330,7 @@ impl Budget {
     /// Whether a latent of `estimated_bits` fits.
     fn fits(&self, estimated_bits: f64) -> bool {
         match self {
-            Self::None => true,
+            Self::Unlimited => true,
             Self::Bytes {
                 bytes,
                 bytes_per_bit,

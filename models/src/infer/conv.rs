@@ -207,20 +207,26 @@ impl Conv {
         if rows.is_empty() {
             return 0..0;
         }
-        let first = self
-            .phases
-            .iter()
-            .map(|p| p.in_offset[0])
-            .min()
-            .unwrap_or(0);
-        let reach = self
-            .phases
-            .iter()
-            .map(|p| p.in_offset[0] + p.taps[0] as isize);
-        let end = reach.max().unwrap_or(0);
+        let ([first, _], [taps, _]) = self.window();
         let at = |y: usize| (self.in_stride * (y / self.out_step)) as isize;
         let clip = |v: isize| v.clamp(0, height as isize) as usize;
-        clip(at(rows.start) + first)..clip(at(rows.end - 1) + end)
+        clip(at(rows.start) + first)..clip(at(rows.end - 1) + first + taps as isize)
+    }
+
+    /// The union of the phases' input windows, rows then columns: its first offset relative to
+    /// `in_stride * (a, b)` and its taps (for a transposed 5x5 layer of stride 2: from -1, 3).
+    fn window(&self) -> ([isize; 2], [usize; 2]) {
+        let axis = |axis: usize| {
+            let first = self.phases.iter().map(|p| p.in_offset[axis]).min();
+            let ends = self.phases.iter();
+            let end = ends
+                .map(|p| p.in_offset[axis] + p.taps[axis] as isize)
+                .max();
+            let first = first.unwrap_or(0);
+            (first, (end.unwrap_or(0) - first) as usize)
+        };
+        let ((row, rows), (column, columns)) = (axis(0), axis(1));
+        ([row, column], [rows, columns])
     }
 
     /// Output rows `rows` (of the whole output) from `input`, a strip that holds at least
@@ -426,14 +432,7 @@ impl SubPixelConv {
             conv.shape.in_channels,
             conv.shape.out_channels,
         );
-        let start = |axis: usize| conv.phases.iter().map(|p| p.in_offset[axis]).min();
-        let end = |axis: usize| {
-            let ends = conv.phases.iter();
-            ends.map(|p| p.in_offset[axis] + p.taps[axis] as isize)
-                .max()
-        };
-        let in_offset = [0, 1].map(|axis| start(axis).unwrap_or(0));
-        let taps = [0, 1].map(|axis| (end(axis).unwrap_or(0) - in_offset[axis]) as usize);
+        let (in_offset, taps) = conv.window();
         let columns = s * s * cout;
         let mut weights = vec![0.0f32; taps[0] * taps[1] * cin * columns];
         for phase in conv.phases.iter() {
@@ -467,17 +466,11 @@ impl SubPixelConv {
         self.conv.shape
     }
 
-    /// The input rows that output rows `rows` read, within an input of `height` rows: the
-    /// union window of every input row whose block holds one of `rows`.
+    /// The input rows that output rows `rows` read, within an input of `height` rows: those of
+    /// the layer as defined ([`Conv::input_rows`] reads the union window of every phase, which
+    /// is the merged window).
     pub(crate) fn input_rows(&self, rows: &Range<usize>, height: usize) -> Range<usize> {
-        if rows.is_empty() {
-            return 0..0;
-        }
-        let s = self.conv.out_step;
-        let (first, last) = ((rows.start / s) as isize, ((rows.end - 1) / s) as isize);
-        let offset = self.merged.in_offset[0];
-        let clip = |v: isize| v.clamp(0, height as isize) as usize;
-        clip(first + offset)..clip(last + offset + self.merged.taps[0] as isize)
+        self.conv.input_rows(rows, height)
     }
 
     /// Output rows `rows` of the layer as channels-first planes, from a channels-last strip

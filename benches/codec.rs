@@ -1,7 +1,8 @@
 //! The embeddable codec end to end, as a program that depends on `ocular` gets it (default
 //! features, pure Rust): `Encoder::encode` and `Decoder::decode` of a Kodak image (kodim23,
 //! 768x512) with the default model, `mse-vr` at quality 5 — the networks, the hyper-synthesis
-//! and the range coder together, no file or PNG I/O.
+//! and the range coder together, no file or PNG I/O — and loading that model, which a
+//! whole-process `ocular decode` pays once per file.
 //!
 //! Run with `cargo bench -p ocular --bench codec` (rayon's pool at 2 threads;
 //! `OCULAR_BENCH_THREADS` overrides; `OCULAR_BENCH_MODEL=mse-q3` benches another built-in model,
@@ -54,6 +55,12 @@ fn codec(c: &mut Criterion) {
                 .decode(black_box(&file))
                 .expect("decodes")
         })
+    });
+    group.bench_function("load default model", |b| {
+        b.iter(|| Model::builtin_default().expect("the default model"))
+    });
+    group.bench_function("load default model", |b| {
+        b.iter(|| Model::builtin_default().expect("the default model"))
     });
     group.finish();
 }

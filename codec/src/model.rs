@@ -23,10 +23,9 @@ pub struct BuiltinModel {
 impl BuiltinModel {
     /// The model, with its realism decoder if it ships one.
     fn load(&self) -> Result<Model, Error> {
-        let model = Model::from_bytes(self.bytes)?;
         match self.realism {
-            Some(companion) => model.with_realism_decoder(companion),
-            None => Ok(model),
+            Some(companion) => Model::with_companion(self.bytes, companion),
+            None => Model::from_bytes(self.bytes),
         }
     }
 }
@@ -183,12 +182,21 @@ impl Model {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| Error::InvalidModel(format!("{}: {e}", path.display())))
         };
-        let model = Self::from_bytes(&read(path)?)?;
+        let bytes = read(path)?;
         let companion = ocular_models::realism::companion_path(path);
         if companion.is_file() {
-            return model.with_realism_decoder(&read(&companion)?);
+            return Self::with_companion(&bytes, &read(&companion)?);
         }
-        Ok(model)
+        Self::from_bytes(&bytes)
+    }
+
+    /// The model of `bytes` with the realism decoder of `companion`, the two read side by side.
+    fn with_companion(bytes: &[u8], companion: &[u8]) -> Result<Self, Error> {
+        let (model, decoder) = rayon::join(
+            || Self::from_bytes(bytes),
+            || RealismDecoder::from_bytes(companion),
+        );
+        model?.with_loaded_realism_decoder(decoder?)
     }
 
     /// This model with the realism decoder `g_s'` of a companion file's bytes, which
@@ -199,8 +207,12 @@ impl Model {
     /// # Errors
     /// [`Error::InvalidModel`] if the bytes are not a companion file, or one trained for another
     /// model (by fingerprint).
-    pub fn with_realism_decoder(mut self, bytes: &[u8]) -> Result<Self, Error> {
-        let decoder = RealismDecoder::from_bytes(bytes)?;
+    pub fn with_realism_decoder(self, bytes: &[u8]) -> Result<Self, Error> {
+        self.with_loaded_realism_decoder(RealismDecoder::from_bytes(bytes)?)
+    }
+
+    /// [`Self::with_realism_decoder`] of a decoder already read.
+    fn with_loaded_realism_decoder(mut self, decoder: RealismDecoder) -> Result<Self, Error> {
         if decoder.model_fingerprint() != self.pure.fingerprint() {
             return Err(Error::InvalidModel(format!(
                 "the realism decoder was trained for model '{}' ({}), not for '{}' ({})",

@@ -113,15 +113,21 @@ impl ConvLayer {
                 bias.len()
             )));
         }
+        // Input channel outermost, output channel innermost: the writes run along rows of
+        // `out_channels` values and the reads of one `i` stay within a few KB of `weights`,
+        // where output channel outermost scattered the writes over the whole layer (several
+        // times slower to load).
         let mut reordered = vec![0.0f32; weights.len()];
-        for o in 0..out_channels {
-            for i in 0..in_channels {
-                let source = match kind {
-                    ConvKind::Regular => (o * in_channels + i) * taps,
-                    ConvKind::Transposed => (i * out_channels + o) * taps,
-                };
-                for tap in 0..taps {
-                    reordered[(tap * in_channels + i) * out_channels + o] = weights[source + tap];
+        for i in 0..in_channels {
+            // The weight of input i, output o and tap t is at base + o * o_stride + t.
+            let (base, o_stride) = match kind {
+                ConvKind::Regular => (i * taps, in_channels * taps),
+                ConvKind::Transposed => (i * out_channels * taps, taps),
+            };
+            for tap in 0..taps {
+                let row = &mut reordered[(tap * in_channels + i) * out_channels..][..out_channels];
+                for (o, value) in row.iter_mut().enumerate() {
+                    *value = weights[base + o * o_stride + tap];
                 }
             }
         }

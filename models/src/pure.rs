@@ -80,12 +80,15 @@ impl PureModel {
         let (Ok(described_n), Ok(described_m)) = (usize::try_from(n), usize::try_from(m)) else {
             return Err(invalid(&format!("a file describing N={n}, M={m}")));
         };
-        // Reading the networks is most of the time a model takes to load; the rest beside it.
+        // Four pieces of work of a few milliseconds each (the networks being two, `g_a` and
+        // `g_s`, side by side): whichever thread is free takes the next.
         let (networks, (hyper, fingerprint)) = rayon::join(
             || Networks::from_safetensors(bytes),
             || {
-                let hyper = hyper_synthesis_from_file(bytes, described_n, described_m);
-                (hyper, fingerprint(bytes))
+                rayon::join(
+                    || hyper_synthesis_from_file(bytes, described_n, described_m),
+                    || fingerprint(bytes),
+                )
             },
         );
         let networks = networks.map_err(|e| invalid(&e))?;

@@ -144,27 +144,20 @@ impl Conv {
             weight.len(),
             bias.len()
         );
-        // Index of w[i][o][ky][kx] in the stored weight.
-        let at = |i: usize, o: usize, ky: usize, kx: usize| match kind {
-            ConvKind::Regular => ((o * cin + i) * k + ky) * k + kx,
-            ConvKind::Transposed => ((i * cout + o) * k + ky) * k + kx,
-        };
+        let kernel = tap_major(shape, weight);
+        let block = cin * cout;
+        let kernel_tap = |ky: usize, kx: usize| &kernel[(ky * k + kx) * block..][..block];
         let (in_stride, out_step, phases) = match kind {
             ConvKind::Regular => {
                 let pad = -((k / 2) as isize);
-                let taps = |ty: usize, tx: usize| (ty, tx);
-                let phase = build_phase([0, 0], [pad, pad], [k, k], cin, cout, taps, |i, o, t| {
-                    weight[at(i, o, t.0, t.1)]
-                });
+                let phase = build_phase([0, 0], [pad, pad], [k, k], block, kernel_tap);
                 (s, 1, vec![phase])
             }
             ConvKind::Transposed => {
                 let mut phases = Vec::with_capacity(s * s);
                 for r in 0..s {
                     for c in 0..s {
-                        phases.push(transposed_phase(shape, [r, c], |i, o, ky, kx| {
-                            weight[at(i, o, ky, kx)]
-                        }));
+                        phases.push(transposed_phase(shape, [r, c], kernel_tap));
                     }
                 }
                 (1, s, phases)
@@ -554,26 +547,17 @@ impl SubPixelConv {
 }
 
 /// The weight matrix of a phase: `taps` maps a tap `(ty, tx)` to what `value(i, o, tap)` takes.
-fn build_phase<T: Copy>(
+fn build_phase<'a>(
     out_phase: [usize; 2],
     in_offset: [isize; 2],
     taps: [usize; 2],
-    cin: usize,
-    cout: usize,
-    tap: impl Fn(usize, usize) -> T,
-    value: impl Fn(usize, usize, T) -> f32,
+    block: usize,
+    tap: impl Fn(usize, usize) -> &'a [f32],
 ) -> Phase {
-    let mut weights = vec![0.0f32; taps[0] * taps[1] * cin * cout];
+    let mut weights = Vec::with_capacity(taps[0] * taps[1] * block);
     for ty in 0..taps[0] {
         for tx in 0..taps[1] {
-            let t = tap(ty, tx);
-            let index = ty * taps[1] + tx;
-            for i in 0..cin {
-                for o in 0..cout {
-                    let w = value(i, o, t);
-                    weights[(index * cin + i) * cout + o] = w;
-                }
-            }
+            weights.extend_from_slice(tap(ty, tx));
         }
     }
     Phase {
@@ -584,12 +568,38 @@ fn build_phase<T: Copy>(
     }
 }
 
+/// PyTorch's weight of a layer (`w[o][i][ky][kx]`, transposed `w[i][o][ky][kx]`) tap-major:
+/// `W[(ky k + kx) C_in + i][o]`, the `C_in x C_out` block of every kernel tap in one piece.
+///
+/// Input channel outermost, output channel innermost: the writes run along rows of `C_out`
+/// values and the reads of one `i` stay within a few KB of the weight, where gathering each
+/// tap's block from the whole layer (hundreds of KB) made loading a model several times slower.
+fn tap_major(shape: ConvShape, weight: &[f32]) -> Vec<f32> {
+    let (cin, cout) = (shape.in_channels, shape.out_channels);
+    let taps = shape.kernel * shape.kernel;
+    let mut out = vec![0.0f32; weight.len()];
+    for i in 0..cin {
+        // w[.][.][ky][kx] of input channel i and output channel o is at base + o * o_stride + tap.
+        let (base, o_stride) = match shape.kind {
+            ConvKind::Regular => (i * taps, cin * taps),
+            ConvKind::Transposed => (i * cout * taps, taps),
+        };
+        for tap in 0..taps {
+            let row = &mut out[(tap * cin + i) * cout..][..cout];
+            for (o, value) in row.iter_mut().enumerate() {
+                *value = weight[base + o * o_stride + tap];
+            }
+        }
+    }
+    out
+}
+
 /// Phase `(r, c)` of a transposed layer: input offsets `u - a` from `ceil((r + p - k + 1) / s)`
 /// to `floor((r + p) / s)`, kernel index `r + p - s (u - a)` (module docs).
-fn transposed_phase(
+fn transposed_phase<'a>(
     shape: ConvShape,
     out_phase: [usize; 2],
-    weight: impl Fn(usize, usize, usize, usize) -> f32,
+    kernel_tap: impl Fn(usize, usize) -> &'a [f32],
 ) -> Phase {
     let (k, s) = (shape.kernel as isize, shape.stride as isize);
     let p = k / 2;
@@ -600,20 +610,13 @@ fn transposed_phase(
     let taps = [last(r) - first(r) + 1, last(c) - first(c) + 1].map(|v| v as usize);
     let kernel_index = |r: isize, d: isize| (r + p - s * d) as usize;
     let tap = |ty: usize, tx: usize| {
-        (
+        kernel_tap(
             kernel_index(r, in_offset[0] + ty as isize),
             kernel_index(c, in_offset[1] + tx as isize),
         )
     };
-    build_phase(
-        out_phase,
-        in_offset,
-        taps,
-        shape.in_channels,
-        shape.out_channels,
-        tap,
-        |i, o, (ky, kx)| weight(i, o, ky, kx),
-    )
+    let block = shape.in_channels * shape.out_channels;
+    build_phase(out_phase, in_offset, taps, block, tap)
 }
 
 #[cfg(test)]

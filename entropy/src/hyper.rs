@@ -18,7 +18,12 @@
 //!   kernel columns, input channels), never split across threads (rows of the output are
 //!   computed in parallel, each by one thread);
 //! * the vectorisable inner loop runs over *output channels*, independent accumulators, so
-//!   SIMD changes how many are updated at once, never the order of any one of them.
+//!   SIMD changes how many are updated at once, never the order of any one of them;
+//! * that loop is compiled for the target's baseline vectors and, through `pulp`'s run-time
+//!   dispatch, for the widest the CPU has (AVX2 on x86-64). Each lane still does one `f32`
+//!   multiply then one `f32` add per term, rounded alike at any width; no FMA is formed, since
+//!   Rust never contracts a multiply and an add, even where the CPU has FMA. A test compares
+//!   the two builds of the loop to the bit, and the pinned-bits tests hold for both.
 //!
 //! The result equals libtorch's up to rounding (about 1e-6 relative), so a model trained with
 //! libtorch codes at the rate its likelihoods predict, while every machine, thread count and
@@ -150,66 +155,220 @@ impl ConvLayer {
         (side(height), side(width))
     }
 
-    /// Applies the layer to an `HWC` map of `height` x `width` x `in_channels`.
-    fn forward(&self, input: &[f32], height: usize, width: usize) -> Vec<f32> {
+    /// Applies the layer to an `HWC` map of `height` x `width` x `in_channels`, its loops
+    /// compiled for `vectors`.
+    fn forward(&self, input: &[f32], height: usize, width: usize, vectors: Vectors) -> Vec<f32> {
         let (out_height, out_width) = self.output_size(height, width);
-        let ConvShape {
-            kind,
-            in_channels: cin,
-            out_channels: cout,
-            kernel: k,
-            stride,
-            relu,
-        } = self.shape;
-        let padding = k / 2;
+        let (cin, cout) = (self.shape.in_channels, self.shape.out_channels);
         let mut output = vec![0.0f32; out_height * out_width * cout];
-        // Input index of kernel tap `t` for output index `o`, if there is one.
-        let source = |o: usize, t: usize, n: usize| -> Option<usize> {
-            match kind {
-                ConvKind::Regular => (o * stride + t).checked_sub(padding).filter(|&i| i < n),
-                ConvKind::Transposed => (o + padding)
-                    .checked_sub(t)
-                    .filter(|d| d % stride == 0)
-                    .map(|d| d / stride)
-                    .filter(|&i| i < n),
-            }
-        };
+        let nonzero = NonZero::of(input, cin);
         // Rows in parallel: each output value is still computed by one thread, in one order.
         output
             .par_chunks_mut(out_width * cout)
             .enumerate()
             .for_each(|(oy, output_row)| {
-                for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
-                    acc.copy_from_slice(&self.bias);
-                    for ky in 0..k {
-                        let Some(iy) = source(oy, ky, height) else {
-                            continue;
-                        };
-                        for kx in 0..k {
-                            let Some(ix) = source(ox, kx, width) else {
-                                continue;
-                            };
-                            let pixel = &input[(iy * width + ix) * cin..][..cin];
-                            let tap = &self.weights[(ky * k + kx) * cin * cout..][..cin * cout];
-                            for (&value, row) in pixel.iter().zip(tap.chunks_exact(cout)) {
-                                // Adding `0 * w` changes no accumulator (ReLU makes zeros common).
-                                if value == 0.0 {
-                                    continue;
-                                }
-                                for (a, &w) in acc.iter_mut().zip(row) {
-                                    *a += value * w;
-                                }
-                            }
-                        }
-                    }
-                    if relu {
-                        for a in acc.iter_mut() {
-                            *a = a.max(0.0);
-                        }
-                    }
+                let row = OutputRow {
+                    layer: self,
+                    nonzero: &nonzero,
+                    input_size: (height, width),
+                    oy,
+                    output_row,
+                };
+                match vectors {
+                    Vectors::Widest => pulp::Arch::new().dispatch(row),
+                    Vectors::Baseline => pulp::WithSimd::with_simd(row, pulp::Scalar::new()),
                 }
             });
         output
+    }
+
+    /// The input row (column) that kernel tap `t` reads for output row (column) `o`, if there
+    /// is one, `n` being the input's height (width).
+    #[inline(always)]
+    fn source(&self, o: usize, t: usize, n: usize) -> Option<usize> {
+        let (k, stride) = (self.shape.kernel, self.shape.stride);
+        let padding = k / 2;
+        match self.shape.kind {
+            ConvKind::Regular => (o * stride + t).checked_sub(padding).filter(|&i| i < n),
+            ConvKind::Transposed => (o + padding)
+                .checked_sub(t)
+                .filter(|d| d % stride == 0)
+                .map(|d| d / stride)
+                .filter(|&i| i < n),
+        }
+    }
+
+    /// One output pixel's channels `first..first + OUTPUT_BLOCK` into `sums`: `bias[o] + sum
+    /// over taps t, then input channels i, of input[t][i] w[t][i][o]`, each sum in exactly that
+    /// order (module docs) over the non-zero inputs only: adding `0 w` changes no sum, and ReLU
+    /// makes zeros common. `taps` are (input pixel, offset of the tap's weights) pairs.
+    ///
+    /// The block is held in registers over all taps: one weight load per product, where
+    /// updating all `C_out` sums in memory for every input value cost two more memory
+    /// operations.
+    #[inline(always)]
+    fn accumulate_block(
+        &self,
+        first: usize,
+        nonzero: &NonZero,
+        taps: &[(usize, usize)],
+        sums: &mut [f32],
+    ) {
+        let cout = self.shape.out_channels;
+        let mut block = [0.0f32; OUTPUT_BLOCK];
+        block.copy_from_slice(&self.bias[first..first + OUTPUT_BLOCK]);
+        for &(pixel, tap) in taps {
+            for &(i, value) in nonzero.of_pixel(pixel) {
+                let row = tap + i as usize * cout + first;
+                let weights = &self.weights[row..row + OUTPUT_BLOCK];
+                for (sum, &w) in block.iter_mut().zip(weights) {
+                    *sum += value * w;
+                }
+            }
+        }
+        sums.copy_from_slice(&block);
+    }
+
+    /// [`Self::accumulate_block`] for the channels from `first` to the last, fewer than a block.
+    #[inline(always)]
+    fn accumulate_rest(
+        &self,
+        first: usize,
+        nonzero: &NonZero,
+        taps: &[(usize, usize)],
+        sums: &mut [f32],
+    ) {
+        let cout = self.shape.out_channels;
+        sums.copy_from_slice(&self.bias[first..]);
+        for &(pixel, tap) in taps {
+            for &(i, value) in nonzero.of_pixel(pixel) {
+                let row = tap + i as usize * cout + first;
+                for (sum, &w) in sums.iter_mut().zip(&self.weights[row..row + cout - first]) {
+                    *sum += value * w;
+                }
+            }
+        }
+    }
+}
+
+/// The non-zero values of an `HWC` map, pixel by pixel, with their channels in order: what the
+/// layers' sums run over (compacted once, so the inner loops do not branch on every input).
+struct NonZero {
+    /// `(channel, value)` of every non-zero value, pixel after pixel.
+    values: Vec<(u32, f32)>,
+    /// Where each pixel's values start in `values`, and one past the last.
+    starts: Vec<usize>,
+}
+
+impl NonZero {
+    fn of(map: &[f32], channels: usize) -> Self {
+        let mut values = Vec::with_capacity(map.len());
+        let mut starts = Vec::with_capacity(map.len() / channels.max(1) + 1);
+        starts.push(0);
+        for pixel in map.chunks_exact(channels) {
+            values.extend(
+                (0u32..)
+                    .zip(pixel)
+                    .filter(|&(_, &v)| v != 0.0)
+                    .map(|(i, &v)| (i, v)),
+            );
+            starts.push(values.len());
+        }
+        Self { values, starts }
+    }
+
+    fn of_pixel(&self, pixel: usize) -> &[(u32, f32)] {
+        &self.values[self.starts[pixel]..self.starts[pixel + 1]]
+    }
+}
+
+/// Output channels the hyper-synthesis accumulates at once ([`ConvLayer::accumulate_block`]):
+/// six AVX2 registers, and a divisor of the shipped networks' 96, 144 and 192 output channels.
+const OUTPUT_BLOCK: usize = 48;
+
+/// Which vectors a layer's loops are compiled for. The operations are the same either way,
+/// lane by lane: one `f32` multiply, then one `f32` add, per term of each sum, in the same
+/// order. Wider vectors update more independent sums at once; IEEE 754 rounds each operation
+/// of each lane alike whatever the vector width, and Rust fuses no multiply-add even where the
+/// CPU has FMA, so every value keeps its bits (module docs; pinned by a test of both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vectors {
+    /// The widest this CPU has (`pulp`'s run-time dispatch: AVX2 on x86-64 where present).
+    Widest,
+    /// The target's baseline (SSE2 on x86-64).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Baseline,
+}
+
+/// One output row of a layer, as a task `pulp` compiles for the CPU's vectors.
+struct OutputRow<'a> {
+    layer: &'a ConvLayer,
+    nonzero: &'a NonZero,
+    /// The input's height and width.
+    input_size: (usize, usize),
+    oy: usize,
+    output_row: &'a mut [f32],
+}
+
+impl pulp::WithSimd for OutputRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Self {
+            layer,
+            nonzero,
+            input_size: (height, width),
+            oy,
+            output_row,
+        } = self;
+        let ConvShape {
+            in_channels: cin,
+            out_channels: cout,
+            kernel: k,
+            relu,
+            ..
+        } = layer.shape;
+        // (input pixel, weight tap) of every output pixel, in kernel order; pixel `ox`'s are
+        // `taps[starts[ox]..starts[ox + 1]]`.
+        let out_width = output_row.len() / cout;
+        let mut taps = Vec::with_capacity(out_width * k * k);
+        let mut starts = Vec::with_capacity(out_width + 1);
+        starts.push(0);
+        for ox in 0..out_width {
+            for ky in 0..k {
+                let Some(iy) = layer.source(oy, ky, height) else {
+                    continue;
+                };
+                for kx in 0..k {
+                    if let Some(ix) = layer.source(ox, kx, width) {
+                        taps.push((iy * width + ix, (ky * k + kx) * cin * cout));
+                    }
+                }
+            }
+            starts.push(taps.len());
+        }
+        let pixel_taps = |ox: usize| &taps[starts[ox]..starts[ox + 1]];
+        // Block by block of output channels, each over the whole row: one block's weights
+        // (up to a few hundred KB) stay in cache for all the row's pixels, where all of a
+        // layer's weights (a MB) went through the cache for every pixel.
+        let whole = cout - cout % OUTPUT_BLOCK;
+        for first in (0..whole).step_by(OUTPUT_BLOCK) {
+            for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
+                let block = &mut acc[first..first + OUTPUT_BLOCK];
+                layer.accumulate_block(first, nonzero, pixel_taps(ox), block);
+            }
+        }
+        for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
+            if whole < cout {
+                layer.accumulate_rest(whole, nonzero, pixel_taps(ox), &mut acc[whole..]);
+            }
+            if relu {
+                for a in acc.iter_mut() {
+                    *a = a.max(0.0);
+                }
+            }
+        }
     }
 }
 
@@ -372,8 +531,19 @@ impl HyperSynthesis {
     pub fn y_prior(
         &self,
         z_symbols: &[i32],
+        z_size: [usize; 2],
+        y_size: [usize; 2],
+    ) -> Result<YPrior, HyperError> {
+        self.y_prior_with(z_symbols, z_size, y_size, Vectors::Widest)
+    }
+
+    /// [`Self::y_prior`] with the layers' loops compiled for `vectors`.
+    fn y_prior_with(
+        &self,
+        z_symbols: &[i32],
         [z_height, z_width]: [usize; 2],
         [y_height, y_width]: [usize; 2],
+        vectors: Vectors,
     ) -> Result<YPrior, HyperError> {
         let channels = self.z_channels();
         let (out_height, out_width) = self.output_size(z_height, z_width);
@@ -401,7 +571,7 @@ impl HyperSynthesis {
         }
         let (mut height, mut width) = (z_height, z_width);
         for layer in &self.layers {
-            map = layer.forward(&map, height, width);
+            map = layer.forward(&map, height, width, vectors);
             (height, width) = layer.output_size(height, width);
         }
         // HWC (2M channels: scales, then means) to CHW of the y crop.
@@ -558,7 +728,7 @@ mod tests {
             let bias = values(cout, 2);
             let input = values(h * w * cin, 3);
             let layer = ConvLayer::from_torch_layout(shape, &weights, &bias).expect("layer");
-            let fast = layer.forward(&input, h, w);
+            let fast = layer.forward(&input, h, w, Vectors::Widest);
             let slow = reference(shape, &weights, &bias, &input, (h, w));
             assert_eq!(fast.len(), slow.len());
             for (a, b) in fast.iter().zip(&slow) {
@@ -650,6 +820,93 @@ mod tests {
             hash, 0x119b_b640_e7c7_54ff,
             "output fingerprint {hash:#018x}"
         );
+    }
+
+    /// FNV-1a over the bits of `p`'s means and its indices.
+    fn parameters_fingerprint(p: &YParameters) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let words = p
+            .means
+            .iter()
+            .map(|m| m.to_bits())
+            .chain(p.scale_indices.iter().map(|&i| u32::from(i)));
+        for word in words {
+            for byte in word.to_le_bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash
+    }
+
+    /// The same at the channel counts of the shipped networks (`z` 64, `y` 96: layers of 96,
+    /// 144 and 192 outputs) and at counts that are not multiples of the inner loop's blocks of
+    /// output channels: however the loops are arranged, every value keeps its bits.
+    #[test]
+    fn output_bits_at_wide_layers_are_pinned() {
+        let symbols = |n: usize| -> Vec<i32> {
+            values(n, 29)
+                .iter()
+                .map(|v| (v * 5.0).round() as i32)
+                .collect()
+        };
+        // Outputs worth pinning: finite means, indices spread over the tables.
+        let varied = |p: &YParameters| {
+            let indices: std::collections::BTreeSet<u16> =
+                p.scale_indices.iter().copied().collect();
+            p.means.iter().all(|m| m.is_finite()) && indices.len() >= 8
+        };
+        let shipped = HyperSynthesis::pseudo_random(64, 96, 5);
+        let p = shipped
+            .y_parameters(&symbols(64 * 2 * 3), [2, 3], [8, 12])
+            .expect("parameters");
+        assert!(varied(&p));
+        assert_eq!(
+            parameters_fingerprint(&p),
+            0x079b_0002_e978_4d65,
+            "shipped shape: {:#018x}",
+            parameters_fingerprint(&p)
+        );
+        let odd = HyperSynthesis::pseudo_random(5, 53, 6);
+        let p = odd
+            .y_parameters(&symbols(5 * 2 * 3), [2, 3], [7, 11])
+            .expect("parameters");
+        assert!(varied(&p));
+        assert_eq!(
+            parameters_fingerprint(&p),
+            0xb5cb_1843_1db2_1eea,
+            "odd shape: {:#018x}",
+            parameters_fingerprint(&p)
+        );
+    }
+
+    /// The layers compiled for the CPU's widest vectors and for the baseline give the same
+    /// bits (on a CPU without wider vectors both are the baseline, and the test is trivial).
+    #[test]
+    fn every_vector_width_gives_the_same_bits() {
+        for (z, y, seed) in [(64, 96, 5), (5, 53, 6)] {
+            let network = HyperSynthesis::pseudo_random(z, y, seed);
+            let symbols: Vec<i32> = values(z * 2 * 3, 31)
+                .iter()
+                .map(|v| (v * 5.0).round() as i32)
+                .collect();
+            let prior = |vectors| {
+                network
+                    .y_prior_with(&symbols, [2, 3], [7, 11], vectors)
+                    .expect("prior")
+            };
+            let (widest, baseline) = (prior(Vectors::Widest), prior(Vectors::Baseline));
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(widest.means()),
+                bits(baseline.means()),
+                "means, {z}/{y}"
+            );
+            assert_eq!(
+                widest.at(QuantizationStep::ONE),
+                baseline.at(QuantizationStep::ONE),
+                "{z}/{y}"
+            );
+        }
     }
 
     /// An encoder's rate search evaluates the prior once and takes it to each step: the

@@ -99,6 +99,17 @@ case "$network" in
                   --crop-size 192 --batch-size 8)
     args+=("${network_args[@]}" --validate-every 1500)
     init=models/checkpoints/msssim-vr/checkpoint.safetensors ;;
+  # The equal-CPU comparison of issue 11 (alpha 1 against observer-vr's 0.5): the same
+  # network, layers, lambda, rates, crops and learning rate, forked from observer-vr's
+  # checkpoint at step 7,421 (4.58 CPU-hours), when observer-vr's top-1 and MS-SSIM had stopped
+  # moving (docs/results.md, "Alpha 1 against 0.5 at equal CPU").
+  observer-vr-alpha1)
+    network_args=(--distortion observer --alpha 1 --feature-layers stage1,head
+                  --lambda 17.46 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
+                  --crop-size 192 --batch-size 8)
+    args+=("${network_args[@]}" --validate-every 1500)
+    init=models/checkpoints/observer-vr/checkpoint.safetensors ;;
   # One network for every observer mix (--observer-mix: conditioned on alpha, each step draws
   # alpha from [0, 1]), the other arm of the comparison with the separate observer-vr: the same
   # loss weights, layers, lambda, rates, crops and learning rate, from the same msssim-vr
@@ -143,7 +154,7 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, observer-mix, mse-vr-realism, mse-vr-balanced-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, observer-vr-alpha1, observer-mix, mse-vr-realism, mse-vr-balanced-realism)" >&2
     return 2 ;;
 esac
 name=${name:-$network}

@@ -198,52 +198,46 @@ impl ConvLayer {
         }
     }
 
-    /// One output pixel's channels `first..first + OUTPUT_BLOCK` into `sums`: `bias[o] + sum
-    /// over taps t, then input channels i, of input[t][i] w[t][i][o]`, each sum in exactly that
+    /// One output pixel's channels `first..first + sums.len()` into `sums`: `bias[o] + sum over
+    /// taps t, then input channels i, of input[t][i] w[t][i][o]`, each sum in exactly that
     /// order (module docs) over the non-zero inputs only: adding `0 w` changes no sum, and ReLU
     /// makes zeros common. `taps` are (input pixel, offset of the tap's weights) pairs.
     ///
-    /// The block is held in registers over all taps: one weight load per product, where
-    /// updating all `C_out` sums in memory for every input value cost two more memory
-    /// operations.
+    /// A whole block of [`OUTPUT_BLOCK`] channels is summed in a local array, which the
+    /// compiler keeps in registers over all taps: one weight load per product, where updating
+    /// all `C_out` sums in memory for every input value cost two more memory operations.
     #[inline(always)]
-    fn accumulate_block(
+    fn accumulate(
         &self,
         first: usize,
         nonzero: &NonZero,
         taps: &[(usize, usize)],
         sums: &mut [f32],
     ) {
-        let cout = self.shape.out_channels;
-        let mut block = [0.0f32; OUTPUT_BLOCK];
-        block.copy_from_slice(&self.bias[first..first + OUTPUT_BLOCK]);
-        for &(pixel, tap) in taps {
-            for &(i, value) in nonzero.of_pixel(pixel) {
-                let row = tap + i as usize * cout + first;
-                let weights = &self.weights[row..row + OUTPUT_BLOCK];
-                for (sum, &w) in block.iter_mut().zip(weights) {
-                    *sum += value * w;
-                }
-            }
+        if let Ok(sums) = <&mut [f32; OUTPUT_BLOCK]>::try_from(&mut *sums) {
+            let mut block = [0.0f32; OUTPUT_BLOCK];
+            self.add_terms(first, nonzero, taps, &mut block);
+            *sums = block;
+        } else {
+            self.add_terms(first, nonzero, taps, sums);
         }
-        sums.copy_from_slice(&block);
     }
 
-    /// [`Self::accumulate_block`] for the channels from `first` to the last, fewer than a block.
+    /// The sums of [`Self::accumulate`] in place.
     #[inline(always)]
-    fn accumulate_rest(
+    fn add_terms(
         &self,
         first: usize,
         nonzero: &NonZero,
         taps: &[(usize, usize)],
         sums: &mut [f32],
     ) {
-        let cout = self.shape.out_channels;
-        sums.copy_from_slice(&self.bias[first..]);
+        let (cout, count) = (self.shape.out_channels, sums.len());
+        sums.copy_from_slice(&self.bias[first..first + count]);
         for &(pixel, tap) in taps {
             for &(i, value) in nonzero.of_pixel(pixel) {
                 let row = tap + i as usize * cout + first;
-                for (sum, &w) in sums.iter_mut().zip(&self.weights[row..row + cout - first]) {
+                for (sum, &w) in sums.iter_mut().zip(&self.weights[row..row + count]) {
                     *sum += value * w;
                 }
             }
@@ -282,7 +276,7 @@ impl NonZero {
     }
 }
 
-/// Output channels the hyper-synthesis accumulates at once ([`ConvLayer::accumulate_block`]):
+/// Output channels the hyper-synthesis accumulates at once ([`ConvLayer::accumulate`]):
 /// six AVX2 registers, and a divisor of the shipped networks' 96, 144 and 192 output channels.
 const OUTPUT_BLOCK: usize = 48;
 
@@ -356,12 +350,12 @@ impl pulp::WithSimd for OutputRow<'_> {
         for first in (0..whole).step_by(OUTPUT_BLOCK) {
             for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
                 let block = &mut acc[first..first + OUTPUT_BLOCK];
-                layer.accumulate_block(first, nonzero, pixel_taps(ox), block);
+                layer.accumulate(first, nonzero, pixel_taps(ox), block);
             }
         }
         for (ox, acc) in output_row.chunks_exact_mut(cout).enumerate() {
             if whole < cout {
-                layer.accumulate_rest(whole, nonzero, pixel_taps(ox), &mut acc[whole..]);
+                layer.accumulate(whole, nonzero, pixel_taps(ox), &mut acc[whole..]);
             }
             if relu {
                 for a in acc.iter_mut() {
@@ -775,18 +769,7 @@ mod tests {
         let p = network
             .y_parameters_at(&symbols, [2, 3], [7, 11], step)
             .expect("parameters");
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        let words = p
-            .means
-            .iter()
-            .map(|m| m.to_bits())
-            .chain(p.scale_indices.iter().map(|&i| u32::from(i)));
-        for word in words {
-            for byte in word.to_le_bytes() {
-                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        (hash, p)
+        (parameters_fingerprint(&p), p)
     }
 
     /// The exact bits of the output are part of the format: encoders and decoders built at

@@ -92,24 +92,20 @@ case "$network" in
   # Adam 5e-5 unbalanced until step 3,137 (1.88 CPU-hours), where top-1 had stopped moving
   # (58.0 % at 0.9 CPU-hours, 58.7 at 1.9 under Lite0); since, the PSNR run's recipe, which
   # climbed where 5e-5 was flat: qualities balanced, 1e-4 (docs/results.md, "Balanced qualities").
-  observer-vr)
-    network_args=(--distortion observer --alpha 0.5 --feature-layers stage1,head
-                  --lambda 17.46 --quality 5 --variable-rate=-2..12
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
-                  --crop-size 192 --batch-size 8)
-    args+=("${network_args[@]}" --validate-every 1500)
-    init=models/checkpoints/msssim-vr/checkpoint.safetensors ;;
-  # The equal-CPU comparison of issue 11 (alpha 1 against observer-vr's 0.5): the same
+  # observer-vr-alpha1 is the equal-CPU comparison of issue 11, alpha 1 against 0.5: the same
   # network, layers, lambda, rates, crops and learning rate, forked from observer-vr's
   # checkpoint at step 7,421 (4.58 CPU-hours), when observer-vr's top-1 and MS-SSIM had stopped
   # moving (docs/results.md, "Alpha 1 against 0.5 at equal CPU").
-  observer-vr-alpha1)
-    network_args=(--distortion observer --alpha 1 --feature-layers stage1,head
+  observer-vr|observer-vr-alpha1)
+    alpha=0.5; init=models/checkpoints/msssim-vr/checkpoint.safetensors
+    if [ "$network" = observer-vr-alpha1 ]; then
+      alpha=1; init=models/checkpoints/observer-vr/checkpoint.safetensors
+    fi
+    network_args=(--distortion observer --alpha "$alpha" --feature-layers stage1,head
                   --lambda 17.46 --quality 5 --variable-rate=-2..12
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
                   --crop-size 192 --batch-size 8)
-    args+=("${network_args[@]}" --validate-every 1500)
-    init=models/checkpoints/observer-vr/checkpoint.safetensors ;;
+    args+=("${network_args[@]}" --validate-every 1500) ;;
   # One network for every observer mix (--observer-mix: conditioned on alpha, each step draws
   # alpha from [0, 1]), the other arm of the comparison with the separate observer-vr: the same
   # loss weights, layers, lambda, rates, crops and learning rate, from the same msssim-vr
@@ -128,12 +124,14 @@ case "$network" in
   # retired since): the model is frozen but for g_s', so this run only writes a companion file
   # (issue 12). W = 0.1 until step 6,5xx; then 0.3, because at 0.1 KID at 0.15 bpp had stopped
   # moving for a PSNR cost of nothing (docs/results.md, "The realism decoder of mse-vr").
-  # The realism decoder of the mse-vr shipped since 2026-12-07: base.safetensors in its folder
-  # is that network, the decay branch of mse-vr-balanced that beat the earlier mse-vr (step
-  # 17,230 + 1,000 decay; docs/results.md, "Balanced qualities"); the two ship together. The distortion is weighted by rate
+  # The realism decoder of the shipped mse-vr: base.safetensors in its folder is that network,
+  # a decay branch of mse-vr-balanced; the two ship together. The distortion is weighted by rate
   # (--distortion-by-rate), which the run above suggested for the low rates. Until step 3,771
   # that weight averaged 2.31 over the qualities drawn; since, it is normalised to a mean of 1
-  # (models/src/realism_train.rs), so W = 0.1 weighs as it does unweighted, on average.
+  # (models/src/realism_train.rs), so W = 0.1 weighs as it does unweighted, on average. Steps
+  # 0-3,771 trained g_s' (and D) for the mse-vr of session 9 (step 17,230 + 1,000 decay); at
+  # step 3,771 the base became the mse-vr of session 12 (step 29,267 + 1,000 decay) and g_s'
+  # and D went on from where they were (docs/results.md, "The realism decoder of mse-vr").
   mse-vr-realism|mse-vr-balanced-realism)
     if [ "$network" = mse-vr-realism ]; then
       base=(--init models/trained/retired/mse-vr-2026-12-02.safetensors); weight=0.3

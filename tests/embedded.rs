@@ -188,35 +188,38 @@ fn builtin_mse_vr_decodes_with_its_realism_decoder() {
     }
 }
 
-/// A file made by an earlier built-in `mse-vr` (retired when a better network replaced it)
-/// still decodes with nothing but the file: the built-in lookup finds the old network, with
-/// its own realism decoder, by the file's fingerprint.
+/// Files made by the earlier built-in `mse-vr`s (retired when a better network replaced each)
+/// still decode with nothing but the file: the built-in lookup finds the old network, with its
+/// own realism decoder, by the file's fingerprint.
 #[test]
 fn files_of_a_retired_builtin_still_decode() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/trained/retired/mse-vr-2026-12-02.safetensors"
-    );
-    let old =
-        Model::from_bytes(&std::fs::read(path).expect("the retired model file")).expect("loads");
     let current = Model::builtin_default().expect("built-in model");
-    assert_eq!(old.name(), current.name());
-    assert_ne!(old.fingerprint(), current.fingerprint());
     let image = DynamicImage::ImageRgb8(photo_like(48, 32));
-    let file = Encoder::new(&old).encode(&image).expect("encodes");
-    let parsed = Bitstream::parse(&file, &Limits::default()).expect("parses");
-    let found = Model::builtin_for(&parsed.header.model_name, parsed.header.model_fingerprint)
-        .expect("the retired network is still built in");
-    assert_eq!(found.fingerprint(), old.fingerprint());
-    assert!(found.has_realism_decoder());
-    let decoded = Decoder::new(&found).decode(&file).expect("decodes");
-    assert_eq!(
-        decoded.as_bytes(),
-        Decoder::new(&old)
-            .decode(&file)
-            .expect("decodes")
-            .as_bytes()
-    );
+    for shipped in ["2026-12-02", "2026-12-07"] {
+        let path = format!(
+            "{}/../models/trained/retired/mse-vr-{shipped}.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let old = Model::from_bytes(&std::fs::read(&path).expect("the retired model file"))
+            .expect("loads");
+        assert_eq!(old.name(), current.name());
+        assert_ne!(old.fingerprint(), current.fingerprint());
+        let file = Encoder::new(&old).encode(&image).expect("encodes");
+        let parsed = Bitstream::parse(&file, &Limits::default()).expect("parses");
+        let found = Model::builtin_for(&parsed.header.model_name, parsed.header.model_fingerprint)
+            .expect("the retired network is still built in");
+        assert_eq!(found.fingerprint(), old.fingerprint(), "{shipped}");
+        assert!(found.has_realism_decoder());
+        let decoded = Decoder::new(&found).decode(&file).expect("decodes");
+        assert_eq!(
+            decoded.as_bytes(),
+            Decoder::new(&old)
+                .decode(&file)
+                .expect("decodes")
+                .as_bytes(),
+            "{shipped}"
+        );
+    }
 }
 
 /// Rate control analyses the image once and codes `y` again at each quality it tries: the file

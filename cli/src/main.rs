@@ -75,7 +75,7 @@ enum Command {
 #[derive(Args)]
 struct ModelChoice {
     /// Quality of a variable-rate model, any value in its range: for the default model
-    /// (mse-vr) -2..12, about 0.087 / 0.23 / 0.46 / 0.75 / 1.09 bpp at 1 / 3 / 5 / 7 / 9 on Kodak
+    /// (mse-vr) -2..12, about 0.089 / 0.23 / 0.47 / 0.75 / 1.09 bpp at 1 / 3 / 5 / 7 / 9 on Kodak
     /// (default 5)
     #[arg(short, long, allow_negative_numbers = true)]
     quality: Option<f32>,

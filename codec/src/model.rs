@@ -108,6 +108,15 @@ const BUILTIN: &[BuiltinModel] = &[
 /// ([`Model::builtin_for`] finds them by fingerprint); never listed, never chosen to encode.
 /// Each keeps its own realism decoder, which was trained for it.
 const RETIRED: &[BuiltinModel] = &[
+    // The variable-rate PSNR network shipped as `mse-vr` on 2026-12-07 (session 9: step 17,230
+    // of the balanced campaign + 1,000 steps of decay), until the next decay branch beat it.
+    BuiltinModel {
+        name: "mse-vr",
+        bytes: include_bytes!("../../models/trained/retired/mse-vr-2026-12-07.safetensors"),
+        realism: Some(include_bytes!(
+            "../../models/trained/retired/mse-vr-2026-12-07.realism.safetensors"
+        )),
+    },
     // The variable-rate PSNR network shipped as `mse-vr` from 2026-12-02 to 2026-12-07.
     BuiltinModel {
         name: "mse-vr",
@@ -125,8 +134,8 @@ pub const DEFAULT_MODEL: &str = "mse-vr";
 /// The quality a variable-rate model codes at when none is asked for
 /// ([`crate::Encoder::with_quality`]). With the default model, qualities are a continuous scale
 /// from -2 to 12; measured anchor points on Kodak (24 images, mean bpp and PSNR of real files,
-/// docs/results.md): 1 ≈ 0.087 bpp / 24.9 dB, 3 ≈ 0.23 / 28.0, 5 ≈ 0.46 / 30.6,
-/// 7 ≈ 0.75 / 31.9, 9 ≈ 1.09 / 32.4.
+/// docs/results.md): 1 ≈ 0.089 bpp / 25.1 dB, 3 ≈ 0.23 / 28.1, 5 ≈ 0.47 / 30.7,
+/// 7 ≈ 0.75 / 32.0, 9 ≈ 1.09 / 32.5.
 pub const DEFAULT_QUALITY: f32 = ocular_models::rate::REFERENCE_QUALITY;
 
 /// A trained model: networks plus the integer tables it codes with.

@@ -56,6 +56,9 @@ lint: setup
 	$(CARGO) clippy -p ocular --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular-cli --all-targets -- -D warnings
 	$(CARGO) clippy -p ocular --no-default-features --all-targets -- -D warnings
+	# The embeddable crates' documentation, as a user of the default features reads it: no
+	# broken links.
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p ocular -p ocular-models -p ocular-entropy
 
 ## The embeddable library: with its default features `ocular` must not depend on libtorch, the
 ## harness's native libraries, progress bars or argument parsing.

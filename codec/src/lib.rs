@@ -20,7 +20,7 @@
 //!   container ([`Bitstream`], [`Limits`]) is built, so it can be fuzzed on its own.
 //! - `torch`: libtorch (tch) for refinement (`Encoder::with_refinement`,
 //!   `encode_within_bpp_refined`), training (`train`), the observer classifiers (`observer`),
-//!   MS-SSIM in [`metrics`], and the perceptual metrics ([`perceptual`]).
+//!   MS-SSIM in [`metrics`], and the perceptual metrics (`perceptual`).
 //!
 //! The `ocular` command and the evaluation harness (`ocular eval`, `ocular bench imagenet`,
 //! their JPEG / WebP baselines, plots and HTML reports) are the `ocular-cli` package, built on

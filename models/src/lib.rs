@@ -6,13 +6,13 @@
 //! with the libtorch path; [`rate`] maps a variable-rate model's quality to its quantisation
 //! step and lambda; [`distortion`] names the training distortions.
 //!
-//! With the `torch` feature (tch / libtorch): layers ([`layers`]) build the trainable
-//! transforms; entropy models ([`entropy_models`]) give likelihoods at training time and integer
-//! tables at coding time; the model ([`hyperprior::MeanScaleHyperprior`]) exposes the train-time
-//! `forward`, `compress` and `decompress`; [`refine`] refines latents; [`losses`], [`msssim`]
-//! and [`observer`] measure distortion; [`perceptual`] holds the metrics for people measured with
-//! a network never used in training (deep-feature distance, KID); [`train`] trains a model and
-//! [`model_file`] writes it.
+//! With the `torch` feature (tch / libtorch; these modules exist only with it): layers
+//! (`layers`) build the trainable transforms; entropy models (`entropy_models`) give
+//! likelihoods at training time and integer tables at coding time; the model (`hyperprior::MeanScaleHyperprior`) exposes the train-time
+//! `forward`, `compress` and `decompress`; `refine` refines latents; `losses`, `msssim`
+//! and `observer` measure distortion; `perceptual` holds the metrics for people measured with
+//! a network never used in training (deep-feature distance, KID); `train` trains a model and
+//! `model_file` writes it.
 // `deny`, not `forbid`: `infer::matmul` alone calls the `gemm` crate's unsafe product.
 #![deny(unsafe_code)]
 

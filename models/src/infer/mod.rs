@@ -3,7 +3,7 @@
 //!
 //! # What is computed
 //!
-//! The same functions as [`crate::hyperprior::MeanScaleHyperprior`]'s `analysis`,
+//! The same functions as `MeanScaleHyperprior`'s (feature `torch`) `analysis`,
 //! `hyper_analysis` and `synthesis` (CompressAI's `MeanScaleHyperprior` layout, N / M channels):
 //!
 //! ```text

@@ -18,7 +18,7 @@ use super::network::{check_channels, Activation, Chain, Tensors, SYNTHESIS_STRIP
 use super::{Buffers, FeatureMap, InferError, Planes, Strip};
 
 /// `g_s`: its hidden layers channels-last, its last layer (3 output channels) in the sub-pixel
-/// form ([`SubPixelConv`]), to channels-first planes.
+/// form (`SubPixelConv`), to channels-first planes.
 #[derive(Clone, Debug)]
 pub struct Synthesis {
     /// All layers but the last, each with its inverse GDN.

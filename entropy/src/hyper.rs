@@ -838,28 +838,17 @@ mod tests {
                 p.scale_indices.iter().copied().collect();
             p.means.iter().all(|m| m.is_finite()) && indices.len() >= 8
         };
-        let shipped = HyperSynthesis::pseudo_random(64, 96, 5);
-        let p = shipped
-            .y_parameters(&symbols(64 * 2 * 3), [2, 3], [8, 12])
-            .expect("parameters");
-        assert!(varied(&p));
-        assert_eq!(
-            parameters_fingerprint(&p),
-            0x079b_0002_e978_4d65,
-            "shipped shape: {:#018x}",
-            parameters_fingerprint(&p)
-        );
-        let odd = HyperSynthesis::pseudo_random(5, 53, 6);
-        let p = odd
-            .y_parameters(&symbols(5 * 2 * 3), [2, 3], [7, 11])
-            .expect("parameters");
-        assert!(varied(&p));
-        assert_eq!(
-            parameters_fingerprint(&p),
-            0xb5cb_1843_1db2_1eea,
-            "odd shape: {:#018x}",
-            parameters_fingerprint(&p)
-        );
+        for (z, y, seed, y_size, pinned) in [
+            (64, 96, 5, [8, 12], 0x079b_0002_e978_4d65u64),
+            (5, 53, 6, [7, 11], 0xb5cb_1843_1db2_1eea),
+        ] {
+            let p = HyperSynthesis::pseudo_random(z, y, seed)
+                .y_parameters(&symbols(z * 2 * 3), [2, 3], y_size)
+                .expect("parameters");
+            assert!(varied(&p), "{z}/{y}");
+            let hash = parameters_fingerprint(&p);
+            assert_eq!(hash, pinned, "{z}/{y}: {hash:#018x}");
+        }
     }
 
     /// The layers compiled for the CPU's widest vectors and for the baseline give the same

@@ -3,7 +3,7 @@
 //! validated before it is decoded.
 
 use image::{DynamicImage, GrayImage, Rgb, RgbImage};
-use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model};
+use ocular::{Bitstream, Decoder, Encoder, Error, Limits, Model, ObserverMix};
 
 fn photo_like(width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
@@ -243,4 +243,40 @@ fn rate_control_files_equal_plain_encodes_at_their_quality() {
             found.quality
         );
     }
+}
+
+#[test]
+fn observer_names_choose_their_builtin_families() {
+    let names = |observer: &str| -> Vec<String> {
+        Model::builtin_observer_family(observer)
+            .expect("a built-in family")
+            .iter()
+            .map(|model| model.name().to_string())
+            .collect()
+    };
+    // `machine` is the mix measured to serve unseen classifiers best, not alpha 1.
+    assert_eq!(
+        ObserverMix::from_name("machine"),
+        Some(ObserverMix::MACHINE)
+    );
+    assert_eq!(ObserverMix::from_name("0.5"), Some(ObserverMix::MACHINE));
+    assert_eq!(names("machine"), ["mixed-q1", "mixed-q2"]);
+    assert_eq!(names("1"), ["machine-q1", "machine-q2"]);
+    // No network trained at alpha 0 is built in: the person's family is the MS-SSIM one.
+    assert_eq!(ObserverMix::from_name("0"), Some(ObserverMix::HUMAN));
+    assert_eq!(names("human"), ["msssim-q1", "msssim-q2", "msssim-q3"]);
+    for bad in ["most", "1.5", "-0.1", "NaN", ""] {
+        assert_eq!(ObserverMix::from_name(bad), None, "{bad}");
+        assert!(
+            matches!(
+                Model::builtin_observer_family(bad),
+                Err(Error::NoSuchModel(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        Model::builtin_observer_family("0.3"),
+        Err(Error::NoSuchModel(_))
+    ));
 }

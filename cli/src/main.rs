@@ -14,7 +14,7 @@ use ocular::train::{
     self, ComputePrecision, Distortion, HyperpriorConfig, ObserverDistortion, TrainConfig,
     TrainOutcome,
 };
-use ocular::{Bitstream, Decoder, Encoder, Limits, Model};
+use ocular::{Bitstream, Decoder, Encoder, Limits, Model, ObserverMix};
 
 /// `println!` that returns the write error instead of panicking: a closed pipe (`ocular models |
 /// head`) ends the command quietly in `main`, anything else is reported.
@@ -183,11 +183,13 @@ struct EncodeArgs {
     /// target above what its highest rate point makes of the image is an error)
     #[arg(long, conflicts_with = "quality")]
     bpp: Option<f64>,
-    /// Who looks at the image: human (MS-SSIM), machine (the ImageNet classifier) or an alpha
-    /// in 0..=1 mixing them. With a --model that is one network for every observer mix (`train
-    /// --observer-mix`): that mix, at --quality or --bpp (the file carries it). Without
-    /// --model, with --bpp: the built-in family of that observer (listed by `ocular models`).
-    /// Without it, the default model (mse-vr)
+    /// Who looks at the image: human (MS-SSIM), machine (classifiers: the mix alpha = 0.5 of
+    /// MS-SSIM and an ImageNet classifier's features, which keeps more top-1 than the classifier
+    /// alone under classifiers never seen in training; docs/observer.md) or an alpha in 0..=1
+    /// mixing them (1: the training classifier alone). With a --model that is one network for
+    /// every observer mix (`train --observer-mix`): that mix, at --quality or --bpp (the file
+    /// carries it). Without --model, with --bpp: the built-in family of that observer (listed
+    /// by `ocular models`). Without it, the default model (mse-vr)
     #[arg(long)]
     observer: Option<String>,
     #[command(flatten)]
@@ -1084,17 +1086,9 @@ fn encode_mixed(
     image: &image::DynamicImage,
     observer: &str,
 ) -> Result<(Model, Vec<u8>)> {
-    let alpha = match observer {
-        "human" => 0.0,
-        "machine" => 1.0,
-        number => number
-            .parse::<f32>()
-            .ok()
-            .filter(|alpha| (0.0..=1.0).contains(alpha))
-            .with_context(|| {
-                format!("--observer {number}: human, machine, or a number in 0..=1")
-            })?,
-    };
+    let alpha = ObserverMix::from_name(observer)
+        .with_context(|| format!("--observer {observer}: human, machine, or a number in 0..=1"))?
+        .get();
     let (model, quality) = args.model.load()?;
     if !model.has_observer_mix() {
         bail!(
@@ -1284,7 +1278,11 @@ fn run_info(args: InfoArgs) -> Result<()> {
         );
     }
     if let Some(alpha) = header.observer_mix {
-        out!("observer:  mix {} (0: human, 1: machine)", alpha.get());
+        out!(
+            "observer:  mix {} (0: human, {}: machine, 1: the classifier alone)",
+            alpha.get(),
+            ObserverMix::MACHINE.get()
+        );
     }
     if let Some(w) = header.shrinkage {
         out!(

@@ -240,10 +240,32 @@ pub struct Header {
 pub struct ObserverMix(f32);
 
 impl ObserverMix {
+    /// A person judged by MS-SSIM alone: `alpha = 0`.
+    pub const HUMAN: Self = Self(0.0);
+
+    /// What `machine` stands for: the mix that keeps the most top-1 for classifiers the codec
+    /// was never trained with, not the classifier alone. On the first 150 imagenet-dev crops at
+    /// 0.25 and 0.5 bpp the networks trained at `alpha = 0.5` keep more top-1 than those
+    /// trained at `alpha = 1` under the classifier of training (EfficientNet-Lite0) and more
+    /// still under the two it never saw (Lite1, Lite2), and 2-3 dB more MS-SSIM
+    /// (docs/observer.md, "What `machine` means").
+    pub const MACHINE: Self = Self(0.5);
+
     /// `alpha` if it is in [0, 1].
     #[must_use]
     pub fn new(alpha: f32) -> Option<Self> {
         (0.0..=1.0).contains(&alpha).then_some(Self(alpha))
+    }
+
+    /// The mix an observer's name stands for: `human` ([`Self::HUMAN`]), `machine`
+    /// ([`Self::MACHINE`]) or a number in [0, 1]; `None` for anything else.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "human" => Some(Self::HUMAN),
+            "machine" => Some(Self::MACHINE),
+            number => number.parse().ok().and_then(Self::new),
+        }
     }
 
     /// The value.

@@ -6,7 +6,7 @@ use std::path::Path;
 use ocular_entropy::QuantizationStep;
 use ocular_models::{Distortion, ModelInfo, PureModel, RealismDecoder};
 
-use crate::container::ModelFingerprint;
+use crate::container::{ModelFingerprint, ObserverMix};
 use crate::Error;
 
 /// A model built into ocular.
@@ -386,25 +386,28 @@ impl Model {
         Ok(family)
     }
 
-    /// The built-in family made for an observer, by increasing quality: `machine` (the classifier:
-    /// `observer-1`), a number `a` (the mix trained with alpha `a`, e.g. `0.5`), or `human` (alpha
-    /// 0: `observer-0` if built in, else the `ms-ssim` family — the observer loss at alpha 0 *is*
-    /// the MS-SSIM loss — else the MSE-trained family).
+    /// The built-in family made for an observer, by increasing quality: the family trained at
+    /// the mix [`ObserverMix::from_name`] reads from `observer` — `machine` is the mix that
+    /// serves classifiers best ([`ObserverMix::MACHINE`], 0.5), a number `a` the mix trained
+    /// with alpha `a` (e.g. `1`, the classifier alone), `human` (alpha 0: `observer-0` if built
+    /// in, else the `ms-ssim` family — the observer loss at alpha 0 *is* the MS-SSIM loss —
+    /// else the MSE-trained family).
     ///
     /// # Errors
     /// [`Error::NoSuchModel`] for another name or a family not built in.
     pub fn builtin_observer_family(observer: &str) -> Result<Vec<Self>, Error> {
-        match observer {
-            "human" => Self::builtin_family("observer-0")
+        let mix = ObserverMix::from_name(observer).ok_or_else(|| {
+            Error::NoSuchModel(format!(
+                "for observer '{observer}' (human, machine, or an alpha in 0..=1)"
+            ))
+        })?;
+        let family = Self::builtin_family(&format!("observer-{}", mix.get()));
+        if mix == ObserverMix::HUMAN {
+            family
                 .or_else(|_| Self::builtin_family("ms-ssim"))
-                .or_else(|_| Self::builtin_family("mse")),
-            "machine" => Self::builtin_family("observer-1"),
-            alpha => match alpha.parse::<f64>() {
-                Ok(a) if (0.0..=1.0).contains(&a) => Self::builtin_family(&format!("observer-{a}")),
-                _ => Err(Error::NoSuchModel(format!(
-                    "for observer '{observer}' (human, machine, or an alpha in 0..=1)"
-                ))),
-            },
+                .or_else(|_| Self::builtin_family("mse"))
+        } else {
+            family
         }
     }
 

@@ -9,6 +9,7 @@ use ocular_entropy::QuantizationStep;
 use ocular_models::hyperprior::Y_DOWNSAMPLING;
 use ocular_models::imaging::{pad_to_multiple, rgb_to_tensor};
 use ocular_models::losses::DistortionMeasure;
+use ocular_models::msssim::MIN_SIDE;
 use ocular_models::observer::{
     default_weights_path, load_observer, weights_path, Classifier, Variant,
 };
@@ -68,17 +69,16 @@ pub(crate) fn refined_latents(
     steps: usize,
     max_y_bytes: Option<usize>,
 ) -> Result<CompressedLatents, Error> {
-    let (width, height) = image.dimensions();
     let views = model.refinement_views();
-    if views > 0 && i64::from(width.min(height)) < MIN_VIEW_SIDE {
-        return Err(Error::Image(format!(
-            "refinement over views needs at least {MIN_VIEW_SIDE} px a side, the image is {width}x{height}"
-        )));
-    }
-    let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
     let inner = model.inner()?;
-    let observers = model.refinement_observers();
     let objective = model.refinement_objective().copied();
+    check_refinable(
+        image.dimensions(),
+        views,
+        objective.unwrap_or(inner.info().distortion),
+    )?;
+    let x = pad_to_multiple(&rgb_to_tensor(&image.to_rgb8()), Y_DOWNSAMPLING);
+    let observers = model.refinement_observers();
     let measure = match objective {
         _ if !observers.is_empty() => {
             ensemble_measure(objective.unwrap_or(inner.info().distortion), observers)?
@@ -97,12 +97,39 @@ pub(crate) fn refined_latents(
         views,
         view_seed: 0,
     };
+    let (width, height) = image.dimensions();
     let visible = (i64::from(height), i64::from(width));
     let (latents, _) =
         inner
             .network()
             .compress_refined(&x, visible, inner.tables(), &refinement)?;
     Ok(latents)
+}
+
+/// Refuses, before any work, an image too small for the refinement asked: views need
+/// [`MIN_VIEW_SIDE`] pixels a side, an objective with an MS-SSIM term (`ms-ssim`, an observer
+/// mix below 1) [`MIN_SIDE`] (its five scales).
+fn check_refinable(
+    (width, height): (u32, u32),
+    views: usize,
+    objective: Distortion,
+) -> Result<(), Error> {
+    let side = i64::from(width.min(height));
+    let too_small = |what: String, min: i64| {
+        Err(Error::Image(format!(
+            "{what} needs at least {min} px a side, the image is {width}x{height}"
+        )))
+    };
+    if views > 0 && side < MIN_VIEW_SIDE {
+        return too_small("refinement over views".into(), MIN_VIEW_SIDE);
+    }
+    if objective.needs_ms_ssim() && side < MIN_SIDE {
+        return too_small(
+            format!("refinement against {objective} (MS-SSIM)"),
+            MIN_SIDE,
+        );
+    }
+    Ok(())
 }
 
 /// `distortion` observed by the built-in classifiers `observers` at once.

@@ -497,6 +497,26 @@ fn refined_files_decode_and_keep_to_the_rate_target() {
     );
 }
 
+/// `ocular models` says which built-in models each `--observer` selects.
+#[test]
+fn the_model_list_names_what_each_observer_selects() {
+    let out = ocular(&["models"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = text(&out);
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {listing}"))
+            .to_string()
+    };
+    assert!(line("mixed-q1").contains("--observer machine"), "{listing}");
+    assert!(line("machine-q2").contains("--observer 1"), "{listing}");
+    assert!(line("msssim-q3").contains("--observer human"), "{listing}");
+    assert!(line("mse-vr").contains("the default"), "{listing}");
+    assert!(!line("mse-vr").contains("--observer"), "{listing}");
+}
+
 /// A reader that goes away (`ocular models | head -1`) ends the command quietly, not in a panic.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

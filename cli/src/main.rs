@@ -1702,6 +1702,16 @@ fn run_models(args: ModelsArgs) -> Result<()> {
         "steps",
         "fingerprint"
     );
+    // The families `--observer human` and `--observer machine` select (with --bpp).
+    let chosen_by: Vec<(String, &str)> = ["human", "machine"]
+        .into_iter()
+        .flat_map(|observer| {
+            let family = Model::builtin_observer_family(observer).unwrap_or_default();
+            family
+                .into_iter()
+                .map(move |model| (model.name().to_string(), observer))
+        })
+        .collect();
     for name in names {
         let model = Model::builtin(name)?;
         let quality = match model.quality_range() {
@@ -1715,11 +1725,18 @@ fn run_models(args: ModelsArgs) -> Result<()> {
         if model.has_realism_decoder() {
             notes.push("realism decoder (decode --realism)");
         }
+        let distortion = model.distortion();
+        let observer = match chosen_by.iter().find(|(member, _)| member == name) {
+            Some((_, observer)) => Some(*observer),
+            None => distortion.strip_prefix("observer-"),
+        };
+        let observer_note = observer.map(|observer| format!("--observer {observer} (with --bpp)"));
+        notes.extend(observer_note.as_deref());
         out!(
             "{:<12} {:>7} {:<12} {:>9} {:>8} {:>16}  {}",
             model.name(),
             quality,
-            model.distortion(),
+            distortion,
             model.lambda(),
             model.training_steps(),
             model.fingerprint().to_string(),

@@ -135,6 +135,8 @@ case "$network" in
   # 0-3,771 trained g_s' (and D) for the mse-vr of session 9 (step 17,230 + 1,000 decay); at
   # step 3,771 the base became the mse-vr of session 12 (step 29,267 + 1,000 decay) and g_s'
   # and D went on from where they were (docs/results.md, "The realism decoder of mse-vr").
+  # Stopped at step 7,520 (5.26 CPU-hours): KID at R = 1 had stopped moving from step 5,046
+  # (the shipped companion) to 7,130; what might move it is a new loss, not more of this one.
   mse-vr-realism|mse-vr-balanced-realism)
     if [ "$network" = mse-vr-realism ]; then
       base=(--init models/trained/retired/mse-vr-2026-12-02.safetensors); weight=0.3

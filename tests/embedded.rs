@@ -264,6 +264,7 @@ fn observer_names_choose_their_builtin_families() {
     assert_eq!(names("1"), ["machine-q1", "machine-q2"]);
     // No network trained at alpha 0 is built in: the person's family is the MS-SSIM one.
     assert_eq!(ObserverMix::from_name("0"), Some(ObserverMix::HUMAN));
+    assert_eq!(ObserverMix::from_name("-0"), Some(ObserverMix::HUMAN));
     assert_eq!(names("human"), ["msssim-q1", "msssim-q2", "msssim-q3"]);
     for bad in ["most", "1.5", "-0.1", "NaN", ""] {
         assert_eq!(ObserverMix::from_name(bad), None, "{bad}");

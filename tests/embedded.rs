@@ -248,11 +248,15 @@ fn rate_control_files_equal_plain_encodes_at_their_quality() {
 #[test]
 fn observer_names_choose_their_builtin_families() {
     let names = |observer: &str| -> Vec<String> {
-        Model::builtin_observer_family(observer)
+        let loaded: Vec<String> = Model::builtin_observer_family(observer)
             .expect("a built-in family")
             .iter()
             .map(|model| model.name().to_string())
-            .collect()
+            .collect();
+        // The names alone, read without loading, are the same family.
+        let listed = Model::builtin_observer_family_names(observer).expect("names");
+        assert_eq!(loaded, listed, "{observer}");
+        loaded
     };
     // `machine` is the mix measured to serve unseen classifiers best, not alpha 1.
     assert_eq!(
@@ -271,6 +275,13 @@ fn observer_names_choose_their_builtin_families() {
         assert!(
             matches!(
                 Model::builtin_observer_family(bad),
+                Err(Error::NoSuchModel(_))
+            ),
+            "{bad}"
+        );
+        assert!(
+            matches!(
+                Model::builtin_observer_family_names(bad),
                 Err(Error::NoSuchModel(_))
             ),
             "{bad}"

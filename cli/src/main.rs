@@ -1703,13 +1703,11 @@ fn run_models(args: ModelsArgs) -> Result<()> {
         "fingerprint"
     );
     // The families `--observer human` and `--observer machine` select (with --bpp).
-    let chosen_by: Vec<(String, &str)> = ["human", "machine"]
+    let chosen_by: Vec<(&str, &str)> = ["human", "machine"]
         .into_iter()
         .flat_map(|observer| {
-            let family = Model::builtin_observer_family(observer).unwrap_or_default();
-            family
-                .into_iter()
-                .map(move |model| (model.name().to_string(), observer))
+            let family = Model::builtin_observer_family_names(observer).unwrap_or_default();
+            family.into_iter().map(move |name| (name, observer))
         })
         .collect();
     for name in names {
@@ -1726,7 +1724,7 @@ fn run_models(args: ModelsArgs) -> Result<()> {
             notes.push("realism decoder (decode --realism)");
         }
         let distortion = model.distortion();
-        let observer = match chosen_by.iter().find(|(member, _)| member == name) {
+        let observer = match chosen_by.iter().find(|(member, _)| *member == name) {
             Some((_, observer)) => Some(*observer),
             None => distortion.strip_prefix("observer-"),
         };

@@ -367,23 +367,7 @@ impl Model {
     /// # Errors
     /// [`Error::NoSuchModel`] if there is none.
     pub fn builtin_family(distortion: &str) -> Result<Vec<Self>, Error> {
-        let mut members: Vec<_> = builtin_infos()?
-            .into_iter()
-            .filter(|(_, info)| info.distortion.to_string() == distortion)
-            .filter(|(_, info)| info.variable_rate.is_none())
-            .collect();
-        members.sort_by_key(|(_, info)| info.quality);
-        let family = members
-            .into_iter()
-            .map(|(candidate, _)| candidate.load())
-            .collect::<Result<Vec<_>, _>>()?;
-        if family.is_empty() {
-            return Err(Error::NoSuchModel(format!(
-                "trained for {distortion} (built in: {})",
-                builtin_list()
-            )));
-        }
-        Ok(family)
+        load_all(family_members(distortion)?)
     }
 
     /// The built-in family made for an observer, by increasing quality: the family trained at
@@ -396,19 +380,20 @@ impl Model {
     /// # Errors
     /// [`Error::NoSuchModel`] for another name or a family not built in.
     pub fn builtin_observer_family(observer: &str) -> Result<Vec<Self>, Error> {
-        let mix = ObserverMix::from_name(observer).ok_or_else(|| {
-            Error::NoSuchModel(format!(
-                "for observer '{observer}' (human, machine, or an alpha in 0..=1)"
-            ))
-        })?;
-        let family = Self::builtin_family(&format!("observer-{}", mix.get()));
-        if mix == ObserverMix::HUMAN {
-            family
-                .or_else(|_| Self::builtin_family("ms-ssim"))
-                .or_else(|_| Self::builtin_family("mse"))
-        } else {
-            family
-        }
+        load_all(observer_family_members(observer)?)
+    }
+
+    /// The names of the models [`Model::builtin_observer_family`] selects for `observer`, by
+    /// increasing quality, read from the model files' descriptions without building any network
+    /// (for listings).
+    ///
+    /// # Errors
+    /// As [`Model::builtin_observer_family`].
+    pub fn builtin_observer_family_names(observer: &str) -> Result<Vec<&'static str>, Error> {
+        Ok(observer_family_members(observer)?
+            .into_iter()
+            .map(|member| member.name)
+            .collect())
     }
 
     /// The built-in model whose fingerprint is `fingerprint` (to decode a file): a current one
@@ -560,6 +545,45 @@ fn builtin_infos() -> Result<Vec<(&'static BuiltinModel, ModelInfo)>, Error> {
             ))
         })
         .collect()
+}
+
+/// The built-in fixed-rate models trained with `distortion`, by increasing quality, found from
+/// their descriptions alone ([`Model::builtin_family`] loads them).
+fn family_members(distortion: &str) -> Result<Vec<&'static BuiltinModel>, Error> {
+    let mut members: Vec<_> = builtin_infos()?
+        .into_iter()
+        .filter(|(_, info)| info.distortion.to_string() == distortion)
+        .filter(|(_, info)| info.variable_rate.is_none())
+        .collect();
+    if members.is_empty() {
+        return Err(Error::NoSuchModel(format!(
+            "trained for {distortion} (built in: {})",
+            builtin_list()
+        )));
+    }
+    members.sort_by_key(|(_, info)| info.quality);
+    Ok(members.into_iter().map(|(member, _)| member).collect())
+}
+
+/// The members of [`Model::builtin_observer_family`], not loaded.
+fn observer_family_members(observer: &str) -> Result<Vec<&'static BuiltinModel>, Error> {
+    let mix = ObserverMix::from_name(observer).ok_or_else(|| {
+        Error::NoSuchModel(format!(
+            "for observer '{observer}' (human, machine, or an alpha in 0..=1)"
+        ))
+    })?;
+    let family = family_members(&format!("observer-{}", mix.get()));
+    if mix == ObserverMix::HUMAN {
+        family
+            .or_else(|_| family_members("ms-ssim"))
+            .or_else(|_| family_members("mse"))
+    } else {
+        family
+    }
+}
+
+fn load_all(members: Vec<&BuiltinModel>) -> Result<Vec<Model>, Error> {
+    members.into_iter().map(BuiltinModel::load).collect()
 }
 
 fn builtin_list() -> String {

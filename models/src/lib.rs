@@ -8,11 +8,11 @@
 //!
 //! With the `torch` feature (tch / libtorch; these modules exist only with it): layers
 //! (`layers`) build the trainable transforms; entropy models (`entropy_models`) give
-//! likelihoods at training time and integer tables at coding time; the model (`hyperprior::MeanScaleHyperprior`) exposes the train-time
-//! `forward`, `compress` and `decompress`; `refine` refines latents; `losses`, `msssim`
-//! and `observer` measure distortion; `perceptual` holds the metrics for people measured with
-//! a network never used in training (deep-feature distance, KID); `train` trains a model and
-//! `model_file` writes it.
+//! likelihoods at training time and integer tables at coding time; the model
+//! (`hyperprior::MeanScaleHyperprior`) exposes the train-time `forward`, `compress` and
+//! `decompress`; `refine` refines latents; `losses`, `msssim` and `observer` measure
+//! distortion; `perceptual` holds the metrics for people measured with a network never used in
+//! training (deep-feature distance, KID); `train` trains a model and `model_file` writes it.
 // `deny`, not `forbid`: `infer::matmul` alone calls the `gemm` crate's unsafe product.
 #![deny(unsafe_code)]
 

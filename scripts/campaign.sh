@@ -73,6 +73,17 @@ case "$network" in
     # It would ship as mse-vr.
     name=mse-vr
     init=../shared/warmstart/mse-q3-continued.safetensors ;;
+  # The PSNR network widened: y's 96 channels become 192 (published hyperpriors keep 192; the
+  # half-width network saturates at high rates, 2.7 dB under WebP at 1 bpp), starting from the
+  # held run's checkpoint as the function it computes (`train --init` widens: models/src/widen.rs),
+  # with the held run's recipe. Measured against that run's own flat curve at equal CPU.
+  mse-vr-wide)
+    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
+                  --crop-size 128 --batch-size 8 --m 192)
+    args+=("${network_args[@]}" --validate-every 1500)
+    name=mse-vr
+    init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;
   # The person-observer network (alpha 0 of the observer loss: 1 - MS-SSIM), variable rate,
   # from the PSNR network shipped on 2026-12-02 (now retired): the same quality range, at
   # MS-SSIM's own lambda (msssim-q3's 8.73 at the reference quality), crops of 192 (MS-SSIM's
@@ -159,7 +170,7 @@ case "$network" in
     status
     return ;;
   *)
-    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, msssim-vr, observer-vr, observer-vr-alpha1, observer-mix, mse-vr-realism, mse-vr-balanced-realism)" >&2
+    echo "campaign: unknown network '$network' (known: mse-vr, mse-vr-balanced, mse-vr-wide, msssim-vr, observer-vr, observer-vr-alpha1, observer-mix, mse-vr-realism, mse-vr-balanced-realism)" >&2
     return 2 ;;
 esac
 name=${name:-$network}

@@ -97,6 +97,27 @@ pub(crate) fn is_mix_variable(name: &str) -> bool {
     name.starts_with("alpha.")
 }
 
+/// Where a variable of this network keeps its channels: the dimension that indexes the layer's
+/// outputs (1 for the weight of a transposed convolution, stored `(in, out, kh, kw)`; 0 for
+/// everything else), and whether those outputs are two halves of different meaning (the
+/// hyper-synthesis' last layer: the scales of `y`, then its means). The layer list in
+/// [`MeanScaleHyperprior::new`] is what this describes; `widen` relies on it.
+pub(crate) struct ChannelDims {
+    pub output: usize,
+    pub halves: bool,
+}
+
+/// [`ChannelDims`] of the variable `name`.
+pub(crate) fn channel_dims(name: &str) -> ChannelDims {
+    let transposed =
+        name.starts_with("g_s.") || name.starts_with("h_s.0.") || name.starts_with("h_s.2.");
+    let is_weight = name.ends_with(".weight");
+    ChannelDims {
+        output: usize::from(transposed && is_weight),
+        halves: name.starts_with("h_s.4."),
+    }
+}
+
 /// The optimiser group of the observer-mix conditioning's variables (0: the network's other
 /// weights, 1: the entropy bottleneck's quantiles), so that training can give it its own
 /// learning rate.

@@ -49,6 +49,8 @@ pub mod realism_train;
 pub mod refine;
 #[cfg(feature = "torch")]
 pub mod train;
+#[cfg(feature = "torch")]
+mod widen;
 
 pub use distortion::Distortion;
 pub use latents::{CompressedLatents, HyperpriorConfig, ModelTables};

@@ -764,23 +764,77 @@ impl StepLog {
     }
 }
 
-/// Copies the weights of `init` into `variables`: a model file (fp16 weights, its network
-/// shape checked against `network`) or a run's checkpoint (`checkpoint.safetensors`, f32, as
-/// the campaign commits them), e.g. to give a checkpoint a decay branch of its own.
+/// Copies the weights of `init` into `variables`: a model file (fp16 weights) or a run's
+/// checkpoint (`checkpoint.safetensors`, f32, as the campaign commits them), e.g. to give a
+/// checkpoint a decay branch of its own. A network of the same `N` and fewer channels of `y`
+/// than `network` is widened to it ([`crate::widen`]): the run starts from what it computes.
 ///
 /// # Errors
-/// [`ModelError::Io`] if it cannot be read, [`ModelError::Shape`] for a model of another
-/// network shape, [`ModelError::InvalidModel`] for anything else that does not fit.
+/// [`ModelError::Io`] if it cannot be read, [`ModelError::Shape`] for a network of another
+/// shape (but a narrower `y`), [`ModelError::InvalidModel`] for anything else that does not fit.
 fn initialise(
     variables: &mut nn::VarStore,
     init: &Path,
     network: HyperpriorConfig,
 ) -> Result<(), ModelError> {
     let bytes = fs::read(init).map_err(|e| ModelError::Io(init.display().to_string(), e))?;
-    if crate::model_file::read_info(&bytes).is_err() {
+    let source = init_network(&bytes, init)?;
+    if source == network {
+        return load_init(&bytes, init, variables);
+    }
+    if source.n != network.n || source.m > network.m {
+        return Err(ModelError::Shape(format!(
+            "the initial network {} has shape {source:?}, this run {network:?} (only more \
+             channels of y can be added)",
+            init.display()
+        )));
+    }
+    let has_mix = variables
+        .variables()
+        .keys()
+        .any(|name| is_mix_variable(name));
+    let mut narrow = nn::VarStore::new(variables.device());
+    let _ = if has_mix {
+        MeanScaleHyperprior::with_observer_mix(&narrow.root(), source)
+    } else {
+        MeanScaleHyperprior::new(&narrow.root(), source)
+    };
+    load_init(&bytes, init, &mut narrow)?;
+    crate::widen::widen_into(&narrow, variables)
+}
+
+/// The network shape of the model file or checkpoint `bytes`: a model file's description, or
+/// the shapes of a checkpoint's first and last analysis layers.
+fn init_network(bytes: &[u8], init: &Path) -> Result<HyperpriorConfig, ModelError> {
+    if let Ok(info) = crate::model_file::read_info(bytes) {
+        return Ok(info.network);
+    }
+    let invalid = |what: String| {
+        ModelError::InvalidModel(format!(
+            "{}: neither a model file nor a training checkpoint ({what})",
+            init.display()
+        ))
+    };
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
+    let channels = |name: &str| -> Result<i64, ModelError> {
+        let view = file
+            .tensor(name)
+            .map_err(|_| invalid(format!("no tensor {name}")))?;
+        let channels = view.shape().first().copied().unwrap_or(0);
+        i64::try_from(channels).map_err(|_| invalid(format!("tensor {name} too large")))
+    };
+    Ok(HyperpriorConfig {
+        n: channels("g_a.0.bias")?,
+        m: channels("g_a.6.bias")?,
+    })
+}
+
+/// Copies the model file or checkpoint `bytes` into `variables`, a network of its shape.
+fn load_init(bytes: &[u8], init: &Path, variables: &mut nn::VarStore) -> Result<(), ModelError> {
+    if crate::model_file::read_info(bytes).is_err() {
         // No model description: a checkpoint, which names and shapes every variable (but the
         // observer-mix conditioning, when this network has it and the checkpoint's had not).
-        return crate::model_file::load_tensors_but(&bytes, variables, is_mix_variable).map_err(
+        return crate::model_file::load_tensors_but(bytes, variables, is_mix_variable).map_err(
             |e| {
                 ModelError::InvalidModel(format!(
                     "{}: neither a model file nor a training checkpoint ({e})",
@@ -789,15 +843,7 @@ fn initialise(
             },
         );
     }
-    let source = CodecModel::from_bytes(&bytes)?;
-    if source.info().network != network {
-        return Err(ModelError::Shape(format!(
-            "--init model has network {:?}, this run {:?}",
-            source.info().network,
-            network
-        )));
-    }
-    source.copy_weights_to(variables)
+    CodecModel::from_bytes(bytes)?.copy_weights_to(variables)
 }
 
 /// Crops of the training set are multiples of this so every latent is whole.

@@ -330,6 +330,44 @@ fn train_writes_a_usable_model_and_resumes_only_when_asked() {
     let out = train("3", true);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("trained 3 steps"), "{}", text(&out));
+
+    // A wider y starts from the run's checkpoint (widened); a narrower one is refused.
+    let checkpoint = f.arg("run/checkpoint.safetensors");
+    let wide_model = f.arg("wide.safetensors");
+    let widen = |m: &str, run_dir: &str| {
+        ocular(&[
+            "train",
+            "--data",
+            data.to_str().expect("utf-8"),
+            "--output",
+            &wide_model,
+            "--run-dir",
+            run_dir,
+            "--init",
+            &checkpoint,
+            "--n",
+            "8",
+            "--m",
+            m,
+            "--crop-size",
+            "64",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--validate-every",
+            "0",
+            "--name",
+            "tiny-wide",
+            "--quiet",
+        ])
+    };
+    assert_clean_failure(&widen("8", &f.arg("narrower")), "only more channels of y");
+    let out = widen("20", &f.arg("wider"));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = ocular(&["roundtrip", &f.arg("in.png"), "--model", &wide_model]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("tiny-wide"), "{}", text(&out));
 }
 
 #[test]

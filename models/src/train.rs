@@ -794,7 +794,8 @@ fn initialise(
         .keys()
         .any(|name| is_mix_variable(name));
     let mut narrow = nn::VarStore::new(variables.device());
-    let _ = if has_mix {
+    // Creating the narrow network registers its variables in `narrow`, for the copy below.
+    let _narrow_network = if has_mix {
         MeanScaleHyperprior::with_observer_mix(&narrow.root(), source)
     } else {
         MeanScaleHyperprior::new(&narrow.root(), source)

@@ -206,7 +206,39 @@ impl LegacyTensor {
 /// of string keys to tensors whose offsets and strides lie inside their storages.
 pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, LegacyError> {
     let mut reader = Reader { bytes, pos: 0 };
+    read_preamble(&mut reader)?;
+    let root = reader.pickle()?;
+    let keys = read_storage_keys(&mut reader)?;
+    let (tensors, declared) = tensor_entries(root)?;
+    let storages = read_storages(&mut reader, &keys, &declared)?;
+    if reader.pos != bytes.len() {
+        return Err(LegacyError::Format(format!(
+            "{} trailing bytes after the last storage",
+            bytes.len() - reader.pos
+        )));
+    }
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let storage = storages.get(&t.storage.key).ok_or_else(|| {
+                LegacyError::Format(format!(
+                    "tensor {name:?}: storage {} has no data",
+                    t.storage.key
+                ))
+            })?;
+            let tensor = gather(&t, storage)
+                .map_err(|m| LegacyError::Format(format!("tensor {name:?}: {m}")))?;
+            Ok((name, tensor))
+        })
+        .collect()
+}
 
+/// The storages a file's tensors refer to: key -> (dtype, number of elements).
+type Declared = HashMap<String, (LegacyDtype, usize)>;
+
+/// Reads the three pickles before the object: the magic number, the protocol version and the
+/// system information, which must say little-endian.
+fn read_preamble(reader: &mut Reader<'_>) -> Result<(), LegacyError> {
     let magic = reader.pickle()?;
     if !matches!(magic, Value::Int(MAGIC_NUMBER)) {
         return Err(LegacyError::Format(
@@ -227,8 +259,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
             )))
         }
     }
-    let sys_info = reader.pickle()?;
-    let little_endian = match &sys_info {
+    let little_endian = match &reader.pickle()? {
         Value::Dict(d) => d.items.chunks_exact(2).find_map(|kv| match kv {
             [Value::Str(k), Value::Bool(b)] if k == "little_endian" => Some(*b),
             _ => None,
@@ -236,21 +267,19 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
         _ => None,
     };
     match little_endian {
-        Some(true) => {}
-        Some(false) => {
-            return Err(LegacyError::Format(
-                "big-endian files are not supported".into(),
-            ))
-        }
-        None => {
-            return Err(LegacyError::Format(
-                "sys info without `little_endian`".into(),
-            ))
-        }
+        Some(true) => Ok(()),
+        Some(false) => Err(LegacyError::Format(
+            "big-endian files are not supported".into(),
+        )),
+        None => Err(LegacyError::Format(
+            "sys info without `little_endian`".into(),
+        )),
     }
+}
 
-    let root = reader.pickle()?;
-    let keys = match reader.pickle()? {
+/// Reads the pickled list of storage keys that follows the object, in the order of their data.
+fn read_storage_keys(reader: &mut Reader<'_>) -> Result<Vec<String>, LegacyError> {
+    match reader.pickle()? {
         Value::List(list) => list
             .items
             .into_iter()
@@ -261,17 +290,17 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
                     other.kind()
                 ))),
             })
-            .collect::<Result<Vec<_>, _>>()?,
-        other => {
-            return Err(LegacyError::Format(format!(
-                "expected the list of storage keys, found a {}",
-                other.kind()
-            )))
-        }
-    };
+            .collect(),
+        other => Err(LegacyError::Format(format!(
+            "expected the list of storage keys, found a {}",
+            other.kind()
+        ))),
+    }
+}
 
-    // Storages referenced by the object: key -> (dtype, numel).
-    let mut declared: HashMap<String, (LegacyDtype, usize)> = HashMap::new();
+/// The named tensors of the top-level dict `root`, in its order, and the storages they declare
+/// (each declared alike wherever it is shared).
+fn tensor_entries(root: Value) -> Result<(Vec<(String, TensorRef)>, Declared), LegacyError> {
     let entries = match root {
         Value::Dict(d) => d.items,
         other => {
@@ -281,6 +310,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
             )))
         }
     };
+    let mut declared = Declared::new();
     let mut tensors = Vec::with_capacity(entries.len() / 2);
     let mut names = std::collections::HashSet::new();
     let mut entries = entries.into_iter();
@@ -306,23 +336,27 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
                 )))
             }
         };
-        match declared.get(&t.storage.key) {
-            Some(&(dtype, numel)) if dtype != t.storage.dtype || numel != t.storage.numel => {
-                return Err(LegacyError::Format(format!(
-                    "storage {} declared twice with different type or size",
-                    t.storage.key
-                )))
-            }
-            _ => {
-                declared.insert(t.storage.key.clone(), (t.storage.dtype, t.storage.numel));
-            }
+        let storage = (t.storage.dtype, t.storage.numel);
+        if *declared.entry(t.storage.key.clone()).or_insert(storage) != storage {
+            return Err(LegacyError::Format(format!(
+                "storage {} declared twice with different type or size",
+                t.storage.key
+            )));
         }
         tensors.push((name, t));
     }
+    Ok((tensors, declared))
+}
 
-    // Storage data, in the order of the key list.
-    let mut storages: HashMap<String, &[u8]> = HashMap::new();
-    for key in &keys {
+/// Reads the storages' data, which follow the pickles in the order of `keys`: per storage its
+/// element count (which must be the declared one), then its bytes.
+fn read_storages<'a>(
+    reader: &mut Reader<'a>,
+    keys: &[String],
+    declared: &Declared,
+) -> Result<HashMap<String, &'a [u8]>, LegacyError> {
+    let mut storages = HashMap::new();
+    for key in keys {
         let &(dtype, numel) = declared.get(key).ok_or_else(|| {
             LegacyError::Format(format!("storage {key} has data but no tensor refers to it"))
         })?;
@@ -340,27 +374,7 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, LegacyTensor)>, Lega
             return Err(LegacyError::Format(format!("storage {key} listed twice")));
         }
     }
-    if reader.pos != bytes.len() {
-        return Err(LegacyError::Format(format!(
-            "{} trailing bytes after the last storage",
-            bytes.len() - reader.pos
-        )));
-    }
-
-    tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let storage = storages.get(&t.storage.key).ok_or_else(|| {
-                LegacyError::Format(format!(
-                    "tensor {name:?}: storage {} has no data",
-                    t.storage.key
-                ))
-            })?;
-            let tensor = gather(&t, storage)
-                .map_err(|m| LegacyError::Format(format!("tensor {name:?}: {m}")))?;
-            Ok((name, tensor))
-        })
-        .collect()
+    Ok(storages)
 }
 
 /// Copies the elements a (offset, shape, stride) view selects into a contiguous buffer.

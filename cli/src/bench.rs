@@ -570,6 +570,8 @@ fn exact_rate(
     }
 }
 
+/// One crop coded by `codec` at `target_bpp` (`refine_steps` of refinement for ocular), and
+/// decoded.
 fn compress(
     codec: &BenchCodec,
     crop: &RgbImage,
@@ -594,72 +596,90 @@ fn compress(
                     "{codec}: refinement codes a network for every observer mix at mix 0 only"
                 )));
             }
-            if let ([model], 0) = (&models[..], refine_steps) {
-                if model.quality_range().is_some() {
+            let (bytes, model, setting, over_target) = match (&models[..], refine_steps) {
+                ([model], 0) if model.quality_range().is_some() => {
                     let (bytes, setting, over_target) =
                         exact_rate(model, *observer_mix, source, target_bpp).map_err(fail)?;
-                    let decoded = Decoder::new(model).decode(&bytes).map_err(fail)?.to_rgb8();
-                    return Ok(Compressed {
-                        bytes: bytes.len(),
-                        setting,
-                        over_target,
-                        decoded,
-                    });
+                    (bytes, model, setting, over_target)
                 }
-            }
-            let (bytes, model_index, over_target) =
-                match encode_within_bpp_refined(models, source, target_bpp, refine_steps) {
-                    Ok(done) => (done.bytes, done.model_index, false),
-                    Err(ocular::Error::RateTargetUnreachable { .. }) => {
-                        let lowest = models
-                            .first()
-                            .ok_or_else(|| BenchError::Config(format!("{codec} has no models")))?;
-                        let unrefined = Encoder::new(lowest).encode(source).map_err(fail)?;
-                        let bytes = if refine_steps > 0 {
-                            // Over the target already: refine without spending more.
-                            let encoder = Encoder::new(lowest).with_refinement(refine_steps);
-                            let budget = unrefined.len() as f64;
-                            refine_within(&encoder, source, unrefined, budget).map_err(fail)?
-                        } else {
-                            unrefined
-                        };
-                        (bytes, 0, true)
+                _ => {
+                    if models.is_empty() {
+                        return Err(BenchError::Config(format!("{codec} has no models")));
                     }
-                    Err(other) => return Err(fail(other)),
-                };
-            let model = models.get(model_index).ok_or_else(|| {
-                fail(ocular::Error::Internal(
-                    "rate control chose no model".into(),
-                ))
-            })?;
+                    let (bytes, model, over_target) =
+                        family_within_bpp(models, source, target_bpp, refine_steps)
+                            .map_err(fail)?;
+                    (bytes, model, model.name().to_string(), over_target)
+                }
+            };
             let decoded = Decoder::new(model).decode(&bytes).map_err(fail)?.to_rgb8();
             Ok(Compressed {
                 bytes: bytes.len(),
-                setting: model.name().to_string(),
+                setting,
                 over_target,
                 decoded,
             })
         }
-        &BenchCodec::Baseline(baseline) => {
-            let fail = |source: EvalError| BenchError::Baseline {
-                codec: baseline,
-                image: image.to_string(),
-                source: Box::new(source),
-            };
-            // `budget_bytes` is a non-negative whole number of bytes far below usize::MAX.
-            let budget = budget_bytes(target_bpp, crop) as usize;
-            let (encoded, over_target) =
-                crate::eval::match_rate(baseline, crop, budget).map_err(fail)?;
-            baseline.verify(&encoded.bytes).map_err(fail)?;
-            let decoded = baseline.decode(&encoded.bytes).map_err(fail)?;
-            Ok(Compressed {
-                bytes: encoded.bytes.len(),
-                setting: encoded.quality.to_string(),
-                over_target,
-                decoded,
-            })
-        }
+        &BenchCodec::Baseline(baseline) => compress_baseline(baseline, crop, target_bpp, image),
     }
+}
+
+/// The file of the family `models` (by increasing rate) at the largest rate point within
+/// `target_bpp`, refined; when even the lowest is over the target, its file (refined without
+/// spending more bytes), marked over the target (`true`). Returns the file and its model.
+fn family_within_bpp<'m>(
+    models: &'m [Model],
+    source: &DynamicImage,
+    target_bpp: f64,
+    refine_steps: usize,
+) -> Result<(Vec<u8>, &'m Model, bool), ocular::Error> {
+    let missing = || ocular::Error::Internal("rate control chose no model".into());
+    let (bytes, model_index, over_target) =
+        match encode_within_bpp_refined(models, source, target_bpp, refine_steps) {
+            Ok(done) => (done.bytes, done.model_index, false),
+            Err(ocular::Error::RateTargetUnreachable { .. }) => {
+                let lowest = models.first().ok_or_else(missing)?;
+                let unrefined = Encoder::new(lowest).encode(source)?;
+                let bytes = if refine_steps > 0 {
+                    // Over the target already: refine without spending more.
+                    let encoder = Encoder::new(lowest).with_refinement(refine_steps);
+                    let budget = unrefined.len() as f64;
+                    refine_within(&encoder, source, unrefined, budget)?
+                } else {
+                    unrefined
+                };
+                (bytes, 0, true)
+            }
+            Err(other) => return Err(other),
+        };
+    let model = models.get(model_index).ok_or_else(missing)?;
+    Ok((bytes, model, over_target))
+}
+
+/// The crop coded by a baseline at the largest quality whose file is within `target_bpp` (its
+/// lowest, over the target, where none is), verified and decoded.
+fn compress_baseline(
+    baseline: Baseline,
+    crop: &RgbImage,
+    target_bpp: f64,
+    image: &str,
+) -> Result<Compressed, BenchError> {
+    let fail = |source: EvalError| BenchError::Baseline {
+        codec: baseline,
+        image: image.to_string(),
+        source: Box::new(source),
+    };
+    // `budget_bytes` is a non-negative whole number of bytes far below usize::MAX.
+    let budget = budget_bytes(target_bpp, crop) as usize;
+    let (encoded, over_target) = crate::eval::match_rate(baseline, crop, budget).map_err(fail)?;
+    baseline.verify(&encoded.bytes).map_err(fail)?;
+    let decoded = baseline.decode(&encoded.bytes).map_err(fail)?;
+    Ok(Compressed {
+        bytes: encoded.bytes.len(),
+        setting: encoded.quality.to_string(),
+        over_target,
+        decoded,
+    })
 }
 
 /// The rows of one image: the uncompressed crop, then every codec at every target; and, if
@@ -678,62 +698,17 @@ fn bench_image(
         )))
     })?;
     let source = DynamicImage::ImageRgb8(crop.clone());
-    let pixels = f64::from(crop.width()) * f64::from(crop.height());
-
-    let mut rows = vec![BenchRow {
-        image: image.name.clone(),
-        wnid: image.wnid.clone(),
-        label: image.label,
-        codec: REFERENCE_CODEC.to_string(),
-        target_bpp: None,
-        bpp: 24.0,
-        over_target: false,
-        verdicts: Vec::new(),
-        psnr: None,
-        ms_ssim: None,
-        setting: String::new(),
-        bytes: crop.as_raw().len(),
-        deep_distance: None,
-    }];
+    let mut rows = vec![row(image, REFERENCE_CODEC.to_string(), &crop)];
     let mut batch = vec![rgb_to_tensor(&crop)];
     let mut kept = if keep { vec![crop.clone()] } else { Vec::new() };
     for codec in &config.codecs {
         for &target_bpp in &config.targets {
-            let compressed = compress(
-                codec,
-                &crop,
-                &source,
-                target_bpp,
-                config.refine_steps,
-                &image.name,
-            )?;
-            let codec_name = codec.row_name(config.refine_steps);
-            let quality = crate::eval::measure(&crop, &compressed.decoded).map_err(|message| {
-                BenchError::Ocular {
-                    codec: codec_name.clone(),
-                    image: image.name.clone(),
-                    source: ocular::Error::Internal(message),
-                }
-            })?;
-            batch.push(rgb_to_tensor(&compressed.decoded));
+            let (row, decoded) = codec_row(config, codec, image, (&crop, &source), target_bpp)?;
+            batch.push(rgb_to_tensor(&decoded));
             if keep {
-                kept.push(compressed.decoded.clone());
+                kept.push(decoded);
             }
-            rows.push(BenchRow {
-                image: image.name.clone(),
-                wnid: image.wnid.clone(),
-                label: image.label,
-                codec: codec_name,
-                target_bpp: Some(target_bpp),
-                bpp: compressed.bytes as f64 * 8.0 / pixels,
-                over_target: compressed.over_target,
-                verdicts: Vec::new(),
-                psnr: Some(quality.psnr),
-                ms_ssim: quality.ms_ssim,
-                setting: compressed.setting,
-                bytes: compressed.bytes,
-                deep_distance: None,
-            });
+            rows.push(row);
         }
     }
 
@@ -762,6 +737,58 @@ fn bench_image(
             .collect(),
     });
     Ok((rows, pictures))
+}
+
+/// The row of `image`'s uncompressed `crop` under the name `codec`: 24 bpp, nothing measured
+/// yet. [`codec_row`] fills in a coded one.
+fn row(image: &LabeledImage, codec: String, crop: &RgbImage) -> BenchRow {
+    BenchRow {
+        image: image.name.clone(),
+        wnid: image.wnid.clone(),
+        label: image.label,
+        codec,
+        target_bpp: None,
+        bpp: 24.0,
+        over_target: false,
+        verdicts: Vec::new(),
+        psnr: None,
+        ms_ssim: None,
+        setting: String::new(),
+        bytes: crop.as_raw().len(),
+        deep_distance: None,
+    }
+}
+
+/// The row of `crop` (and `source`, the same pixels) coded by `codec` at `target_bpp` (rate,
+/// PSNR, MS-SSIM; the judges' verdicts come later), and the decoded crop.
+fn codec_row(
+    config: &BenchConfig,
+    codec: &BenchCodec,
+    image: &LabeledImage,
+    (crop, source): (&RgbImage, &DynamicImage),
+    target_bpp: f64,
+) -> Result<(BenchRow, RgbImage), BenchError> {
+    let steps = config.refine_steps;
+    let compressed = compress(codec, crop, source, target_bpp, steps, &image.name)?;
+    let codec_name = codec.row_name(steps);
+    let quality =
+        crate::eval::measure(crop, &compressed.decoded).map_err(|message| BenchError::Ocular {
+            codec: codec_name.clone(),
+            image: image.name.clone(),
+            source: ocular::Error::Internal(message),
+        })?;
+    let pixels = f64::from(crop.width()) * f64::from(crop.height());
+    let row = BenchRow {
+        target_bpp: Some(target_bpp),
+        bpp: compressed.bytes as f64 * 8.0 / pixels,
+        over_target: compressed.over_target,
+        psnr: Some(quality.psnr),
+        ms_ssim: quality.ms_ssim,
+        setting: compressed.setting,
+        bytes: compressed.bytes,
+        ..row(image, codec_name, crop)
+    };
+    Ok((row, compressed.decoded))
 }
 
 /// Sets the deep-feature distance of every decoded crop (`batch[1..]`) to the uncompressed crop

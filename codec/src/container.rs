@@ -754,43 +754,7 @@ impl Bitstream {
         out.write_u8(VERSION_MINOR)?;
         out.write_u16::<LittleEndian>(header_len_u16)?;
 
-        let h = &self.header;
-        out.extend_from_slice(&h.model_fingerprint.0);
-        out.write_u8(name_len)?;
-        out.extend_from_slice(h.model_name.as_bytes());
-        out.write_u8(h.quality)?;
-        out.write_u32::<LittleEndian>(h.width)?;
-        out.write_u32::<LittleEndian>(h.height)?;
-        out.write_u8(h.channels)?;
-        for shape in [h.y_shape, h.z_shape] {
-            out.write_u32::<LittleEndian>(shape.channels)?;
-            out.write_u32::<LittleEndian>(shape.height)?;
-            out.write_u32::<LittleEndian>(shape.width)?;
-        }
-        // The header's own records in increasing order of kind.
-        if let Some(w) = h.shrinkage {
-            out.write_u16::<LittleEndian>(SHRINKAGE_KIND)?;
-            out.write_u16::<LittleEndian>(4)?;
-            out.write_f32::<LittleEndian>(w.get())?;
-        }
-        if let Some(step) = h.quantization_step {
-            out.write_u16::<LittleEndian>(QUANTIZATION_STEP_KIND)?;
-            out.write_u16::<LittleEndian>(4)?;
-            out.write_f32::<LittleEndian>(step.get())?;
-        }
-        if let Some(alpha) = h.observer_mix {
-            out.write_u16::<LittleEndian>(OBSERVER_MIX_KIND)?;
-            out.write_u16::<LittleEndian>(4)?;
-            out.write_f32::<LittleEndian>(alpha.get())?;
-        }
-        for ext in extensions {
-            // Each record is shorter than the whole header, which fits in a u16.
-            let len = u16::try_from(ext.data.len())
-                .map_err(|_| InvalidInput::HeaderTooLarge { len: header_len })?;
-            out.write_u16::<LittleEndian>(ext.kind)?;
-            out.write_u16::<LittleEndian>(len)?;
-            out.extend_from_slice(&ext.data);
-        }
+        write_header(&mut out, &self.header, name_len, extensions, header_len)?;
 
         out.write_u32::<LittleEndian>(z_len)?;
         out.extend_from_slice(&self.z_stream);
@@ -912,6 +876,52 @@ impl Bitstream {
     pub fn encoded_len(&self) -> usize {
         self.overhead_bytes() + self.z_stream.len() + self.y_stream.len()
     }
+}
+
+/// Writes the header `h` after the file's prefix: its fixed fields (`name_len` is its name's
+/// length), then its own records and the caller's `extensions`, each record `kind: u16, len:
+/// u16, data`. `header_len` is the whole header's length, which bounds every record's.
+fn write_header(
+    out: &mut Vec<u8>,
+    h: &Header,
+    name_len: u8,
+    extensions: &[Extension],
+    header_len: usize,
+) -> Result<(), ContainerError> {
+    out.extend_from_slice(&h.model_fingerprint.0);
+    out.write_u8(name_len)?;
+    out.extend_from_slice(h.model_name.as_bytes());
+    out.write_u8(h.quality)?;
+    out.write_u32::<LittleEndian>(h.width)?;
+    out.write_u32::<LittleEndian>(h.height)?;
+    out.write_u8(h.channels)?;
+    for shape in [h.y_shape, h.z_shape] {
+        out.write_u32::<LittleEndian>(shape.channels)?;
+        out.write_u32::<LittleEndian>(shape.height)?;
+        out.write_u32::<LittleEndian>(shape.width)?;
+    }
+    // The header's own records in increasing order of kind.
+    let own = [
+        (SHRINKAGE_KIND, h.shrinkage.map(|w| w.get())),
+        (QUANTIZATION_STEP_KIND, h.quantization_step.map(|q| q.get())),
+        (OBSERVER_MIX_KIND, h.observer_mix.map(|a| a.get())),
+    ];
+    for (kind, value) in own {
+        if let Some(value) = value {
+            out.write_u16::<LittleEndian>(kind)?;
+            out.write_u16::<LittleEndian>(4)?;
+            out.write_f32::<LittleEndian>(value)?;
+        }
+    }
+    for ext in extensions {
+        // Each record is shorter than the whole header, which fits in a u16.
+        let len = u16::try_from(ext.data.len())
+            .map_err(|_| InvalidInput::HeaderTooLarge { len: header_len })?;
+        out.write_u16::<LittleEndian>(ext.kind)?;
+        out.write_u16::<LittleEndian>(len)?;
+        out.extend_from_slice(&ext.data);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -870,6 +870,27 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(weight) = args.adversarial {
         return run_realism_training(args, weight);
     }
+    let config = train_config(args)?;
+    match train::train(&config).context("training failed")? {
+        TrainOutcome::Finished { steps, validation } => {
+            out!(
+                "trained {steps} steps; model written to {}",
+                config.output.display()
+            );
+            if let Some(v) = validation {
+                out!("validation: {}", v.summary());
+            }
+        }
+        TrainOutcome::Interrupted { steps } => {
+            out!("interrupted at step {steps}; run the same command with --resume to continue");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+/// The training run `train`'s options describe.
+fn train_config(args: TrainArgs) -> Result<TrainConfig> {
     let mut config = TrainConfig::new(args.data, args.output, args.run_dir);
     config.validation = args.validation;
     config.name = args.name;
@@ -922,21 +943,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.resume = args.resume;
     config.seed = args.seed;
     config.progress = !args.quiet;
-    match train::train(&config).context("training failed")? {
-        TrainOutcome::Finished { steps, validation } => {
-            out!(
-                "trained {steps} steps; model written to {}",
-                config.output.display()
-            );
-            if let Some(v) = validation {
-                out!("validation: {}", v.summary());
-            }
-        }
-        TrainOutcome::Interrupted { steps } => {
-            out!("interrupted at step {steps}; run the same command with --resume to continue");
-        }
-    }
-    Ok(())
+    Ok(config)
 }
 
 #[cfg(feature = "torch")]
@@ -1260,6 +1267,13 @@ fn run_info(args: InfoArgs) -> Result<()> {
         args.input.display(),
         bytes.len()
     );
+    print_header(&bitstream)
+}
+
+/// `ocular info`'s text: the header of `bitstream`, one line per field or record, then the
+/// latents' sizes.
+fn print_header(bitstream: &Bitstream) -> Result<()> {
+    let header = &bitstream.header;
     out!(
         "image:     {}x{}, {} source channel(s)",
         header.width,

@@ -44,7 +44,7 @@ mod report;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::{DynamicImage, RgbImage};
@@ -305,6 +305,37 @@ pub fn evaluate(config: &EvalConfig) -> Result<EvalReport, EvalError> {
 /// # Errors
 /// As [`evaluate`].
 pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
+    let baselines = checked_baselines(config)?;
+    let names = image_names(&config.images);
+    let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
+    let mut rows = Vec::new();
+    let mut perceptual = config
+        .perceptual
+        .as_ref()
+        .map(perceptual::PerceptualRun::new);
+    let mut pictures = Vec::new();
+    for (index, (path, name)) in config.images.iter().zip(&names).enumerate() {
+        bar.set_message(name.clone());
+        let keep = index < config.keep_pictures;
+        let image = ImageToEvaluate { path, name, keep };
+        let (image_rows, kept) = evaluate_image(config, &baselines, &mut perceptual, image)?;
+        rows.extend(image_rows);
+        pictures.extend(kept);
+        bar.inc();
+    }
+    bar.finish();
+    let kid = perceptual
+        .map(perceptual::PerceptualRun::finish)
+        .transpose()?;
+    Ok(Evaluation {
+        report: EvalReport { rows, kid },
+        pictures,
+    })
+}
+
+/// The baselines of `config`, each once, after checking that it has images and models, with
+/// labels unique and not empty.
+fn checked_baselines(config: &EvalConfig) -> Result<Vec<Baseline>, EvalError> {
     if config.images.is_empty() {
         return Err(EvalError::Config("no images".into()));
     }
@@ -326,68 +357,64 @@ pub fn evaluate_keeping(config: &EvalConfig) -> Result<Evaluation, EvalError> {
             baselines.push(baseline);
         }
     }
-    let names = image_names(&config.images);
-    let mut bar = progress_bar(config.progress, "evaluating", config.images.len());
-    let mut rows = Vec::new();
-    let mut perceptual = config
-        .perceptual
-        .as_ref()
-        .map(perceptual::PerceptualRun::new);
-    let mut pictures = Vec::new();
-    for (index, (path, name)) in config.images.iter().zip(&names).enumerate() {
-        bar.set_message(name.clone());
-        let rgb = ocular::open_image(path, &Limits::default())
-            .map_err(EvalError::Image)?
-            .to_rgb8();
-        if let Some(run) = &mut perceptual {
-            run.start_image(&rgb, name)?;
-        }
-        // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
-        let source = DynamicImage::ImageRgb8(rgb.clone());
-        let keep = index < config.keep_pictures;
-        let mut decoded = Vec::new();
-        let mut files = EncodedFiles::default();
-        for model in &config.models {
-            let ocular =
-                evaluate_ocular(model, &source, &rgb, name, config.refine_steps, &mut files)?;
-            let matched = match model.realism {
-                0.0 => baselines
-                    .iter()
-                    .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
-                    .collect::<Result<Vec<_>, _>>()?,
-                _ => Vec::new(),
-            };
-            for (mut row, picture) in std::iter::once(ocular).chain(matched) {
-                if let Some(run) = &mut perceptual {
-                    run.measure(&mut row, &picture)?;
-                }
-                if keep {
-                    decoded.push(DecodedPicture {
-                        codec: row.codec.clone(),
-                        target: row.target.clone(),
-                        image: picture,
-                    });
-                }
-                rows.push(row);
-            }
-        }
-        if keep {
-            pictures.push(KeptPictures {
-                image: name.clone(),
-                original: rgb,
-                decoded,
-            });
-        }
-        bar.inc();
+    Ok(baselines)
+}
+
+/// One image of an evaluation: its file, its name in the report, whether its pictures are kept.
+struct ImageToEvaluate<'a> {
+    path: &'a Path,
+    name: &'a str,
+    keep: bool,
+}
+
+/// The rows of one image: every model (at each of its rates), each followed by the `baselines`
+/// matched to its file's size (for plain decoding only, realism 0); and its pictures if kept.
+fn evaluate_image(
+    config: &EvalConfig,
+    baselines: &[Baseline],
+    perceptual: &mut Option<perceptual::PerceptualRun<'_>>,
+    ImageToEvaluate { path, name, keep }: ImageToEvaluate<'_>,
+) -> Result<(Vec<EvalRow>, Option<KeptPictures>), EvalError> {
+    let rgb = ocular::open_image(path, &Limits::default())
+        .map_err(EvalError::Image)?
+        .to_rgb8();
+    if let Some(run) = perceptual.as_mut() {
+        run.start_image(&rgb, name)?;
     }
-    bar.finish();
-    let kid = perceptual
-        .map(perceptual::PerceptualRun::finish)
-        .transpose()?;
-    Ok(Evaluation {
-        report: EvalReport { rows, kid },
-        pictures,
-    })
+    // The encoder takes a `DynamicImage`; a copy costs little next to the networks.
+    let source = DynamicImage::ImageRgb8(rgb.clone());
+    let mut rows = Vec::new();
+    let mut decoded = Vec::new();
+    let mut files = EncodedFiles::default();
+    for model in &config.models {
+        let ocular = evaluate_ocular(model, &source, &rgb, name, config.refine_steps, &mut files)?;
+        let matched = match model.realism {
+            0.0 => baselines
+                .iter()
+                .map(|&baseline| evaluate_baseline(baseline, &rgb, name, &ocular.0))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        for (mut row, picture) in std::iter::once(ocular).chain(matched) {
+            if let Some(run) = perceptual.as_mut() {
+                run.measure(&mut row, &picture)?;
+            }
+            if keep {
+                decoded.push(DecodedPicture {
+                    codec: row.codec.clone(),
+                    target: row.target.clone(),
+                    image: picture,
+                });
+            }
+            rows.push(row);
+        }
+    }
+    let kept = keep.then(|| KeptPictures {
+        image: name.to_string(),
+        original: rgb,
+        decoded,
+    });
+    Ok((rows, kept))
 }
 
 /// Names images by file name, or by full path where file names repeat.

@@ -628,25 +628,18 @@ impl<'a> Reader<'a> {
 
     /// Runs the pickle VM over one pickle (up to and including its STOP) and returns its value.
     fn pickle(&mut self) -> Result<Value, LegacyError> {
-        let mut stack: Vec<Slot> = Vec::new();
-        let mut memo: HashMap<u32, Value> = HashMap::new();
-        // Values created so far (memo copies count their whole weight).
-        let mut created = 0usize;
+        let mut vm = Vm::default();
         loop {
             let at = self.pos;
             let err = |message: String| LegacyError::Pickle {
                 offset: at,
                 message,
             };
-            if stack.len() > MAX_STACK {
+            if vm.stack.len() > MAX_STACK {
                 return Err(err("stack too deep".into()));
             }
-            created += 1;
-            if created > MAX_VALUES {
-                return Err(err(format!("more than {MAX_VALUES} values")));
-            }
-            let op = self.u8("opcode")?;
-            match op {
+            vm.count(1).map_err(err)?;
+            match self.u8("opcode")? {
                 // PROTO
                 0x80 => {
                     let v = self.u8("protocol")?;
@@ -655,197 +648,246 @@ impl<'a> Reader<'a> {
                     }
                 }
                 // STOP
-                b'.' => {
-                    let v = pop(&mut stack).map_err(err)?;
-                    if !stack.is_empty() {
-                        return Err(err("values left on the stack at STOP".into()));
-                    }
-                    return Ok(v);
+                b'.' => return vm.stop().map_err(err),
+                op @ (b'('
+                | b')'
+                | b't'
+                | 0x85..=0x87
+                | b']'
+                | b'a'
+                | b'e'
+                | b'}'
+                | b's'
+                | b'u') => {
+                    vm.structure(op).map_err(err)?;
                 }
-                b'(' => stack.push(Slot::Mark),
-                b')' => stack.push(Slot::Value(Value::Tuple(
-                    Seq::new(Vec::new()).map_err(err)?,
-                ))),
-                b't' => {
-                    let items = pop_mark(&mut stack).map_err(err)?;
-                    stack.push(Slot::Value(Value::Tuple(Seq::new(items).map_err(err)?)));
+                op @ (b'N' | 0x88 | 0x89 | b'J' | b'K' | b'M' | 0x8a | b'G' | b'X' | 0x8c) => {
+                    let value = self.constant(op, at)?;
+                    vm.stack.push(Slot::Value(value));
                 }
-                0x85..=0x87 => {
-                    let n = usize::from(op - 0x84);
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(pop(&mut stack).map_err(err)?);
-                    }
-                    items.reverse();
-                    stack.push(Slot::Value(Value::Tuple(Seq::new(items).map_err(err)?)));
-                }
-                b']' => stack.push(Slot::Value(Value::List(Seq::new(Vec::new()).map_err(err)?))),
-                b'a' => {
-                    let v = pop(&mut stack).map_err(err)?;
-                    match top(&mut stack).map_err(err)? {
-                        Value::List(l) => l.push(v).map_err(err)?,
-                        other => return Err(err(format!("APPEND to a {}", other.kind()))),
-                    }
-                }
-                b'e' => {
-                    let items = pop_mark(&mut stack).map_err(err)?;
-                    match top(&mut stack).map_err(err)? {
-                        Value::List(l) => {
-                            for v in items {
-                                l.push(v).map_err(err)?;
-                            }
-                        }
-                        other => return Err(err(format!("APPENDS to a {}", other.kind()))),
-                    }
-                }
-                b'}' => stack.push(Slot::Value(Value::Dict(Seq::new(Vec::new()).map_err(err)?))),
-                b's' => {
-                    let v = pop(&mut stack).map_err(err)?;
-                    let k = pop(&mut stack).map_err(err)?;
-                    dict_set(top(&mut stack).map_err(err)?, vec![k, v]).map_err(err)?;
-                }
-                b'u' => {
-                    let items = pop_mark(&mut stack).map_err(err)?;
-                    if items.len() % 2 != 0 {
-                        return Err(err("SETITEMS with an odd number of items".into()));
-                    }
-                    dict_set(top(&mut stack).map_err(err)?, items).map_err(err)?;
-                }
-                b'N' => stack.push(Slot::Value(Value::None)),
-                0x88 => stack.push(Slot::Value(Value::Bool(true))),
-                0x89 => stack.push(Slot::Value(Value::Bool(false))),
-                // BININT (signed 32-bit), BININT1, BININT2 (unsigned)
-                b'J' => {
-                    let v = self.u32_le("BININT")? as i32;
-                    stack.push(Slot::Value(Value::Int(i128::from(v))));
-                }
-                b'K' => {
-                    let v = self.u8("BININT1")?;
-                    stack.push(Slot::Value(Value::Int(i128::from(v))));
-                }
-                b'M' => {
-                    let v = self.u16_le("BININT2")?;
-                    stack.push(Slot::Value(Value::Int(i128::from(v))));
-                }
-                // LONG1: little-endian two's complement of n bytes
-                0x8a => {
-                    let n = usize::from(self.u8("LONG1 length")?);
-                    if n > 16 {
-                        return Err(err(format!("LONG1 of {n} bytes is too large")));
-                    }
-                    let b = self.take(n, "LONG1")?;
-                    let mut buf = [0u8; 16];
-                    buf[..n].copy_from_slice(b);
-                    if n > 0 && b[n - 1] & 0x80 != 0 {
-                        buf[n..].fill(0xff);
-                    }
-                    stack.push(Slot::Value(Value::Int(i128::from_le_bytes(buf))));
-                }
-                // BINFLOAT: big-endian f64
-                b'G' => {
-                    let b = self.take(8, "BINFLOAT")?;
-                    let v = f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                    stack.push(Slot::Value(Value::Float(v)));
-                }
-                b'X' => {
-                    let n = self.u32_le("BINUNICODE length")? as usize;
-                    let s = self.utf8(n, "BINUNICODE")?;
-                    stack.push(Slot::Value(Value::Str(s)));
-                }
-                0x8c => {
-                    let n = usize::from(self.u8("SHORT_BINUNICODE length")?);
-                    let s = self.utf8(n, "SHORT_BINUNICODE")?;
-                    stack.push(Slot::Value(Value::Str(s)));
-                }
-                // BINPUT, LONG_BINPUT
-                b'q' | b'r' => {
-                    let idx = if op == b'q' {
-                        u32::from(self.u8("BINPUT")?)
-                    } else {
-                        self.u32_le("LONG_BINPUT")?
+                // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET
+                op @ (b'q' | b'r' | b'h' | b'j') => {
+                    let index = match op {
+                        b'q' => u32::from(self.u8("BINPUT")?),
+                        b'h' => u32::from(self.u8("BINGET")?),
+                        b'r' => self.u32_le("LONG_BINPUT")?,
+                        _ => self.u32_le("LONG_BINGET")?,
                     };
-                    let v = match stack.last() {
-                        Some(Slot::Value(v)) => v,
-                        _ => return Err(err("PUT without a value on the stack".into())),
-                    };
-                    created = created.saturating_add(v.weight());
-                    if created > MAX_VALUES {
-                        return Err(err(format!("more than {MAX_VALUES} values")));
-                    }
-                    memo.insert(idx, v.clone());
-                }
-                // BINGET, LONG_BINGET
-                b'h' | b'j' => {
-                    let idx = if op == b'h' {
-                        u32::from(self.u8("BINGET")?)
-                    } else {
-                        self.u32_le("LONG_BINGET")?
-                    };
-                    let v = memo
-                        .get(&idx)
-                        .ok_or_else(|| err(format!("GET of unknown memo entry {idx}")))?;
-                    created = created.saturating_add(v.weight());
-                    if created > MAX_VALUES {
-                        return Err(err(format!("more than {MAX_VALUES} values")));
-                    }
-                    stack.push(Slot::Value(v.clone()));
+                    vm.memo_op(op, index).map_err(err)?;
                 }
                 b'c' => {
                     let module = self.line("GLOBAL module")?;
                     let name = self.line("GLOBAL name")?;
-                    let g = match (module, name) {
-                        ("collections", "OrderedDict") => Global::OrderedDict,
-                        ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
-                        ("torch", class) => match LegacyDtype::from_storage_class(class) {
-                            Some(dtype) => Global::StorageClass(dtype),
-                            None => return Err(err(format!("unsupported global torch.{class}"))),
-                        },
-                        (m, n) => return Err(err(format!("unsupported global {m}.{n}"))),
-                    };
-                    stack.push(Slot::Value(Value::Global(g)));
+                    let global = global(module, name).map_err(err)?;
+                    vm.stack.push(Slot::Value(Value::Global(global)));
                 }
-                b'R' => {
-                    let args = match pop(&mut stack).map_err(err)? {
-                        Value::Tuple(a) => a.items,
-                        other => {
-                            return Err(err(format!("REDUCE arguments are a {}", other.kind())))
-                        }
-                    };
-                    let v = match pop(&mut stack).map_err(err)? {
-                        Value::Global(Global::OrderedDict) if args.is_empty() => {
-                            Value::Dict(Seq::new(Vec::new()).map_err(err)?)
-                        }
-                        Value::Global(Global::RebuildTensorV2) => {
-                            Value::Tensor(rebuild_tensor(args).map_err(err)?)
-                        }
-                        other => {
-                            return Err(err(format!(
-                                "REDUCE of unsupported callable (a {})",
-                                other.kind()
-                            )))
-                        }
-                    };
-                    stack.push(Slot::Value(v));
-                }
-                // BUILD: the state of an OrderedDict (its `_metadata`) is ignored.
-                b'b' => {
-                    let _state = pop(&mut stack).map_err(err)?;
-                    match top(&mut stack).map_err(err)? {
-                        Value::Dict(_) => {}
-                        other => return Err(err(format!("BUILD of a {}", other.kind()))),
-                    }
-                }
-                b'Q' => {
-                    let pid = pop(&mut stack).map_err(err)?;
-                    stack.push(Slot::Value(Value::Storage(
-                        persistent_storage(pid).map_err(err)?,
-                    )));
-                }
+                op @ (b'R' | b'b' | b'Q') => vm.object_op(op).map_err(err)?,
                 other => {
                     return Err(err(format!("unsupported opcode 0x{other:02x}")));
                 }
             }
         }
+    }
+
+    /// The constant the opcode `op` (at offset `at`) pushes, read from its argument bytes.
+    fn constant(&mut self, op: u8, at: usize) -> Result<Value, LegacyError> {
+        Ok(match op {
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            // BININT (signed 32-bit), BININT1, BININT2 (unsigned)
+            b'J' => Value::Int(i128::from(self.u32_le("BININT")? as i32)),
+            b'K' => Value::Int(i128::from(self.u8("BININT1")?)),
+            b'M' => Value::Int(i128::from(self.u16_le("BININT2")?)),
+            // LONG1: little-endian two's complement of n bytes
+            0x8a => {
+                let n = usize::from(self.u8("LONG1 length")?);
+                if n > 16 {
+                    return Err(LegacyError::Pickle {
+                        offset: at,
+                        message: format!("LONG1 of {n} bytes is too large"),
+                    });
+                }
+                let b = self.take(n, "LONG1")?;
+                let mut buf = [0u8; 16];
+                buf[..n].copy_from_slice(b);
+                if n > 0 && b[n - 1] & 0x80 != 0 {
+                    buf[n..].fill(0xff);
+                }
+                Value::Int(i128::from_le_bytes(buf))
+            }
+            // BINFLOAT: big-endian f64
+            b'G' => {
+                let b = self.take(8, "BINFLOAT")?;
+                Value::Float(f64::from_be_bytes([
+                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+                ]))
+            }
+            b'X' => {
+                let n = self.u32_le("BINUNICODE length")? as usize;
+                Value::Str(self.utf8(n, "BINUNICODE")?)
+            }
+            _ => {
+                let n = usize::from(self.u8("SHORT_BINUNICODE length")?);
+                Value::Str(self.utf8(n, "SHORT_BINUNICODE")?)
+            }
+        })
+    }
+}
+
+/// The pickle VM's state over one pickle: its stack, its memo and how many values it has made
+/// (memo copies count their whole weight), bounded by `MAX_VALUES`.
+#[derive(Default)]
+struct Vm {
+    stack: Vec<Slot>,
+    memo: HashMap<u32, Value>,
+    created: usize,
+}
+
+impl Vm {
+    /// Counts `n` more values made.
+    fn count(&mut self, n: usize) -> Result<(), String> {
+        self.created = self.created.saturating_add(n);
+        if self.created > MAX_VALUES {
+            return Err(format!("more than {MAX_VALUES} values"));
+        }
+        Ok(())
+    }
+
+    /// STOP: the one value left on the stack.
+    fn stop(&mut self) -> Result<Value, String> {
+        let v = pop(&mut self.stack)?;
+        if !self.stack.is_empty() {
+            return Err("values left on the stack at STOP".into());
+        }
+        Ok(v)
+    }
+
+    /// The opcodes that build tuples, lists and dicts.
+    fn structure(&mut self, op: u8) -> Result<(), String> {
+        let stack = &mut self.stack;
+        match op {
+            b'(' => stack.push(Slot::Mark),
+            b')' => stack.push(Slot::Value(Value::Tuple(Seq::new(Vec::new())?))),
+            b't' => {
+                let items = pop_mark(stack)?;
+                stack.push(Slot::Value(Value::Tuple(Seq::new(items)?)));
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(pop(stack)?);
+                }
+                items.reverse();
+                stack.push(Slot::Value(Value::Tuple(Seq::new(items)?)));
+            }
+            b']' => stack.push(Slot::Value(Value::List(Seq::new(Vec::new())?))),
+            b'a' => {
+                let v = pop(stack)?;
+                match top(stack)? {
+                    Value::List(l) => l.push(v)?,
+                    other => return Err(format!("APPEND to a {}", other.kind())),
+                }
+            }
+            b'e' => {
+                let items = pop_mark(stack)?;
+                match top(stack)? {
+                    Value::List(l) => {
+                        for v in items {
+                            l.push(v)?;
+                        }
+                    }
+                    other => return Err(format!("APPENDS to a {}", other.kind())),
+                }
+            }
+            b'}' => stack.push(Slot::Value(Value::Dict(Seq::new(Vec::new())?))),
+            b's' => {
+                let v = pop(stack)?;
+                let k = pop(stack)?;
+                dict_set(top(stack)?, vec![k, v])?;
+            }
+            _ => {
+                let items = pop_mark(stack)?;
+                if items.len() % 2 != 0 {
+                    return Err("SETITEMS with an odd number of items".into());
+                }
+                dict_set(top(stack)?, items)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// PUT (`q`, `r`): the top of the stack into the memo at `index`; GET (`h`, `j`): back.
+    fn memo_op(&mut self, op: u8, index: u32) -> Result<(), String> {
+        if matches!(op, b'q' | b'r') {
+            let v = match self.stack.last() {
+                Some(Slot::Value(v)) => v.clone(),
+                _ => return Err("PUT without a value on the stack".into()),
+            };
+            self.count(v.weight())?;
+            self.memo.insert(index, v);
+        } else {
+            let v = self
+                .memo
+                .get(&index)
+                .ok_or_else(|| format!("GET of unknown memo entry {index}"))?
+                .clone();
+            self.count(v.weight())?;
+            self.stack.push(Slot::Value(v));
+        }
+        Ok(())
+    }
+
+    /// REDUCE (`R`) of a supported callable, BUILD (`b`) of a dict, BINPERSID (`Q`).
+    fn object_op(&mut self, op: u8) -> Result<(), String> {
+        let stack = &mut self.stack;
+        match op {
+            b'R' => {
+                let args = match pop(stack)? {
+                    Value::Tuple(a) => a.items,
+                    other => return Err(format!("REDUCE arguments are a {}", other.kind())),
+                };
+                let v = match pop(stack)? {
+                    Value::Global(Global::OrderedDict) if args.is_empty() => {
+                        Value::Dict(Seq::new(Vec::new())?)
+                    }
+                    Value::Global(Global::RebuildTensorV2) => Value::Tensor(rebuild_tensor(args)?),
+                    other => {
+                        return Err(format!(
+                            "REDUCE of unsupported callable (a {})",
+                            other.kind()
+                        ))
+                    }
+                };
+                stack.push(Slot::Value(v));
+            }
+            // BUILD: the state of an OrderedDict (its `_metadata`) is ignored.
+            b'b' => {
+                let _state = pop(stack)?;
+                match top(stack)? {
+                    Value::Dict(_) => {}
+                    other => return Err(format!("BUILD of a {}", other.kind())),
+                }
+            }
+            _ => {
+                let pid = pop(stack)?;
+                stack.push(Slot::Value(Value::Storage(persistent_storage(pid)?)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The callable or class GLOBAL names: only those a `state_dict` needs.
+fn global(module: &str, name: &str) -> Result<Global, String> {
+    match (module, name) {
+        ("collections", "OrderedDict") => Ok(Global::OrderedDict),
+        ("torch._utils", "_rebuild_tensor_v2") => Ok(Global::RebuildTensorV2),
+        ("torch", class) => LegacyDtype::from_storage_class(class)
+            .map(Global::StorageClass)
+            .ok_or_else(|| format!("unsupported global torch.{class}")),
+        (m, n) => Err(format!("unsupported global {m}.{n}")),
     }
 }
 

@@ -76,7 +76,9 @@ case "$network" in
   # The PSNR network widened: y's 96 channels become 192 (published hyperpriors keep 192; the
   # half-width network saturates at high rates, 2.7 dB under WebP at 1 bpp), starting from the
   # held run's checkpoint as the function it computes (`train --init` widens: models/src/widen.rs),
-  # with the held run's recipe. Measured against that run's own flat curve at equal CPU.
+  # with the held run's recipe. Measured against that run's own flat curve: stopped at step
+  # 4,503 (1.04 CPU-hours), level to -0.13 dB and 13 % more bits at quality 9 (docs/results.md,
+  # "Width"); kept for a run with the CPU to use it.
   mse-vr-wide)
     network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities

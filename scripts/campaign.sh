@@ -93,8 +93,9 @@ case "$network" in
   # CPU-hours), where validation had stopped moving (step 9,000 to 10,500: MS-SSIM at quality 3
   # 0.92140 -> 0.92150, at 5 0.96359 -> 0.96355) with the low rates 0.7 dB under msssim-q1;
   # since, the PSNR run's recipe that climbed where 5e-5 was flat: balanced, 1e-4. Validation
-  # rose at 12,000 and fell at 13,500 (MS-SSIM at 0.25 bpp 13.03 -> 12.73 dB): if the next one
-  # does not recover, go on from the step-10,009 checkpoint (git history) at 5e-5, balanced.
+  # rose at 12,000, fell at 13,500 (MS-SSIM at 0.25 bpp 13.03 -> 12.73 dB) and recovered at
+  # 15,000 (13.11, its best), then held (13.04 at 16,500): flat from 4.4 to 7.1 CPU-hours, stopped
+  # at step 17,638 by the stop rule (docs/results.md).
   msssim-vr)
     network_args=(--distortion ms-ssim --lambda 8.73 --quality 5 --variable-rate=-2..12
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities

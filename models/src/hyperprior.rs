@@ -355,6 +355,21 @@ impl MeanScaleHyperprior {
         ((&y - &means) / delta).round() * delta + &means
     }
 
+    /// What the coder codes for `x` at `step`: the symbols `k = round((y - μ) / Δ)` of `y` and
+    /// the scales `σ / Δ` of the zero-mean Gaussians they are coded with (`μ`, `σ` from the
+    /// rounded `z`), both (N, M, H/16, W/16); no gradient needed. For studies of the entropy
+    /// model on a trained network's latents.
+    pub fn symbols_at(&self, x: &Tensor, step: QuantizationStep) -> (Tensor, Tensor) {
+        let delta = f64::from(step.get());
+        let y = self.analysis(x);
+        let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
+        let z_hat = self
+            .entropy_bottleneck
+            .quantize(&self.hyper_analysis(&y), false);
+        let (means, scales) = self.hyper_synthesis(&z_hat, y_height, y_width);
+        (((&y - &means) / delta).round(), scales / delta)
+    }
+
     /// The auxiliary loss that fits the quantiles of the entropy bottleneck.
     pub fn aux_loss(&self) -> Tensor {
         self.entropy_bottleneck.aux_loss()

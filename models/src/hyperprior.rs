@@ -346,12 +346,7 @@ impl MeanScaleHyperprior {
     /// `round((y - μ) / Δ) Δ + μ` with `μ` from the rounded `z` (no noise, no gradient needed).
     pub fn quantized_latents_at(&self, x: &Tensor, step: QuantizationStep) -> Tensor {
         let delta = f64::from(step.get());
-        let y = self.analysis(x);
-        let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
-        let z_hat = self
-            .entropy_bottleneck
-            .quantize(&self.hyper_analysis(&y), false);
-        let (means, _) = self.hyper_synthesis(&z_hat, y_height, y_width);
+        let (y, means, _) = self.coded_parameters(x);
         ((&y - &means) / delta).round() * delta + &means
     }
 
@@ -361,13 +356,19 @@ impl MeanScaleHyperprior {
     /// model on a trained network's latents.
     pub fn symbols_at(&self, x: &Tensor, step: QuantizationStep) -> (Tensor, Tensor) {
         let delta = f64::from(step.get());
+        let (y, means, scales) = self.coded_parameters(x);
+        (((&y - &means) / delta).round(), scales / delta)
+    }
+
+    /// `y` of `x` and the means and scales the coder gives it, from the rounded `z`.
+    fn coded_parameters(&self, x: &Tensor) -> (Tensor, Tensor, Tensor) {
         let y = self.analysis(x);
         let (_, _, y_height, y_width) = y.size4().expect("analysis output is 4-d");
         let z_hat = self
             .entropy_bottleneck
             .quantize(&self.hyper_analysis(&y), false);
         let (means, scales) = self.hyper_synthesis(&z_hat, y_height, y_width);
-        (((&y - &means) / delta).round(), scales / delta)
+        (y, means, scales)
     }
 
     /// The auxiliary loss that fits the quantiles of the entropy bottleneck.

@@ -810,12 +810,7 @@ fn init_network(bytes: &[u8], init: &Path) -> Result<HyperpriorConfig, ModelErro
     if let Ok(info) = crate::model_file::read_info(bytes) {
         return Ok(info.network);
     }
-    let invalid = |what: String| {
-        ModelError::InvalidModel(format!(
-            "{}: neither a model file nor a training checkpoint ({what})",
-            init.display()
-        ))
-    };
+    let invalid = |what: String| not_an_init(init, what);
     let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     let channels = |name: &str| -> Result<i64, ModelError> {
         let view = file
@@ -835,16 +830,18 @@ fn load_init(bytes: &[u8], init: &Path, variables: &mut nn::VarStore) -> Result<
     if crate::model_file::read_info(bytes).is_err() {
         // No model description: a checkpoint, which names and shapes every variable (but the
         // observer-mix conditioning, when this network has it and the checkpoint's had not).
-        return crate::model_file::load_tensors_but(bytes, variables, is_mix_variable).map_err(
-            |e| {
-                ModelError::InvalidModel(format!(
-                    "{}: neither a model file nor a training checkpoint ({e})",
-                    init.display()
-                ))
-            },
-        );
+        return crate::model_file::load_tensors_but(bytes, variables, is_mix_variable)
+            .map_err(|e| not_an_init(init, e.to_string()));
     }
     CodecModel::from_bytes(bytes)?.copy_weights_to(variables)
+}
+
+/// The error for an `--init` file that is neither a model file nor a checkpoint, and why.
+fn not_an_init(init: &Path, why: String) -> ModelError {
+    ModelError::InvalidModel(format!(
+        "{}: neither a model file nor a training checkpoint ({why})",
+        init.display()
+    ))
 }
 
 /// Crops of the training set are multiples of this so every latent is whole.

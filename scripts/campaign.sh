@@ -86,6 +86,17 @@ case "$network" in
     args+=("${network_args[@]}" --validate-every 1500)
     name=mse-vr
     init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;
+  # The PSNR network with twice the hidden channels: N = 64 becomes 128 (g_a, g_s, h_a, h_s and
+  # z; y keeps 96), from the held run's checkpoint as the function it computes, with its recipe.
+  # The wider y did not pay (above); this asks whether the transforms' width is the limit. A
+  # step costs 1.9x (0.57 against 0.30 s on 2 threads, docs/results.md, "Width").
+  mse-vr-wide-n)
+    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
+                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
+                  --crop-size 128 --batch-size 8 --n 128)
+    args+=("${network_args[@]}" --validate-every 1500)
+    name=mse-vr
+    init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;
   # The person-observer network (alpha 0 of the observer loss: 1 - MS-SSIM), variable rate,
   # from the PSNR network shipped on 2026-12-02 (now retired): the same quality range, at
   # MS-SSIM's own lambda (msssim-q3's 8.73 at the reference quality), crops of 192 (MS-SSIM's

@@ -331,10 +331,11 @@ fn train_writes_a_usable_model_and_resumes_only_when_asked() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("trained 3 steps"), "{}", text(&out));
 
-    // A wider y starts from the run's checkpoint (widened); a narrower one is refused.
+    // A wider network (hidden layers and y) starts from the run's checkpoint (widened); a
+    // narrower one is refused.
     let checkpoint = f.arg("run/checkpoint.safetensors");
     let wide_model = f.arg("wide.safetensors");
-    let widen = |m: &str, run_dir: &str| {
+    let widen = |n: &str, m: &str, run_dir: &str| {
         ocular(&[
             "train",
             "--data",
@@ -346,7 +347,7 @@ fn train_writes_a_usable_model_and_resumes_only_when_asked() {
             "--init",
             &checkpoint,
             "--n",
-            "8",
+            n,
             "--m",
             m,
             "--crop-size",
@@ -362,8 +363,8 @@ fn train_writes_a_usable_model_and_resumes_only_when_asked() {
             "--quiet",
         ])
     };
-    assert_clean_failure(&widen("8", &f.arg("narrower")), "only more channels of y");
-    let out = widen("20", &f.arg("wider"));
+    assert_clean_failure(&widen("8", "8", &f.arg("narrower")), "can only be widened");
+    let out = widen("12", "20", &f.arg("wider"));
     assert!(out.status.success(), "{}", text(&out));
     let out = ocular(&["roundtrip", &f.arg("in.png"), "--model", &wide_model]);
     assert!(out.status.success(), "{}", text(&out));

@@ -768,10 +768,10 @@ struct TrainArgs {
     /// Steps between validations (0: only at the end)
     #[arg(long, default_value_t = 2000)]
     validate_every: u64,
-    /// Start from this model file or run checkpoint (same N; M the same or smaller), e.g. a
+    /// Start from this model file or run checkpoint (N and M the same or smaller), e.g. a
     /// neighbouring rate point, or a long run's checkpoint.safetensors to give it a decay
-    /// branch. A smaller M is widened to --m: the new channels of y start unused, so the run
-    /// begins as the trained network
+    /// branch. A smaller N or M is widened to --n / --m: the new channels start unused, so the
+    /// run begins as the trained network
     #[arg(long)]
     init: Option<PathBuf>,
     /// Continue the run whose checkpoint is in --run-dir (Ctrl-C or a time budget left it there)

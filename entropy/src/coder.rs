@@ -328,7 +328,7 @@ pub fn decode(
     table_indices: &[u16],
     tables: &CodingTables,
 ) -> Result<Vec<i32>, DecodeError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(DecodeError::LengthNotMultipleOf4 { len: bytes.len() });
     }
     let entries = tables.entries.as_slice();

@@ -159,7 +159,7 @@ impl FeatureSet {
     /// # Errors
     /// [`PerceptualError::Shape`] if `dim` is 0 or does not divide `values.len()`.
     pub fn from_values(dim: usize, values: Vec<f32>) -> Result<Self, PerceptualError> {
-        if dim == 0 || values.len() % dim != 0 {
+        if dim == 0 || !values.len().is_multiple_of(dim) {
             return Err(PerceptualError::Shape(format!(
                 "{} values are no whole number of {dim}-dimensional vectors",
                 values.len()

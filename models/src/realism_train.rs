@@ -305,7 +305,7 @@ impl Run {
             self.state.step += 1;
             clock.update(&mut self.state);
             window.add(terms.values());
-            if self.state.step % 10 == 0 {
+            if self.state.step.is_multiple_of(10) {
                 log.row(&Terms::csv_row(&self.state, window.take()))?;
             }
             reporter.step(self.state.step, config.steps, &terms.message());

@@ -499,7 +499,7 @@ impl Run {
             let values = self.step(config, measure, dataset, &mut optimizer, &mut rng)?;
             clock.update(&mut self.state);
             log.add(values);
-            if self.state.step % 10 == 0 {
+            if self.state.step.is_multiple_of(10) {
                 let message = log.write(&self.state, lr)?;
                 reporter.step(self.state.step, config.steps, &message);
             }
@@ -507,7 +507,8 @@ impl Run {
                 self.save_checkpoint()?;
                 last_checkpoint = Instant::now();
             }
-            let due = config.validate_every > 0 && self.state.step % config.validate_every == 0;
+            let due =
+                config.validate_every > 0 && self.state.step.is_multiple_of(config.validate_every);
             if due && !finished(config, &self.state) {
                 validate(self, &reporter)?;
             }
@@ -766,12 +767,13 @@ impl StepLog {
 
 /// Copies the weights of `init` into `variables`: a model file (fp16 weights) or a run's
 /// checkpoint (`checkpoint.safetensors`, f32, as the campaign commits them), e.g. to give a
-/// checkpoint a decay branch of its own. A network of the same `N` and fewer channels of `y`
-/// than `network` is widened to it ([`crate::widen`]): the run starts from what it computes.
+/// checkpoint a decay branch of its own. A network with no more hidden channels (`N`) and no
+/// more channels of `y` (`M`) than `network` is widened to it ([`crate::widen`]): the run starts
+/// from what it computes.
 ///
 /// # Errors
-/// [`ModelError::Io`] if it cannot be read, [`ModelError::Shape`] for a network of another
-/// shape (but a narrower `y`), [`ModelError::InvalidModel`] for anything else that does not fit.
+/// [`ModelError::Io`] if it cannot be read, [`ModelError::Shape`] for a network wider than this
+/// one in `N` or `M`, [`ModelError::InvalidModel`] for anything else that does not fit.
 fn initialise(
     variables: &mut nn::VarStore,
     init: &Path,
@@ -782,10 +784,10 @@ fn initialise(
     if source == network {
         return load_init(&bytes, init, variables);
     }
-    if source.n != network.n || source.m > network.m {
+    if source.n > network.n || source.m > network.m {
         return Err(ModelError::Shape(format!(
-            "the initial network {} has shape {source:?}, this run {network:?} (only more \
-             channels of y can be added)",
+            "the initial network {} has shape {source:?}, this run {network:?} (a network can \
+             only be widened: more hidden channels or more channels of y)",
             init.display()
         )));
     }
@@ -1008,7 +1010,7 @@ impl Reporter {
 
     pub(crate) fn step(&self, step: u64, total: u64, message: &str) {
         self.bar.set_position(step);
-        if self.plain && step % Self::LOG_EVERY == 0 {
+        if self.plain && step.is_multiple_of(Self::LOG_EVERY) {
             let elapsed = self.started.elapsed().as_secs();
             eprintln!("step {step}/{total} ({elapsed} s this session): {message}");
         } else {

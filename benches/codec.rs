@@ -59,9 +59,6 @@ fn codec(c: &mut Criterion) {
     group.bench_function("load default model", |b| {
         b.iter(|| Model::builtin_default().expect("the default model"))
     });
-    group.bench_function("load default model", |b| {
-        b.iter(|| Model::builtin_default().expect("the default model"))
-    });
     group.finish();
 }
 

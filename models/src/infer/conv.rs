@@ -54,6 +54,10 @@ use super::{Buffers, FeatureMap, Planes, Strip};
 /// in a core's cache however wide the image is.
 const TILE_COLUMNS: usize = 128;
 
+/// Output columns per product read in place ([`DIRECT_MIN_CHANNELS`]): no patch matrix to keep
+/// in cache, so wider tiles only spare calls.
+const DIRECT_TILE_COLUMNS: usize = 512;
+
 /// Input channels from which a layer's products read the input in place, one per tap, instead
 /// of through a patch matrix: each tap's product is then `C_in` deep.
 const DIRECT_MIN_CHANNELS: usize = 32;
@@ -273,10 +277,16 @@ impl Conv {
             }
             let k = phase.taps[0] * phase.taps[1] * input.map.channels;
             // Tiles of a fixed number of columns, whatever the image width or thread count.
-            for first in (0..columns).step_by(TILE_COLUMNS) {
-                let tile = first..(first + TILE_COLUMNS).min(columns);
+            let direct = input.map.channels >= DIRECT_MIN_CHANNELS;
+            let tile_columns = if direct {
+                DIRECT_TILE_COLUMNS
+            } else {
+                TILE_COLUMNS
+            };
+            for first in (0..columns).step_by(tile_columns) {
+                let tile = first..(first + tile_columns).min(columns);
                 let count = tile.len();
-                if input.map.channels >= DIRECT_MIN_CHANNELS {
+                if direct {
                     let target = &mut row[(t * first + c) * cout..];
                     self.tap_products(input, phase, a, tile, target);
                     continue;

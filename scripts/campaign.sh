@@ -88,8 +88,10 @@ case "$network" in
     init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;
   # The PSNR network with twice the hidden channels: N = 64 becomes 128 (g_a, g_s, h_a, h_s and
   # z; y keeps 96), from the held run's checkpoint as the function it computes, with its recipe.
-  # The wider y did not pay (above); this asks whether the transforms' width is the limit. A
-  # step costs 1.9x (0.57 against 0.30 s on 2 threads, docs/results.md, "Width").
+  # The wider y did not pay (above); this asked whether the transforms' width is the limit.
+  # A step costs 1.9x; after 2.31 CPU-hours (step 7,534) level at low rates and 0.1-0.16 dB
+  # below the held run at high ones: stopped, not kept (docs/results.md, "Width: the
+  # transforms'").
   mse-vr-wide-n)
     network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
                   --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities

@@ -51,6 +51,10 @@ name=
 args=(--data "${DATA:-../shared/data/train}" --validation "${VALIDATION:-../shared/data/kodak}"
       --run-dir "$run_dir" --output "runs/$network-latest.safetensors"
       --threads "${THREADS:-2}" --steps 1000000 --decay-steps 3000 --checkpoint-seconds 300)
+# The held PSNR run's recipe (mse-vr-balanced), which the runs widened from it keep.
+held_psnr=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
+           --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
+           --crop-size 128 --batch-size 8)
 case "$network" in
   # The PSNR network: one variable-rate network for qualities -2..12 (about 0.05 to 1.7 bpp on
   # Kodak), from the warm-start continuation of the fixed-rate mse-q3.
@@ -66,9 +70,7 @@ case "$network" in
   # At 2e-4 it went flat by step 20,000 and collapsed after ~21,000 (validation to 24,009 in
   # docs/results/); from the checkpoint at 18,311 it goes on at 1e-4.
   mse-vr-balanced)
-    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
-                  --crop-size 128 --batch-size 8)
+    network_args=("${held_psnr[@]}")
     args+=("${network_args[@]}" --validate-every 2500)
     # It would ship as mse-vr.
     name=mse-vr
@@ -80,9 +82,7 @@ case "$network" in
   # 4,503 (1.04 CPU-hours), level to -0.13 dB and 13 % more bits at quality 9 (docs/results.md,
   # "Width"); kept for a run with the CPU to use it.
   mse-vr-wide)
-    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
-                  --crop-size 128 --batch-size 8 --m 192)
+    network_args=("${held_psnr[@]}" --m 192)
     args+=("${network_args[@]}" --validate-every 1500)
     name=mse-vr
     init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;
@@ -93,9 +93,7 @@ case "$network" in
   # below the held run at high ones: stopped, not kept (docs/results.md, "Width: the
   # transforms'").
   mse-vr-wide-n)
-    network_args=(--distortion mse --lambda 0.0067 --quality 5 --variable-rate=-2..12
-                  --validation-qualities 1,3,5,7,9 --learning-rate 0.0001 --balance-qualities
-                  --crop-size 128 --batch-size 8 --n 128)
+    network_args=("${held_psnr[@]}" --n 128)
     args+=("${network_args[@]}" --validate-every 1500)
     name=mse-vr
     init=models/checkpoints/mse-vr-balanced/checkpoint.safetensors ;;

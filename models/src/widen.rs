@@ -45,8 +45,8 @@
 //!
 //! For every image, the widened network's reconstruction, the likelihoods of `z`'s first `N`
 //! channels and those of `y`'s first `M` channels are the narrow network's, and every new
-//! channel of `z` is the donor's median (the test below pins it): every new unit (a hidden channel, a channel of `z` or of `y`) reaches the trained units
-//! only through zero weights. What the new units add is only the rate of their own channels of
+//! channel of `z` is the donor's median (the test below pins it): every new unit (a hidden
+//! channel, a channel of `z` or of `y`) reaches the trained units only through zero weights. What the new units add is only the rate of their own channels of
 //! `z` and `y`, which training then trades for the distortion they can remove. The zero weights
 //! still receive gradients (from the new units' values), so the new units come into use; the
 //! new units of `g_a` are random so those values are not all equal.
@@ -59,8 +59,8 @@ use crate::hyperprior::{channel_dims, ChannelDims};
 use crate::ModelError;
 
 /// Copies `source`'s variables into `target`, a network of the same shape but for more hidden
-/// channels or more channels of `y`, by the map of the module doc. Variables only `target` has (the observer-mix
-/// conditioning of a network for every mix) keep their initial values.
+/// channels or more channels of `y`, by the map of the module doc. Variables only `target` has
+/// (the observer-mix conditioning of a network for every mix) keep their initial values.
 ///
 /// # Errors
 /// [`ModelError::InvalidModel`] if a variable of `source` is missing in `target` or is larger in
@@ -91,9 +91,18 @@ pub(crate) fn widen_into(
 
 /// The names of the variables [`silence_new_z`] sets: the last hyper-analysis layer (whose
 /// outputs are `z`) and the entropy bottleneck's per-channel density and quantiles.
-const Z_LAYER: &str = "h_a.4.";
+const Z_WEIGHT: &str = "h_a.4.weight";
+const Z_BIAS: &str = "h_a.4.bias";
 const Z_DENSITY: &str = "entropy_bottleneck.";
 const Z_QUANTILES: &str = "entropy_bottleneck.quantiles";
+
+/// The donor of the module doc: the channel whose tail quantiles lie closest together, and its
+/// median, from the entropy bottleneck's `quantiles` (C, 1, 3: lower tail, median, upper tail).
+fn quietest_channel(quantiles: &Tensor) -> (i64, f64) {
+    let spread = quantiles.select(2, 2) - quantiles.select(2, 0);
+    let donor = spread.flatten(0, -1).argmin(0, false).int64_value(&[]);
+    (donor, quantiles.double_value(&[donor, 0, 1]))
+}
 
 /// Makes the new channels of `z` silent, by the module doc, if `z` was widened.
 fn silence_new_z(
@@ -109,10 +118,7 @@ fn silence_new_z(
     if new == old {
         return Ok(());
     }
-    // quantiles: (C, 1, 3), the lower tail, the median and the upper tail of each channel.
-    let spread = quantiles.select(2, 2) - quantiles.select(2, 0);
-    let donor = spread.flatten(0, -1).argmin(0, false).int64_value(&[]);
-    let median = quantiles.double_value(&[donor, 0, 1]);
+    let (donor, median) = quietest_channel(quantiles);
     for (name, wide) in target {
         let added = || wide.narrow(0, old, new - old);
         if name.starts_with(Z_DENSITY) {
@@ -121,9 +127,9 @@ fn silence_new_z(
                 .ok_or_else(|| ModelError::InvalidModel(format!("no tensor {name} to copy")))?
                 .narrow(0, donor, 1);
             added().copy_(&donor_row);
-        } else if name == &format!("{Z_LAYER}weight") {
+        } else if name == Z_WEIGHT {
             let _ = added().zero_();
-        } else if name == &format!("{Z_LAYER}bias") {
+        } else if name == Z_BIAS {
             let _ = added().fill_(median);
         }
     }
@@ -199,10 +205,7 @@ mod tests {
         let trained_z = b.z_likelihoods.narrow(1, 0, 8);
         assert!(max_difference(&a.z_likelihoods, &trained_z) < 1e-6);
         // The new channels of z are silent: the donor's median everywhere.
-        let quantiles = &narrow_variables.variables()["entropy_bottleneck.quantiles"];
-        let spread = quantiles.select(2, 2) - quantiles.select(2, 0);
-        let donor = spread.flatten(0, -1).argmin(0, false).int64_value(&[]);
-        let median = quantiles.double_value(&[donor, 0, 1]);
+        let (_, median) = quietest_channel(&narrow_variables.variables()[Z_QUANTILES]);
         let new_z = tch::no_grad(|| wide.hyper_analysis(&wide.analysis(&x))).narrow(1, 8, 4);
         assert!((new_z - median).abs().max().double_value(&[]) < 1e-6);
         let trained = b.y_likelihoods.narrow(1, 0, 12);

@@ -268,6 +268,13 @@ impl Conv {
         let width = row.len() / cout;
         let (t, r) = (self.out_step, y % self.out_step);
         let a = y / self.out_step;
+        // Tiles of a fixed number of columns, whatever the image width or thread count.
+        let direct = input.map.channels >= DIRECT_MIN_CHANNELS;
+        let tile_columns = if direct {
+            DIRECT_TILE_COLUMNS
+        } else {
+            TILE_COLUMNS
+        };
         for phase in self.phases.iter().filter(|p| p.out_phase[0] == r) {
             let c = phase.out_phase[1];
             // Output columns t b + c < width.
@@ -276,13 +283,6 @@ impl Conv {
                 continue;
             }
             let k = phase.taps[0] * phase.taps[1] * input.map.channels;
-            // Tiles of a fixed number of columns, whatever the image width or thread count.
-            let direct = input.map.channels >= DIRECT_MIN_CHANNELS;
-            let tile_columns = if direct {
-                DIRECT_TILE_COLUMNS
-            } else {
-                TILE_COLUMNS
-            };
             for first in (0..columns).step_by(tile_columns) {
                 let tile = first..(first + tile_columns).min(columns);
                 let count = tile.len();
